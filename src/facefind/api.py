@@ -1,0 +1,152 @@
+"""The one library API: the CLI, the HTTP service and the web UI all call this class.
+
+    from facefind import FaceFind
+    ff = FaceFind("/data/my-library")
+    ff.index([Path("/photos")])
+    result = ff.search(Path("probe.jpg"))
+    for match in result.matches:
+        print(match.similarity, match.source.path)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from facefind.errors import FaceFindError, NotFoundError
+from facefind.evidence import export_evidence
+from facefind.ingest import IngestOptions, IngestProgress, IngestReport, ingest
+from facefind.library import Library, default_library_path
+from facefind.pipeline import FacePipeline, PipelineConfig
+from facefind.pipeline.decode import DEFAULT_MAX_PIXELS, decode_image
+from facefind.pipeline.embed import Recognizer
+from facefind.pipeline.models import ARCFACE_MBF
+from facefind.schema import FacesResponse, SearchResponse, VerifyResponse
+from facefind.search import (
+    DEFAULT_MIN_SIMILARITY,
+    DEFAULT_VERIFY_THRESHOLD,
+    detected_to_face,
+    read_probe,
+    record_to_face,
+    search_library,
+    verify_pair,
+)
+
+DEFAULT_EMBEDDING_DIM = 512
+
+
+class FaceFind:
+    """A face library on disk and the pipeline that fills and searches it."""
+
+    def __init__(
+        self,
+        library: Path | str | None = None,
+        pipeline_config: PipelineConfig | None = None,
+        recognizer: Recognizer | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.library_path = Path(library) if library is not None else default_library_path()
+        self.pipeline_config = pipeline_config or PipelineConfig()
+        self.max_pixels = max_pixels
+        self._recognizer = recognizer
+        self._pipeline: FacePipeline | None = None
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    @property
+    def pipeline(self) -> FacePipeline:
+        """Models are loaded on first use, so stats/remove stay instant."""
+        if self._pipeline is None:
+            self._pipeline = FacePipeline(self.pipeline_config, self._recognizer)
+        return self._pipeline
+
+    @property
+    def model_id(self) -> str:
+        return self._recognizer.model_id if self._recognizer else ARCFACE_MBF.model_id
+
+    @property
+    def embedding_dim(self) -> int:
+        return self._recognizer.dim if self._recognizer else DEFAULT_EMBEDDING_DIM
+
+    def open_library(self, writable: bool = False) -> Library:
+        return Library(self.library_path, self.model_id, self.embedding_dim, writable=writable)
+
+    # -- the operations ------------------------------------------------------------------------
+
+    def index(
+        self, paths: list[Path], workers: int = 0, progress: IngestProgress | None = None
+    ) -> IngestReport:
+        """Find and store every face in the images under ``paths``; re-runs only do new or changed files."""
+        if self._recognizer is not None:
+            workers = 1  # a plugged-in recogniser lives in this process only
+        options = IngestOptions(workers=workers, max_pixels=self.max_pixels, pipeline=self.pipeline_config)
+        with self.open_library(writable=True) as library:
+            return ingest(library, paths, options, progress, pipeline_factory=lambda: self.pipeline)
+
+    def search(
+        self,
+        probe: Path | bytes,
+        face: int | None = None,
+        top_k: int = 10,
+        min_similarity: float = DEFAULT_MIN_SIMILARITY,
+    ) -> SearchResponse:
+        """Ranked matches for one face of ``probe`` (the largest unless ``face`` is given)."""
+        with self.open_library() as library:
+            return search_library(library, self.pipeline, probe, face, top_k, min_similarity, self.max_pixels)
+
+    def verify(
+        self,
+        a: Path | bytes,
+        b: Path | bytes,
+        face_a: int | None = None,
+        face_b: int | None = None,
+        threshold: float = DEFAULT_VERIFY_THRESHOLD,
+    ) -> VerifyResponse:
+        """How similar one face of A is to one face of B."""
+        return verify_pair(self.pipeline, a, b, face_a, face_b, threshold, self.max_pixels)
+
+    def faces(self, path: Path) -> FacesResponse:
+        """The faces of one file: from the catalog if indexed, else detected now."""
+        absolute = str(path.absolute())
+        with self.open_library() as library:
+            media = library.catalog.media_by_path(absolute)
+            if media is not None and media.status != "failed":
+                return FacesResponse(
+                    path=absolute, indexed=True, width=media.width, height=media.height,
+                    faces=[record_to_face(r, library.thumbs_dir) for r in library.catalog.faces_of_media(absolute)],
+                )
+        image = decode_image(read_probe(path), max_pixels=self.max_pixels)
+        detected = self.pipeline.analyze(image.pixels)
+        return FacesResponse(
+            path=absolute, indexed=False, width=image.width, height=image.height,
+            faces=[detected_to_face(f, i) for i, f in enumerate(detected)],
+        )
+
+    def stats(self) -> dict:
+        """Counts of files by status, unindexed files by reason, faces by quality, searches."""
+        with self.open_library() as library:
+            return {"library": str(self.library_path), "index_size": len(library.index), **library.catalog.stats()}
+
+    def remove(self, path: Path | None = None, face_ids: list[int] | None = None) -> int:
+        """Remove a file (or a folder's files) or single faces from catalog and index; returns faces removed."""
+        if (path is None) == (not face_ids):
+            raise FaceFindError("give either a path or face ids to remove", reason="bad_argument")
+        with self.open_library(writable=True) as library:
+            if path is not None:
+                removed, thumbnails, files = library.catalog.remove_media(str(path.absolute()))
+                if files == 0:
+                    raise NotFoundError(f"{path} is not in the library")
+            else:
+                known = library.catalog.faces(face_ids or [])
+                missing = sorted(set(face_ids or []) - set(known))
+                if missing:
+                    raise NotFoundError(f"no face with id {', '.join(map(str, missing))} in the library")
+                removed, thumbnails = list(known), library.catalog.remove_faces(list(known))
+            library.apply_index_changes([], None, removed)
+            library.save_index()
+            library.delete_thumbnails(thumbnails)
+            return len(removed)
+
+    def export_evidence(self, match_id: str, out: Path) -> Path:
+        """Write a self-contained HTML evidence page for a match id printed by a search."""
+        with self.open_library() as library:
+            return export_evidence(library, match_id, out, self.max_pixels)

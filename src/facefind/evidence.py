@@ -1,0 +1,136 @@
+"""Evidence export: one self-contained HTML page a person can check a match with.
+
+It shows probe and match side by side: each original image with the face box
+and landmarks, the aligned 112x112 crops the model actually compared, the
+score, and the provenance (paths, SHA-256 then and now, boxes, quality,
+search id and time). Images are embedded, so the page survives being mailed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from facefind.errors import FaceFindError, NotFoundError, UnreadableMediaError
+from facefind.library import Library
+from facefind.pipeline.align import align_face, template_landmarks
+from facefind.pipeline.decode import decode_image
+
+CONTEXT_MAX_SIDE = 720
+CROP_VIEW_SIZE = 224
+
+
+def parse_match_id(match_id: str) -> tuple[int, int]:
+    try:
+        search_id, rank = (int(part) for part in match_id.split("-"))
+    except ValueError:
+        raise FaceFindError(
+            f"{match_id!r} is not a match id; use the SEARCH-RANK id printed by `facefind search`",
+            reason="bad_argument",
+        ) from None
+    return search_id, rank
+
+
+def _png_data_uri(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _context_view(pixels: np.ndarray, box: list[float], landmarks: list[list[float]]) -> Image.Image:
+    """The whole image, downscaled, with the face box and landmarks drawn on it."""
+    image = Image.fromarray(pixels)
+    scale = min(1.0, CONTEXT_MAX_SIDE / max(image.size))
+    if scale < 1.0:
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
+    draw = ImageDraw.Draw(image)
+    width = max(2, round(3 * max(image.size) / CONTEXT_MAX_SIDE))
+    draw.rectangle([v * scale for v in box], outline=(255, 200, 0), width=width)
+    for x, y in landmarks:
+        r = width + 1
+        draw.ellipse([x * scale - r, y * scale - r, x * scale + r, y * scale + r], fill=(0, 255, 120))
+    return image
+
+
+def _crop_view(pixels: np.ndarray, landmarks: list[list[float]]) -> Image.Image:
+    """The aligned crop the recogniser saw, enlarged, with the template landmark positions."""
+    crop = Image.fromarray(align_face(pixels, np.asarray(landmarks, dtype=np.float32)))
+    crop = crop.resize((CROP_VIEW_SIZE, CROP_VIEW_SIZE), Image.NEAREST)
+    draw = ImageDraw.Draw(crop)
+    factor = CROP_VIEW_SIZE / 112
+    for x, y in template_landmarks():
+        draw.ellipse([x * factor - 3, y * factor - 3, x * factor + 3, y * factor + 3], outline=(0, 255, 120), width=2)
+    return crop
+
+
+def _side(path: str | None, sha256: str | None, box, landmarks, max_pixels: int) -> dict:
+    """Images and provenance of one side (probe or match); a missing or changed file is reported, not fatal."""
+    facts = {"path": path or "(uploaded image, not kept)", "sha256_at_index_time": sha256 or "unknown"}
+    if path is None:
+        return {"facts": facts, "context": None, "crop": None, "note": "the probe was not a file"}
+    try:
+        data = Path(path).read_bytes()
+        pixels = decode_image(data, max_pixels=max_pixels).pixels
+    except (OSError, UnreadableMediaError) as error:
+        return {"facts": facts, "context": None, "crop": None, "note": f"source no longer readable: {error}"}
+    current = hashlib.sha256(data).hexdigest()
+    facts["sha256_now"] = current
+    note = "" if sha256 in (None, current) else "WARNING: the file changed since it was indexed"
+    return {
+        "facts": facts,
+        "context": _png_data_uri(_context_view(pixels, box, landmarks)),
+        "crop": _png_data_uri(_crop_view(pixels, landmarks)),
+        "note": note,
+    }
+
+
+def export_evidence(library: Library, match_id: str, out: Path, max_pixels: int = 100_000_000) -> Path:
+    """Write the evidence page for ``match_id`` (SEARCH-RANK) to ``out``."""
+    search_id, rank = parse_match_id(match_id)
+    found = library.catalog.search_result(search_id, rank)
+    if found is None:
+        raise NotFoundError(f"no match {match_id}: search {search_id} has no rank {rank}")
+    probe, probe_embedding, face_id, score = found
+    records = library.catalog.faces([face_id])
+    if face_id not in records:
+        raise NotFoundError(f"match {match_id} refers to face {face_id}, which has since been removed")
+    match = records[face_id]
+    probe_face = probe["face"]
+    probe_box = [probe_face["box"][k] for k in ("x1", "y1", "x2", "y2")]
+    probe_side = _side(probe.get("path"), probe.get("sha256"), probe_box, probe_face["landmarks"], max_pixels)
+    match_side = _side(match.path, match.sha256, match.box, match.landmarks, max_pixels)
+    probe_side["facts"].update({"face box": probe_box, "quality": probe_face["quality"]})
+    match_side["facts"].update({"face id": face_id, "face box": match.box, "quality": match.quality,
+                                "model": match.model_id})
+    template = resources.files("facefind").joinpath("templates/evidence.html").read_text()
+    page = template.format(
+        title=html.escape(f"facefind evidence {match_id}"),
+        match_id=html.escape(match_id),
+        score=f"{score:.4f}",
+        search_id=search_id,
+        rank=rank,
+        generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        probe=_render_side("Probe", probe_side),
+        match=_render_side("Match", match_side),
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out
+
+
+def _render_side(label: str, side: dict) -> str:
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in side["facts"].items()
+    )
+    context = f'<img class="context" src="{side["context"]}" alt="{label} in context">' if side["context"] else ""
+    crop = f'<img class="crop" src="{side["crop"]}" alt="{label} aligned crop">' if side["crop"] else ""
+    note = f'<p class="note">{html.escape(side["note"])}</p>' if side["note"] else ""
+    return f"<section><h2>{label}</h2>{note}{context}<div>{crop}</div><table>{rows}</table></section>"

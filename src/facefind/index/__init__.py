@@ -1,0 +1,6 @@
+"""The vector index: nearest-neighbour search over face embeddings, rebuildable from the catalog."""
+
+from facefind.index.base import VectorIndex
+from facefind.index.faiss_index import FaissFlatIndex
+
+__all__ = ["FaissFlatIndex", "VectorIndex"]

@@ -1,0 +1,38 @@
+"""The small interface every vector index backend implements.
+
+Ids are the catalog's face ids, so a backend never needs to know anything
+about files or people; it only has to add, remove, search and persist.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class VectorIndex(Protocol):
+    dim: int
+
+    def __len__(self) -> int: ...
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add unit vectors under int64 ids; raises ValueError on a wrong vector size."""
+        ...
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove ids (unknown ones are ignored); returns how many were removed."""
+        ...
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, ids) per query by inner product; missing slots have id -1."""
+        ...
+
+    def save(self, path: Path) -> None:
+        """Persist atomically: a crash leaves either the old file or the new one, never half of one."""
+        ...
+
+    def reset(self) -> None:
+        """Drop every vector (before a rebuild from the catalog)."""
+        ...

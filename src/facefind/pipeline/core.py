@@ -1,0 +1,76 @@
+"""The whole pipeline in one call: pixels in, faces with quality and embeddings out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from facefind.pipeline.align import align_face
+from facefind.pipeline.detect import ScrfdDetector
+from facefind.pipeline.embed import OnnxArcFace, Recognizer
+from facefind.pipeline.quality import Quality, assess_quality
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Knobs a user may want to turn; defaults suit ordinary photo collections."""
+
+    detection_size: int = 640
+    detection_threshold: float = 0.5
+    min_face_px: float = 10.0
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    """Everything facefind keeps about one face in one image."""
+
+    box: np.ndarray  # (4,) x1, y1, x2, y2 in source pixels
+    landmarks: np.ndarray  # (5, 2) in source pixels
+    detection_score: float
+    quality: Quality
+    embedding: np.ndarray  # (dim,) float32, unit length
+    aligned: np.ndarray  # (112, 112, 3) uint8 RGB
+
+    @property
+    def area(self) -> float:
+        return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
+
+
+class FacePipeline:
+    """decode -> detect -> align -> assess quality -> embed, with models loaded once."""
+
+    def __init__(self, config: PipelineConfig | None = None, recognizer: Recognizer | None = None) -> None:
+        self.config = config or PipelineConfig()
+        self.detector = ScrfdDetector(
+            size=self.config.detection_size,
+            score_threshold=self.config.detection_threshold,
+            min_face_px=self.config.min_face_px,
+            threads=self.config.threads,
+        )
+        self.recognizer = recognizer or OnnxArcFace(threads=self.config.threads)
+
+    @property
+    def model_id(self) -> str:
+        return self.recognizer.model_id
+
+    def analyze(self, rgb: np.ndarray) -> list[DetectedFace]:
+        """Every face in an RGB image, largest first."""
+        detections = self.detector.detect(rgb)
+        if not detections:
+            return []
+        crops = np.stack([align_face(rgb, d.landmarks) for d in detections])
+        embeddings = self.recognizer.embed(crops)
+        faces = [
+            DetectedFace(
+                box=d.box.astype(np.float32),
+                landmarks=d.landmarks.astype(np.float32),
+                detection_score=d.score,
+                quality=assess_quality(d.box, d.landmarks, d.score, crop),
+                embedding=embedding,
+                aligned=crop,
+            )
+            for d, crop, embedding in zip(detections, crops, embeddings)
+        ]
+        return sorted(faces, key=lambda face: -face.area)

@@ -1,0 +1,102 @@
+"""The documented, stable shapes of facefind's results (JSON via Pydantic).
+
+Modelled on Rekognition's SearchFacesByImage (searched face, its box and
+confidence, ranked face matches, model version) plus what facefind adds:
+quality verdicts, landmarks, provenance (file hash) and evidence ids.
+``docs/search-result.schema.json`` is generated from these models; a test
+keeps it in step. Bump ``SCHEMA_VERSION`` on any incompatible change.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+SCHEMA_VERSION = "1.0"
+
+
+class BoundingBox(BaseModel):
+    """Face box in pixels of the upright (EXIF-rotated) image."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    @classmethod
+    def from_list(cls, box: list[float]) -> "BoundingBox":
+        return cls(x1=box[0], y1=box[1], x2=box[2], y2=box[3])
+
+
+class FaceQuality(BaseModel):
+    """Measured quality signals and the verdict (good / fair / poor) with its reasons."""
+
+    face_px: float = Field(description="Shorter side of the face box, pixels")
+    eye_distance_px: float
+    sharpness: float = Field(description="Variance of the Laplacian on the aligned 112x112 crop")
+    yaw_deg: float
+    pitch_deg: float
+    roll_deg: float
+    detection_score: float
+    verdict: str = Field(description="good, fair or poor")
+    reasons: list[str]
+
+
+class Face(BaseModel):
+    """One face in an image."""
+
+    face_index: int = Field(description="Position among the image's faces, 0 = largest")
+    face_id: int | None = Field(None, description="Catalog id, when the face is indexed")
+    box: BoundingBox
+    landmarks: list[list[float]] = Field(description="5 points: eyes, nose tip, mouth corners (x, y)")
+    detection_score: float
+    quality: FaceQuality
+    thumbnail: str | None = Field(None, description="Aligned 112x112 crop on disk, if stored")
+
+
+class Source(BaseModel):
+    """Where a face was seen."""
+
+    path: str
+    sha256: str | None
+    width: int | None
+    height: int | None
+
+
+class FaceMatch(BaseModel):
+    match_id: str = Field(description="SEARCH-RANK; pass to `facefind export-evidence`")
+    rank: int
+    similarity: float = Field(description="Cosine similarity of the embeddings, -1..1 (uncalibrated)")
+    face: Face
+    source: Source
+
+
+class SearchResponse(BaseModel):
+    schema_version: str = SCHEMA_VERSION
+    search_id: int
+    probe_path: str | None
+    searched_face: Face
+    faces_in_probe: list[Face] = Field(description="Every face found in the probe; pick another with --face N")
+    gallery_size: int = Field(description="Faces in the index when the search ran")
+    model_id: str
+    top_k: int
+    min_similarity: float
+    matches: list[FaceMatch]
+
+
+class VerifyResponse(BaseModel):
+    schema_version: str = SCHEMA_VERSION
+    similarity: float
+    threshold: float
+    same_person: bool = Field(description="similarity >= threshold (uncalibrated)")
+    face_a: Face
+    face_b: Face
+    model_id: str
+
+
+class FacesResponse(BaseModel):
+    schema_version: str = SCHEMA_VERSION
+    path: str
+    indexed: bool = Field(description="True when read from the catalog, False when detected just now")
+    width: int | None
+    height: int | None
+    faces: list[Face]

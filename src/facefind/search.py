@@ -1,0 +1,165 @@
+"""Search and verification: from probe pixels to ranked, provenance-carrying matches.
+
+Every search is written to the catalog's search log (probe face, parameters,
+ranked results): it is the audit trail, and it is what evidence export reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from facefind.catalog import FaceRecord
+from facefind.errors import FaceFindError, NoFaceError, NotFoundError, UnreadableMediaError
+from facefind.library import Library
+from facefind.pipeline import DetectedFace, FacePipeline
+from facefind.pipeline.decode import decode_image
+from facefind.schema import BoundingBox, Face, FaceMatch, FaceQuality, SearchResponse, Source, VerifyResponse
+
+# Provisional cosine thresholds for the bundled MobileFaceNet until calibration tables replace them.
+DEFAULT_MIN_SIMILARITY = 0.30
+DEFAULT_VERIFY_THRESHOLD = 0.30
+
+
+def detected_to_face(face: DetectedFace, face_index: int) -> Face:
+    return Face(
+        face_index=face_index,
+        box=BoundingBox.from_list([round(float(v), 2) for v in face.box]),
+        landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks],
+        detection_score=round(face.detection_score, 4),
+        quality=FaceQuality(**face.quality.to_dict()),
+    )
+
+
+def record_to_face(record: FaceRecord, thumbs_dir: Path) -> Face:
+    return Face(
+        face_index=record.face_index,
+        face_id=record.id,
+        box=BoundingBox.from_list(record.box),
+        landmarks=record.landmarks,
+        detection_score=record.detection_score,
+        quality=FaceQuality(**record.quality),
+        thumbnail=str(thumbs_dir / record.thumbnail) if record.thumbnail else None,
+    )
+
+
+def read_probe(probe: Path | bytes) -> bytes:
+    """The probe's bytes, with a clear error for a missing or unreadable file."""
+    if isinstance(probe, bytes):
+        return probe
+    try:
+        return probe.read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"no such file: {probe}") from None
+    except OSError as error:
+        raise UnreadableMediaError(f"cannot read {probe}: {error}", reason="unreadable") from None
+
+
+def probe_faces(pipeline: FacePipeline, data: bytes, name: str, max_pixels: int) -> list[DetectedFace]:
+    """Every face in a probe image, largest first; NoFaceError if there is none."""
+    try:
+        image = decode_image(data, max_pixels=max_pixels)
+    except UnreadableMediaError as error:
+        raise UnreadableMediaError(f"{name}: {error}", reason=error.reason) from None
+    faces = pipeline.analyze(image.pixels)
+    if not faces:
+        raise NoFaceError(f"no face found in {name}; try a larger or sharper photo of the face")
+    return faces
+
+
+def _name(probe: Path | bytes) -> str:
+    return str(probe) if isinstance(probe, Path) else "the probe image"
+
+
+def pick_face(faces: list[DetectedFace], face_index: int | None, label: str = "probe") -> int:
+    """Index of the chosen face: the given one, or the largest (index 0)."""
+    if face_index is None:
+        return 0
+    if not 0 <= face_index < len(faces):
+        raise FaceFindError(
+            f"--face {face_index} is out of range: the {label} has {len(faces)} face(s), numbered 0..{len(faces) - 1}",
+            reason="bad_face_index",
+        )
+    return face_index
+
+
+def search_library(
+    library: Library,
+    pipeline: FacePipeline,
+    probe: Path | bytes,
+    face_index: int | None = None,
+    top_k: int = 10,
+    min_similarity: float = DEFAULT_MIN_SIMILARITY,
+    max_pixels: int = 100_000_000,
+) -> SearchResponse:
+    """Rank the library's faces against one face of the probe, and log the search."""
+    if top_k < 1:
+        raise FaceFindError("--top-k must be at least 1", reason="bad_argument")
+    data = read_probe(probe)
+    faces = probe_faces(pipeline, data, _name(probe), max_pixels)
+    chosen = pick_face(faces, face_index)
+    probe_face = faces[chosen]
+    scores, ids = library.index.search(probe_face.embedding[None, :], top_k)
+    hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and s >= min_similarity]
+    records = library.catalog.faces([i for i, _ in hits])
+    hits = [(i, s) for i, s in hits if i in records]
+    probe_path = str(Path(probe).resolve()) if isinstance(probe, Path) else None
+    searched = detected_to_face(probe_face, chosen)
+    search_id = library.catalog.record_search(
+        probe={"path": probe_path, "sha256": hashlib.sha256(data).hexdigest(), "face": searched.model_dump()},
+        embedding=probe_face.embedding,
+        params={"top_k": top_k, "min_similarity": min_similarity, "gallery_size": len(library.index)},
+        results=hits,
+    )
+    matches = [
+        FaceMatch(
+            match_id=f"{search_id}-{rank}",
+            rank=rank,
+            similarity=round(score, 4),
+            face=record_to_face(records[face_id], library.thumbs_dir),
+            source=Source(
+                path=records[face_id].path,
+                sha256=records[face_id].sha256,
+                width=records[face_id].media_width,
+                height=records[face_id].media_height,
+            ),
+        )
+        for rank, (face_id, score) in enumerate(hits, start=1)
+    ]
+    return SearchResponse(
+        search_id=search_id,
+        probe_path=probe_path,
+        searched_face=searched,
+        faces_in_probe=[detected_to_face(f, i) for i, f in enumerate(faces)],
+        gallery_size=len(library.index),
+        model_id=pipeline.model_id,
+        top_k=top_k,
+        min_similarity=min_similarity,
+        matches=matches,
+    )
+
+
+def verify_pair(
+    pipeline: FacePipeline,
+    probe_a: Path | bytes,
+    probe_b: Path | bytes,
+    face_a: int | None = None,
+    face_b: int | None = None,
+    threshold: float = DEFAULT_VERIFY_THRESHOLD,
+    max_pixels: int = 100_000_000,
+) -> VerifyResponse:
+    """Compare one face of A with one face of B."""
+    faces_a = probe_faces(pipeline, read_probe(probe_a), _name(probe_a), max_pixels)
+    faces_b = probe_faces(pipeline, read_probe(probe_b), _name(probe_b), max_pixels)
+    index_a, index_b = pick_face(faces_a, face_a, "first image"), pick_face(faces_b, face_b, "second image")
+    similarity = float(np.dot(faces_a[index_a].embedding, faces_b[index_b].embedding))
+    return VerifyResponse(
+        similarity=round(similarity, 4),
+        threshold=threshold,
+        same_person=similarity >= threshold,
+        face_a=detected_to_face(faces_a[index_a], index_a),
+        face_b=detected_to_face(faces_b[index_b], index_b),
+        model_id=pipeline.model_id,
+    )
