@@ -98,9 +98,10 @@ def _pose_from_landmarks(left_eye, right_eye, nose, mouth) -> tuple[float, float
     axis = eye_vector / eye_distance
     normal = np.array([-axis[1], axis[0]])
     eye_mid = (left_eye + right_eye) / 2
-    # Yaw: the nose drifts along the eye line as the head turns; at 90 degrees it reaches the eye.
+    # Yaw: the nose tip stands out about half an eye distance from the eye plane, so turning the
+    # head by theta shifts it along the eye line by tan(theta) half-eye-distances.
     along = float(np.dot(nose - eye_mid, axis)) / (eye_distance / 2)
-    yaw = math.degrees(math.asin(max(-1.0, min(1.0, along))))
+    yaw = math.degrees(math.atan(along))
     # Pitch: the nose's position between eye line and mouth moves as the head nods.
     nose_down = float(np.dot(nose - eye_mid, normal))
     mouth_down = max(float(np.dot(mouth - eye_mid, normal)), 1e-6)
