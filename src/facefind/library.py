@@ -60,8 +60,8 @@ class Library:
                 ) from None
         self.catalog: Catalog = SqliteCatalog(root / "catalog.sqlite3")
         self._check_model()
-        self.index: VectorIndex = self._load_or_rebuild_index()
         self.rebuilt_index = False
+        self.index: VectorIndex = self._load_or_rebuild_index()
 
     def _check_model(self) -> None:
         stored = self.catalog.get_meta("model_id")
