@@ -201,7 +201,7 @@ def _print_search(result: SearchResponse) -> None:
         return
     table = Table(show_lines=False)
     for column in ("match id", "similarity", "source file", "face box (x1,y1,x2,y2)", "quality", "thumbnail"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for match in result.matches:
         box = match.face.box
         table.add_row(

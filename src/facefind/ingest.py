@@ -296,7 +296,8 @@ def ingest(
             if info is not None and (info.st_size, info.st_mtime_ns) == (previous.size, previous.mtime_ns):
                 report.unchanged += 1
                 continue
-        tasks.append((path, previous.sha256 if previous is not None else None))
+        retry_failed = previous is None or previous.status == "failed"  # failures are retried in full
+        tasks.append((path, None if retry_failed else previous.sha256))
     report.discovered = len(tasks) + report.unchanged + len(walk_failures)
     progress.started(len(tasks) + len(walk_failures))
     status = "finished"

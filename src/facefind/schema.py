@@ -100,3 +100,19 @@ class FacesResponse(BaseModel):
     width: int | None
     height: int | None
     faces: list[Face]
+
+
+def json_schemas() -> dict:
+    """JSON Schema of every response, as written to docs/search-result.schema.json."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "search": SearchResponse.model_json_schema(),
+        "verify": VerifyResponse.model_json_schema(),
+        "faces": FacesResponse.model_json_schema(),
+    }
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(json_schemas(), indent=2))
