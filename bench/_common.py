@@ -1,0 +1,37 @@
+"""Helpers shared by the benchmarks: where the data is, where results go, machine facts."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from facefind.evaluation import shared_data_dir
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def data_dir_or_exit() -> Path:
+    found = shared_data_dir()
+    if found is None:
+        sys.exit("../shared/data not found; set FACEFIND_DATA to the evaluation data folder")
+    return found
+
+
+def machine() -> dict:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_json(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
+    return path

@@ -1,0 +1,127 @@
+"""Ingest throughput: images/s and faces/s end to end (walk, hash, decode, detect, align, embed, commit).
+
+Runs on the LFW tree (7,701 small tight crops) and on group_photos/ (large
+photos, many faces), with 1 and with all worker processes side by side in one
+run, several repeats each; reports medians, the parallel speed-up ratio and
+peak memory (parent and largest worker). Writes bench/results/ingest.json and
+ingest.png.
+
+    python bench/ingest.py [--limit 2000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS, data_dir_or_exit, write_json  # noqa: E402
+
+from facefind.api import FaceFind  # noqa: E402
+
+LFW_TARGET_IMAGES_PER_SECOND = 25.0
+
+
+def _subset(source: Path, limit: int | None, workdir: Path) -> Path:
+    """A folder of symlinks to the first ``limit`` images of ``source`` (all when None)."""
+    images = sorted(p for p in source.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"})
+    if limit:
+        images = images[:limit]
+    target = workdir / source.name
+    target.mkdir()
+    for i, image in enumerate(images):
+        os.symlink(image, target / f"{i:06d}{image.suffix}")
+    return target
+
+
+def _run(folder: Path, workers: int, workdir: Path) -> dict:
+    library = workdir / f"lib-{workers}"
+    shutil.rmtree(library, ignore_errors=True)
+    report = FaceFind(library).index([folder], workers=workers)
+    return {
+        "seconds": report.seconds,
+        "images": report.processed,
+        "faces": report.faces_added,
+        "images_per_second": report.processed / report.seconds,
+        "faces_per_second": report.faces_added / report.seconds,
+        "failed": report.failed,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N LFW images (default: all)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    data = data_dir_or_exit()
+    workers_all = os.cpu_count() or 1
+    results: dict = {"sets": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for name, source, limit in (("lfw", data / "lfw", args.limit), ("group_photos", data / "group_photos", None)):
+            folder = _subset(source, limit, workdir)
+            runs: dict[int, list[dict]] = {1: [], workers_all: []}
+            for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits both alike
+                for workers in runs:
+                    runs[workers].append(_run(folder, workers, workdir))
+                    print(name, workers, "workers", f"{runs[workers][-1]['images_per_second']:.1f} img/s", flush=True)
+            summary = {}
+            for workers, repeats in runs.items():
+                summary[f"workers_{workers}"] = {
+                    "images": repeats[0]["images"],
+                    "faces": repeats[0]["faces"],
+                    "failed": repeats[0]["failed"],
+                    "median_images_per_second": statistics.median(r["images_per_second"] for r in repeats),
+                    "median_faces_per_second": statistics.median(r["faces_per_second"] for r in repeats),
+                    "runs": repeats,
+                }
+            summary["parallel_speedup"] = (
+                summary[f"workers_{workers_all}"]["median_images_per_second"] / summary["workers_1"]["median_images_per_second"]
+            )
+            results["sets"][name] = summary
+    self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    lfw_best = results["sets"]["lfw"][f"workers_{workers_all}"]["median_images_per_second"]
+    results.update(
+        peak_memory_mb={"parent": round(self_peak, 1), "largest_worker": round(child_peak, 1)},
+        lfw_target_images_per_second=LFW_TARGET_IMAGES_PER_SECOND,
+        lfw_meets_target=lfw_best >= LFW_TARGET_IMAGES_PER_SECOND,
+        repeats=args.repeats,
+        lfw_limit=args.limit,
+    )
+    path = write_json("ingest", results)
+    _plot(results, workers_all)
+    print(f"LFW: {lfw_best:.1f} images/s with {workers_all} workers (target {LFW_TARGET_IMAGES_PER_SECOND});"
+          f" peak memory parent {self_peak:.0f} MB, worker {child_peak:.0f} MB; wrote {path}")
+
+
+def _plot(results: dict, workers_all: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for axis, metric, label in ((axes[0], "median_images_per_second", "images/s"), (axes[1], "median_faces_per_second", "faces/s")):
+        names = list(results["sets"])
+        for offset, workers in ((-0.2, 1), (0.2, workers_all)):
+            values = [results["sets"][n][f"workers_{workers}"][metric] for n in names]
+            axis.bar([i + offset for i in range(len(names))], values, width=0.4, label=f"{workers} worker(s)")
+        axis.set_xticks(range(len(names)), names)
+        axis.set_ylabel(label)
+        axis.legend()
+    axes[0].axhline(LFW_TARGET_IMAGES_PER_SECOND, color="red", linestyle="--", linewidth=1)
+    fig.suptitle("facefind ingest throughput (medians)")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "ingest.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
