@@ -20,14 +20,14 @@ def test_sample_probe_finds_the_same_player_in_the_team_photo(facefind, photo_fo
     assert all(m.similarity < best.similarity - 0.2 for m in result.matches[1:])
 
 
-def test_top_k_and_min_similarity(facefind, photo_folder):
+def test_top_k_and_show_all(facefind, photo_folder):
     facefind.index([photo_folder], workers=1)
-    everything = facefind.search(probe_sample(), top_k=50, min_similarity=-1.0)
+    everything = facefind.search(probe_sample(), top_k=50, show_all=True)
     assert len(everything.matches) == everything.gallery_size
     assert [m.rank for m in everything.matches] == list(range(1, everything.gallery_size + 1))
     sims = [m.similarity for m in everything.matches]
     assert sims == sorted(sims, reverse=True)
-    assert len(facefind.search(probe_sample(), top_k=3, min_similarity=-1.0).matches) == 3
+    assert len(facefind.search(probe_sample(), top_k=3, show_all=True).matches) == 3
 
 
 def test_probe_without_a_face_is_a_clear_error(facefind, tmp_path):
@@ -54,9 +54,9 @@ def test_search_accepts_bytes(facefind, photo_folder):
 
 def test_verify_same_and_different(facefind, photo_folder):
     same = facefind.verify(probe_sample(), photo_folder / "players.jpg", face_b=_yao_index(facefind, photo_folder))
-    assert same.same_person and same.similarity > 0.5
+    assert same.same_person and same.similarity > 0.5 and same.verdict == "strong"
     different = facefind.verify(photo_folder / "gdp.jpg", photo_folder / "gdp.jpg", face_a=0, face_b=1)
-    assert not different.same_person
+    assert not different.same_person and different.fmr > 1e-3
 
 
 def _yao_index(facefind, folder) -> int:
@@ -81,7 +81,7 @@ def test_remove_file_and_single_face(facefind, photo_folder):
     assert facefind.stats()["index_size"] == before - 5
     best = facefind.search(probe_sample()).matches[0]
     assert facefind.remove(face_ids=[best.face.face_id]) == 1
-    assert all(m.face.face_id != best.face.face_id for m in facefind.search(probe_sample(), min_similarity=-1).matches)
+    assert all(m.face.face_id != best.face.face_id for m in facefind.search(probe_sample(), show_all=True).matches)
     assert not Path(best.face.thumbnail).exists()
     with pytest.raises(NotFoundError):
         facefind.remove(photo_folder / "gdp.jpg")
@@ -110,3 +110,47 @@ def test_named_people_every_probe_face_finds_its_person_at_rank_1(tmp_path, pipe
             assert result.matches, f"{probe_name} face {face}: no match"
             found.add(Path(result.matches[0].source.path).parent.name)
         assert found == identities, probe_name
+
+
+def test_matches_carry_calibrated_evidence(facefind, photo_folder):
+    facefind.index([photo_folder], workers=1)
+    result = facefind.search(probe_sample())
+    best = result.matches[0]
+    assert best.verdict == "strong" and best.within_limits
+    assert best.fmr <= 1e-5 and best.fmr_text.startswith(("1 in", "< 1 in"))
+    assert best.expected_false_matches == pytest.approx(result.gallery_size * best.fmr, rel=0.01)
+    assert result.probe_assessment.supports_identification
+    assert result.probe_assessment.calibration_table == best.calibration_table == "standard"
+
+
+def test_a_stranger_gets_no_match_by_default(facefind, photo_folder, tmp_path):
+    only_team = tmp_path / "team"
+    only_team.mkdir()
+    (only_team / "players.jpg").write_bytes((photo_folder / "players.jpg").read_bytes())
+    facefind.index([only_team], workers=1)
+    stranger = photo_folder / "gdp.jpg"  # three other players, not in the team photo
+    assert facefind.search(stranger).matches == []
+    candidates = facefind.search(stranger, show_all=True, top_k=5).matches
+    assert len(candidates) == 5
+    assert not any(m.within_limits for m in candidates)
+    assert all(m.verdict in ("weak", "not a match") for m in candidates)
+
+
+def test_a_poor_probe_is_searched_but_cannot_support_a_claim(facefind, photo_folder, tmp_path, sample_rgb):
+    import cv2
+    from PIL import Image
+
+    facefind.index([photo_folder], workers=1)
+    tiny = tmp_path / "tiny.png"
+    Image.fromarray(cv2.resize(sample_rgb, None, fx=0.12, fy=0.12, interpolation=cv2.INTER_AREA)).save(tiny)
+    result = facefind.search(tiny, show_all=True)
+    assert result.searched_face.quality.verdict == "poor"
+    assert not result.probe_assessment.supports_identification
+    assert result.probe_assessment.calibration_table == "low_quality"
+    assert "cannot support an identification" in result.probe_assessment.notes[0]
+    assert all(m.calibration_table == "low_quality" for m in result.matches)
+
+
+def test_max_fmr_is_validated(facefind):
+    with pytest.raises(FaceFindError, match="max-fmr"):
+        facefind.search(probe_sample(), max_fmr=0)

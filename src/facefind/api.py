@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from facefind.calibration import CalibrationSet, default_calibration
 from facefind.errors import FaceFindError, NotFoundError
 from facefind.evidence import export_evidence
 from facefind.ingest import IngestOptions, IngestProgress, IngestReport, ingest
@@ -22,8 +23,7 @@ from facefind.pipeline.embed import Recognizer
 from facefind.pipeline.models import ARCFACE_MBF
 from facefind.schema import FacesResponse, SearchResponse, VerifyResponse
 from facefind.search import (
-    DEFAULT_MIN_SIMILARITY,
-    DEFAULT_VERIFY_THRESHOLD,
+    DEFAULT_MAX_FMR,
     detected_to_face,
     read_probe,
     record_to_face,
@@ -43,12 +43,14 @@ class FaceFind:
         pipeline_config: PipelineConfig | None = None,
         recognizer: Recognizer | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        calibration: CalibrationSet | Path | None = None,
     ) -> None:
         self.library_path = Path(library) if library is not None else default_library_path()
         self.pipeline_config = pipeline_config or PipelineConfig()
         self.max_pixels = max_pixels
         self._recognizer = recognizer
         self._pipeline: FacePipeline | None = None
+        self._calibration = CalibrationSet.load(calibration) if isinstance(calibration, (str, Path)) else calibration
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -58,6 +60,22 @@ class FaceFind:
         if self._pipeline is None:
             self._pipeline = FacePipeline(self.pipeline_config, self._recognizer)
         return self._pipeline
+
+    @property
+    def calibration(self) -> CalibrationSet:
+        """The calibration tables scores are reported with (shipped ones for the bundled model)."""
+        if self._calibration is None:
+            if self._recognizer is not None:
+                raise FaceFindError(
+                    "a plugged-in recogniser needs its own calibration: run `facefind calibrate` and pass calibration=",
+                    reason="no_calibration",
+                )
+            self._calibration = default_calibration()
+        if self._calibration.model_id != self.model_id:
+            raise FaceFindError(
+                f"calibration is for {self._calibration.model_id}, not {self.model_id}", reason="no_calibration"
+            )
+        return self._calibration
 
     @property
     def model_id(self) -> str:
@@ -87,11 +105,18 @@ class FaceFind:
         probe: Path | bytes,
         face: int | None = None,
         top_k: int = 10,
-        min_similarity: float = DEFAULT_MIN_SIMILARITY,
+        max_fmr: float = DEFAULT_MAX_FMR,
+        show_all: bool = False,
     ) -> SearchResponse:
-        """Ranked matches for one face of ``probe`` (the largest unless ``face`` is given)."""
+        """Calibrated matches for one face of ``probe`` (the largest unless ``face`` is given).
+
+        Only matches with FMR <= ``max_fmr`` and at most one expected false match in
+        this gallery are returned, unless ``show_all``.
+        """
         with self.open_library() as library:
-            return search_library(library, self.pipeline, probe, face, top_k, min_similarity, self.max_pixels)
+            return search_library(
+                library, self.pipeline, self.calibration, probe, face, top_k, max_fmr, show_all, self.max_pixels
+            )
 
     def verify(
         self,
@@ -99,10 +124,10 @@ class FaceFind:
         b: Path | bytes,
         face_a: int | None = None,
         face_b: int | None = None,
-        threshold: float = DEFAULT_VERIFY_THRESHOLD,
+        max_fmr: float = DEFAULT_MAX_FMR,
     ) -> VerifyResponse:
-        """How similar one face of A is to one face of B."""
-        return verify_pair(self.pipeline, a, b, face_a, face_b, threshold, self.max_pixels)
+        """How likely one face of A and one face of B are the same person, as a calibrated FMR."""
+        return verify_pair(self.pipeline, self.calibration, a, b, face_a, face_b, max_fmr, self.max_pixels)
 
     def faces(self, path: Path) -> FacesResponse:
         """The faces of one file: from the catalog if indexed, else detected now."""
@@ -145,6 +170,18 @@ class FaceFind:
             library.save_index()
             library.delete_thumbnails(thumbnails)
             return len(removed)
+
+    def calibrate(
+        self, lfw_dir: Path, out: Path, cache_dir: Path | None = None, workers: int = 0, progress=None
+    ) -> CalibrationSet:
+        """Fit calibration tables on an LFW-layout folder (half the people) and check them on the rest."""
+        from facefind.calibration.fit import calibrate
+
+        if self._recognizer is not None:
+            raise FaceFindError("calibrate runs the bundled recogniser only", reason="bad_argument")
+        result = calibrate(lfw_dir, cache_dir, workers, progress)
+        result.save(out)
+        return result
 
     def export_evidence(self, match_id: str, out: Path) -> Path:
         """Write a self-contained HTML evidence page for a match id printed by a search."""

@@ -31,7 +31,7 @@ from facefind.errors import FaceFindError
 from facefind.pipeline import PipelineConfig
 from facefind.pipeline.decode import DEFAULT_MAX_PIXELS
 from facefind.schema import SearchResponse
-from facefind.search import DEFAULT_MIN_SIMILARITY, DEFAULT_VERIFY_THRESHOLD
+from facefind.search import DEFAULT_MAX_FMR
 
 app = typer.Typer(
     help="facefind: find every face in the photos you hold, then ask where else a face appears.\n\n"
@@ -173,12 +173,21 @@ def search(
     probe: Annotated[Path, typer.Argument(help="Photo of the face to look for.")],
     face: Annotated[Optional[int], typer.Option("--face", "-f", help="Which face of the probe (0 = largest, the default).")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="At most this many matches.")] = 10,
-    min_similarity: Annotated[float, typer.Option(help="Hide matches below this cosine similarity.")] = DEFAULT_MIN_SIMILARITY,
+    max_fmr: Annotated[float, typer.Option(
+        help="Show matches whose false match rate is at most this: 1e-5 means 1 in 100,000 pairs of different"
+        " people score that high. Matches expected to include more than one false match in this gallery are"
+        " hidden too.")] = DEFAULT_MAX_FMR,
+    show_all: Annotated[bool, typer.Option("--show-all", help="Show the top-k candidates even beyond the limits, marked.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output (schema: docs/search-result.schema.json).")] = False,
 ) -> None:
-    """Find where the face in PROBE appears in the library, best match first."""
+    """Find where the face in PROBE appears in the library, best match first.
+
+    Every match carries its false match rate (FMR), the number of false matches
+    that strong to expect in a gallery of this size, and a verdict band:
+    strong (FMR <= 1e-5), possible (<= 1e-3), weak (<= 1e-2), not a match.
+    """
     try:
-        result = _facefind().search(probe, face=face, top_k=top_k, min_similarity=min_similarity)
+        result = _facefind().search(probe, face=face, top_k=top_k, max_fmr=max_fmr, show_all=show_all)
     except FaceFindError as error:
         raise _fail(error) from None
     if as_json:
@@ -187,33 +196,54 @@ def search(
     _print_search(result)
 
 
+VERDICT_STYLE = {"strong": "bold green", "possible": "yellow", "weak": "red", "not a match": "dim"}
+
+
+def _print_assessment(assessment) -> None:
+    if not assessment.supports_identification:
+        console.print("[bold red]This probe cannot support an identification on its own.[/]")
+    for note in assessment.notes:
+        console.print(f"  [yellow]note:[/] {note}")
+
+
 def _print_search(result: SearchResponse) -> None:
     searched = result.searched_face
     others = len(result.faces_in_probe) - 1
     console.print(
-        f"Probe face {searched.face_index} of {len(result.faces_in_probe)}"
-        f" (quality [bold]{searched.quality.verdict}[/]{': ' + ', '.join(searched.quality.reasons) if searched.quality.reasons else ''})"
-        f"; gallery of {result.gallery_size} faces; search {result.search_id}"
+        f"Probe face {searched.face_index} of {len(result.faces_in_probe)}, quality [bold]{searched.quality.verdict}[/];"
+        f" gallery of {result.gallery_size} faces; search {result.search_id}"
         + (f"; pick another face with --face 1..{others}" if others else "")
     )
+    _print_assessment(result.probe_assessment)
     if not result.matches:
-        console.print(f"[yellow]No face in the library reaches similarity {result.min_similarity}.[/]")
+        console.print(
+            f"[bold]No match.[/] No face in the library scores with FMR <= {result.max_fmr:g} and at most one"
+            " false match expected in this gallery. Use --show-all to see the nearest candidates anyway."
+        )
         return
     table = Table(show_lines=False)
-    for column in ("match id", "similarity", "source file", "face box (x1,y1,x2,y2)", "quality", "thumbnail"):
+    for column in ("match id", "verdict", "similarity", "FMR", "expected false matches", "source file",
+                   "face box (x1,y1,x2,y2)", "quality", "thumbnail"):
         table.add_column(column, overflow="fold")
     for match in result.matches:
         box = match.face.box
+        verdict = match.verdict if match.within_limits else f"{match.verdict} (beyond limits)"
         table.add_row(
             match.match_id,
+            f"[{VERDICT_STYLE[match.verdict]}]{verdict}[/]",
             f"{match.similarity:.3f}",
+            match.fmr_text,
+            f"{match.expected_false_matches:.2g}",
             match.source.path,
             f"{box.x1:.0f},{box.y1:.0f},{box.x2:.0f},{box.y2:.0f}",
             match.face.quality.verdict,
             match.face.thumbnail or "",
         )
     console.print(table)
-    console.print("Similarity is uncalibrated cosine; inspect a match with `facefind export-evidence MATCH_ID out.html`.")
+    console.print(
+        "FMR: how often two different people score this high. A match is a lead to check, not an identification:"
+        " `facefind export-evidence MATCH_ID out.html` shows both faces side by side."
+    )
 
 
 @app.command()
@@ -222,20 +252,24 @@ def verify(
     image_b: Annotated[Path, typer.Argument(help="Second photo.")],
     face_a: Annotated[Optional[int], typer.Option(help="Face of the first photo (0 = largest).")] = None,
     face_b: Annotated[Optional[int], typer.Option(help="Face of the second photo (0 = largest).")] = None,
-    threshold: Annotated[float, typer.Option(help="Cosine similarity at or above which faces are called the same.")] = DEFAULT_VERIFY_THRESHOLD,
+    max_fmr: Annotated[float, typer.Option(help="Call the faces the same person only at or below this false match rate.")] = DEFAULT_MAX_FMR,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Compare a face in IMAGE_A with a face in IMAGE_B."""
+    """Compare a face in IMAGE_A with a face in IMAGE_B, with a calibrated false match rate."""
     try:
-        result = _facefind().verify(image_a, image_b, face_a, face_b, threshold)
+        result = _facefind().verify(image_a, image_b, face_a, face_b, max_fmr)
     except FaceFindError as error:
         raise _fail(error) from None
     if as_json:
         _print_json(result)
         return
-    verdict = "[green]likely the same person[/]" if result.same_person else "[yellow]likely different people[/]"
-    console.print(f"similarity {result.similarity:.3f} (threshold {result.threshold}): {verdict}")
+    call = "[green]likely the same person[/]" if result.same_person else "[yellow]not shown to be the same person[/]"
+    console.print(
+        f"similarity {result.similarity:.3f}: FMR {result.fmr_text} ([{VERDICT_STYLE[result.verdict]}]{result.verdict}[/]),"
+        f" limit {result.max_fmr:g}: {call}"
+    )
     console.print(f"quality: A {result.face_a.quality.verdict}, B {result.face_b.quality.verdict}")
+    _print_assessment(result.probe_assessment)
 
 
 @app.command()
@@ -315,6 +349,45 @@ def export_evidence(
     except FaceFindError as error:
         raise _fail(error) from None
     console.print(f"wrote {written}")
+
+
+@app.command()
+def calibrate(
+    lfw: Annotated[Path, typer.Option(help="LFW-layout folder: one sub-folder of photos per person.")],
+    out: Annotated[Path, typer.Option(help="Calibration file to write (JSON).")] = Path("calibration.json"),
+    cache: Annotated[Optional[Path], typer.Option(help="Folder to cache embeddings in between runs.")] = None,
+    workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes (0 = one per core).")] = 0,
+) -> None:
+    """Fit score -> false match rate tables on labelled faces, and check them on unseen people.
+
+    Half of the people are used to fit, the other half to check; both results
+    are stored in the file with its provenance. The shipped tables were made with
+    `facefind calibrate --lfw ../shared/data/lfw --out src/facefind/calibration/data/w600k_mbf.json`.
+    """
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=errors) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done)
+
+        try:
+            result = _facefind().calibrate(lfw, out, cache, workers, progress)
+        except FaceFindError as error:
+            raise _fail(error) from None
+    for name, check in result.checks.items():
+        table = Table(title=f"held-out check: {name}")
+        for column in ("target FMR", "threshold", "claimed FMR", "measured FMR", "ratio", "TAR"):
+            table.add_column(column)
+        for row in check["after_widening"]:
+            ratio = row["ratio_measured_to_claimed"]
+            table.add_row(f"{row['target_fmr']:g}", f"{row['threshold']:.3f}", f"{row['claimed_fmr']:.2g}",
+                          f"{row['measured_fmr']:.2g}", "-" if ratio is None else f"{ratio:.2f}",
+                          "-" if row["tar"] is None else f"{row['tar']:.4f}")
+        console.print(table)
+    console.print(f"wrote {out}")
 
 
 @app.command()

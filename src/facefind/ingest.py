@@ -16,6 +16,7 @@ import signal
 import stat
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 from PIL import Image
 
 from facefind.catalog import MediaOutcome, NewFace
-from facefind.errors import UnreadableMediaError
+from facefind.errors import FaceFindError, UnreadableMediaError
 from facefind.library import Library
 from facefind.pipeline import FacePipeline, PipelineConfig
 from facefind.pipeline.decode import DEFAULT_MAX_PIXELS, decode_image, is_image_path
@@ -33,6 +34,7 @@ COMMIT_EVERY_FILES = 32
 COMMIT_EVERY_SECONDS = 2.0
 SAVE_INDEX_EVERY_SECONDS = 60.0
 UNCHANGED = "unchanged"
+MAX_POOL_RESTARTS = 3
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ def _failure(path: str, reason: str, message: str, **known) -> MediaOutcome:
 _worker_pipeline: FacePipeline | None = None
 
 
-def _init_worker(config: PipelineConfig) -> None:
+def init_worker(config: PipelineConfig) -> None:
     """Load models once per worker; leave Ctrl-C to the parent, which commits before exiting."""
     global _worker_pipeline
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -214,9 +216,14 @@ def analyze_file(
     return MediaOutcome(path=path, status=status, reason=reason, faces=new_faces, **known, **image_info), thumbnails
 
 
-def _analyze_in_worker(path: str, previous_sha256: str | None, max_pixels: int):
+def worker_pipeline() -> FacePipeline:
+    """The pipeline :func:`init_worker` loaded in this worker process."""
     assert _worker_pipeline is not None, "worker not initialised"
-    return analyze_file(_worker_pipeline, path, previous_sha256, max_pixels)
+    return _worker_pipeline
+
+
+def _analyze_in_worker(path: str, previous_sha256: str | None, max_pixels: int):
+    return analyze_file(worker_pipeline(), path, previous_sha256, max_pixels)
 
 
 # -- the parent: schedule, commit, checkpoint ------------------------------------------------------
@@ -323,31 +330,37 @@ def ingest(
 
 
 def _run_pool(tasks: list[tuple[str, str | None]], workers: int, options: IngestOptions, committer: _Committer) -> None:
-    """Fan files out to ``workers`` processes, each with its share of CPU threads."""
+    """Fan files out to ``workers`` processes, each with its share of CPU threads.
+
+    If a worker dies (out of memory, a crash in native code), the files it had in
+    flight are recorded as ``worker_crashed`` (and retried by the next run), a new
+    pool is started, and the run goes on.
+    """
     threads = max(1, (os.cpu_count() or 1) // workers)
     config = PipelineConfig(**{**options.pipeline.__dict__, "threads": threads})
-    executor = ProcessPoolExecutor(
-        max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(config,)
-    )
-    in_flight: dict[Future, str] = {}
     queue = iter(tasks)
-    try:
-        while True:
-            while len(in_flight) < workers * 4:
-                task = next(queue, None)
-                if task is None:
-                    break
-                in_flight[executor.submit(_analyze_in_worker, task[0], task[1], options.max_pixels)] = task[0]
-            if not in_flight:
-                break
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            for future in done:
-                path = in_flight.pop(future)
-                try:
-                    committer.accept(*future.result())
-                except KeyboardInterrupt:
-                    raise
-                except Exception as error:  # a worker that died (e.g. out of memory) fails its file only
-                    committer.accept(_failure(path, "worker_crashed", f"{type(error).__name__}: {error}"), {})
-    finally:
-        executor.shutdown(wait=False, cancel_futures=True)
+    for _attempt in range(MAX_POOL_RESTARTS + 1):
+        executor = ProcessPoolExecutor(
+            max_workers=workers, mp_context=get_context("spawn"), initializer=init_worker, initargs=(config,)
+        )
+        in_flight: dict[Future, str] = {}
+        try:
+            while True:
+                while len(in_flight) < workers * 4:
+                    task = next(queue, None)
+                    if task is None:
+                        break
+                    in_flight[executor.submit(_analyze_in_worker, task[0], task[1], options.max_pixels)] = task[0]
+                if not in_flight:
+                    return
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    outcome = future.result()  # raises BrokenProcessPool if a worker died
+                    del in_flight[future]
+                    committer.accept(*outcome)
+        except BrokenProcessPool as error:
+            for path in in_flight.values():
+                committer.accept(_failure(path, "worker_crashed", f"a worker process died: {error}"), {})
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+    raise FaceFindError(f"worker processes kept dying ({MAX_POOL_RESTARTS + 1} times); try --workers 1", reason="worker_crashed")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 
 
 class BoundingBox(BaseModel):
@@ -62,12 +62,34 @@ class Source(BaseModel):
     height: int | None
 
 
-class FaceMatch(BaseModel):
+class Calibrated(BaseModel):
+    """What a score means, from the calibration table that fits the probe."""
+
+    similarity: float = Field(description="Raw cosine similarity of the embeddings, -1..1")
+    fmr: float = Field(description="False match rate: share of pairs of different people scoring at least this high")
+    fmr_is_bound: bool = Field(description="True when the score is beyond what calibration data resolves: fmr is an upper bound")
+    fmr_text: str = Field(description="fmr as '1 in N' (with '<' when it is a bound)")
+    fnmr: float = Field(description="Share of same-person pairs that score below this")
+    verdict: str = Field(description="strong / possible / weak / not a match, by FMR (see README)")
+    calibration_table: str
+
+
+class FaceMatch(Calibrated):
     match_id: str = Field(description="SEARCH-RANK; pass to `facefind export-evidence`")
     rank: int
-    similarity: float = Field(description="Cosine similarity of the embeddings, -1..1 (uncalibrated)")
+    expected_false_matches: float = Field(description="gallery_size x fmr: false matches this strong to expect in this gallery")
+    within_limits: bool = Field(description="fmr <= max_fmr and expected_false_matches <= 1; others appear only with show_all")
     face: Face
     source: Source
+
+
+class ProbeAssessment(BaseModel):
+    """Whether the probe face can support an identification claim, and why not."""
+
+    supports_identification: bool
+    quality_verdict: str
+    calibration_table: str
+    notes: list[str]
 
 
 class SearchResponse(BaseModel):
@@ -79,15 +101,17 @@ class SearchResponse(BaseModel):
     gallery_size: int = Field(description="Faces in the index when the search ran")
     model_id: str
     top_k: int
-    min_similarity: float
+    max_fmr: float = Field(description="Matches with a higher FMR are hidden unless show_all")
+    show_all: bool
+    probe_assessment: ProbeAssessment
     matches: list[FaceMatch]
 
 
-class VerifyResponse(BaseModel):
+class VerifyResponse(Calibrated):
     schema_version: str = SCHEMA_VERSION
-    similarity: float
-    threshold: float
-    same_person: bool = Field(description="similarity >= threshold (uncalibrated)")
+    max_fmr: float
+    same_person: bool = Field(description="fmr <= max_fmr and the probes support a claim")
+    probe_assessment: ProbeAssessment = Field(description="Of the poorer of the two faces")
     face_a: Face
     face_b: Face
     model_id: str

@@ -11,16 +11,54 @@ from pathlib import Path
 
 import numpy as np
 
+from facefind.calibration import CalibrationSet, CalibrationTable
+from facefind.calibration.table import format_fmr
 from facefind.catalog import FaceRecord
 from facefind.errors import FaceFindError, NoFaceError, NotFoundError, UnreadableMediaError
 from facefind.library import Library
 from facefind.pipeline import DetectedFace, FacePipeline
 from facefind.pipeline.decode import decode_image
-from facefind.schema import BoundingBox, Face, FaceMatch, FaceQuality, SearchResponse, Source, VerifyResponse
+from facefind.schema import (
+    BoundingBox,
+    Face,
+    FaceMatch,
+    FaceQuality,
+    ProbeAssessment,
+    SearchResponse,
+    Source,
+    VerifyResponse,
+)
 
-# Provisional cosine thresholds for the bundled MobileFaceNet until calibration tables replace them.
-DEFAULT_MIN_SIMILARITY = 0.30
-DEFAULT_VERIFY_THRESHOLD = 0.30
+DEFAULT_MAX_FMR = 1e-5
+QUALITY_RANK = {"good": 0, "fair": 1, "poor": 2}
+
+
+def calibrated(table: CalibrationTable, similarity: float) -> dict:
+    """The calibrated fields every score carries (see schema.Calibrated)."""
+    evidence = table.evidence(similarity)
+    return {
+        "similarity": round(similarity, 4),
+        "fmr": float(f"{evidence.fmr:.3g}"),
+        "fmr_is_bound": evidence.fmr_is_bound,
+        "fmr_text": format_fmr(evidence),
+        "fnmr": round(evidence.fnmr, 4),
+        "verdict": evidence.verdict,
+        "calibration_table": table.name,
+    }
+
+
+def assess_probe(face: DetectedFace, table: CalibrationTable) -> ProbeAssessment:
+    """A poor probe is still searched, but the result says the claim is weak and why."""
+    verdict = face.quality.verdict
+    notes = []
+    if verdict == "poor":
+        notes.append("probe quality is poor (" + "; ".join(face.quality.reasons) + "): scores use the wider"
+                     " low-quality calibration and cannot support an identification on their own")
+    elif verdict == "fair":
+        notes.append("probe quality is fair (" + "; ".join(face.quality.reasons) + ")")
+    return ProbeAssessment(
+        supports_identification=verdict != "poor", quality_verdict=verdict, calibration_table=table.name, notes=notes
+    )
 
 
 def detected_to_face(face: DetectedFace, face_index: int) -> Face:
@@ -88,36 +126,58 @@ def pick_face(faces: list[DetectedFace], face_index: int | None, label: str = "p
 def search_library(
     library: Library,
     pipeline: FacePipeline,
+    calibration: CalibrationSet,
     probe: Path | bytes,
     face_index: int | None = None,
     top_k: int = 10,
-    min_similarity: float = DEFAULT_MIN_SIMILARITY,
+    max_fmr: float = DEFAULT_MAX_FMR,
+    show_all: bool = False,
     max_pixels: int = 100_000_000,
 ) -> SearchResponse:
-    """Rank the library's faces against one face of the probe, and log the search."""
+    """Rank the library's faces against one face of the probe, with calibrated scores; log the search.
+
+    By default only matches within limits are returned: FMR at most ``max_fmr``
+    and at most one false match that strong expected in a gallery of this size.
+    ``show_all`` returns the top ``top_k`` whatever their scores, marked.
+    """
     if top_k < 1:
         raise FaceFindError("--top-k must be at least 1", reason="bad_argument")
+    if not 0 < max_fmr <= 1:
+        raise FaceFindError("--max-fmr must be in (0, 1], e.g. 1e-5", reason="bad_argument")
     data = read_probe(probe)
     faces = probe_faces(pipeline, data, _name(probe), max_pixels)
     chosen = pick_face(faces, face_index)
     probe_face = faces[chosen]
+    table = calibration.table_for(probe_face.quality.verdict)
+    gallery_size = len(library.index)
     scores, ids = library.index.search(probe_face.embedding[None, :], top_k)
-    hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and s >= min_similarity]
-    records = library.catalog.faces([i for i, _ in hits])
-    hits = [(i, s) for i, s in hits if i in records]
+    hits = []
+    for face_id, score in zip(ids[0], scores[0]):
+        if face_id < 0:
+            continue
+        fields = calibrated(table, float(score))
+        expected = gallery_size * fields["fmr"]
+        within = fields["fmr"] <= max_fmr and expected <= 1.0
+        if within or show_all:
+            hits.append((int(face_id), float(score), fields, expected, within))
+    records = library.catalog.faces([hit[0] for hit in hits])
+    hits = [hit for hit in hits if hit[0] in records]
     probe_path = str(Path(probe).resolve()) if isinstance(probe, Path) else None
     searched = detected_to_face(probe_face, chosen)
     search_id = library.catalog.record_search(
         probe={"path": probe_path, "sha256": hashlib.sha256(data).hexdigest(), "face": searched.model_dump()},
         embedding=probe_face.embedding,
-        params={"top_k": top_k, "min_similarity": min_similarity, "gallery_size": len(library.index)},
-        results=hits,
+        params={"top_k": top_k, "max_fmr": max_fmr, "show_all": show_all, "gallery_size": gallery_size,
+                "calibration_table": table.name},
+        results=[(face_id, score) for face_id, score, *_ in hits],
     )
     matches = [
         FaceMatch(
             match_id=f"{search_id}-{rank}",
             rank=rank,
-            similarity=round(score, 4),
+            **fields,
+            expected_false_matches=float(f"{expected:.3g}"),
+            within_limits=within,
             face=record_to_face(records[face_id], library.thumbs_dir),
             source=Source(
                 path=records[face_id].path,
@@ -126,39 +186,46 @@ def search_library(
                 height=records[face_id].media_height,
             ),
         )
-        for rank, (face_id, score) in enumerate(hits, start=1)
+        for rank, (face_id, score, fields, expected, within) in enumerate(hits, start=1)
     ]
     return SearchResponse(
         search_id=search_id,
         probe_path=probe_path,
         searched_face=searched,
         faces_in_probe=[detected_to_face(f, i) for i, f in enumerate(faces)],
-        gallery_size=len(library.index),
+        gallery_size=gallery_size,
         model_id=pipeline.model_id,
         top_k=top_k,
-        min_similarity=min_similarity,
+        max_fmr=max_fmr,
+        show_all=show_all,
+        probe_assessment=assess_probe(probe_face, table),
         matches=matches,
     )
 
 
 def verify_pair(
     pipeline: FacePipeline,
+    calibration: CalibrationSet,
     probe_a: Path | bytes,
     probe_b: Path | bytes,
     face_a: int | None = None,
     face_b: int | None = None,
-    threshold: float = DEFAULT_VERIFY_THRESHOLD,
+    max_fmr: float = DEFAULT_MAX_FMR,
     max_pixels: int = 100_000_000,
 ) -> VerifyResponse:
-    """Compare one face of A with one face of B."""
+    """Compare one face of A with one face of B; the poorer face decides which calibration applies."""
     faces_a = probe_faces(pipeline, read_probe(probe_a), _name(probe_a), max_pixels)
     faces_b = probe_faces(pipeline, read_probe(probe_b), _name(probe_b), max_pixels)
     index_a, index_b = pick_face(faces_a, face_a, "first image"), pick_face(faces_b, face_b, "second image")
-    similarity = float(np.dot(faces_a[index_a].embedding, faces_b[index_b].embedding))
+    poorer = max(faces_a[index_a], faces_b[index_b], key=lambda f: QUALITY_RANK[f.quality.verdict])
+    table = calibration.table_for(poorer.quality.verdict)
+    fields = calibrated(table, float(np.dot(faces_a[index_a].embedding, faces_b[index_b].embedding)))
+    assessment = assess_probe(poorer, table)
     return VerifyResponse(
-        similarity=round(similarity, 4),
-        threshold=threshold,
-        same_person=similarity >= threshold,
+        **fields,
+        max_fmr=max_fmr,
+        same_person=fields["fmr"] <= max_fmr and assessment.supports_identification,
+        probe_assessment=assessment,
         face_a=detected_to_face(faces_a[index_a], index_a),
         face_b=detected_to_face(faces_b[index_b], index_b),
         model_id=pipeline.model_id,

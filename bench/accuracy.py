@@ -1,0 +1,206 @@
+"""Accuracy report on LFW through facefind's own detection and alignment.
+
+Prints and writes bench/results/accuracy.json, accuracy_det.png and accuracy_hist.png:
+- LFW View-2 10-fold verification accuracy (threshold chosen on 9 folds, tested on the 10th);
+- TAR at FMR 1e-3, 1e-4, 1e-5 over all LFW pairs;
+- open-set 1:N (rank-1, FNIR at FPIR 0.01 / 0.001, and at facefind's default operating point);
+- the shipped calibration tables' claimed vs measured FMR on the held-out half of the people.
+
+    python bench/accuracy.py [--cache DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS, data_dir_or_exit, write_json  # noqa: E402
+
+from facefind.calibration import default_calibration  # noqa: E402
+from facefind.calibration.table import POSSIBLE_MAX_FMR, STRONG_MAX_FMR, WEAK_MAX_FMR  # noqa: E402
+from facefind.evaluation.lfw import LfwEmbeddings, embed_lfw, pair_scores, read_view2_pairs  # noqa: E402
+from facefind.search import DEFAULT_MAX_FMR  # noqa: E402
+
+TAR_LEVELS = (1e-3, 1e-4, 1e-5)
+PUBLISHED_LFW_ACCURACY = 0.9970
+
+
+def view2_accuracy(lfw: LfwEmbeddings, pairs_file: Path) -> dict:
+    """10-fold accuracy; a pair with an undetected face counts with score -1 (a likely error)."""
+    folds = read_view2_pairs(pairs_file)
+    scores, labels = [], []
+    missing = 0
+    for fold in folds:
+        fold_scores = []
+        for name1, n1, name2, n2, same in fold:
+            a, b = lfw.index_of(name1, n1), lfw.index_of(name2, n2)
+            if lfw.found[a] and lfw.found[b]:
+                fold_scores.append(float(lfw.embeddings[a] @ lfw.embeddings[b]))
+            else:
+                missing += 1
+                fold_scores.append(-1.0)
+        scores.append(np.array(fold_scores))
+        labels.append(np.array([p[4] for p in fold]))
+    candidates = np.arange(-0.2, 1.0, 0.0025)
+    accuracies, thresholds = [], []
+    for test in range(len(folds)):
+        train_s = np.concatenate([s for i, s in enumerate(scores) if i != test])
+        train_l = np.concatenate([l for i, l in enumerate(labels) if i != test])
+        best = max(candidates, key=lambda t: ((train_s >= t) == train_l).mean())
+        thresholds.append(float(best))
+        accuracies.append(float(((scores[test] >= best) == labels[test]).mean()))
+    return {
+        "mean_accuracy": float(np.mean(accuracies)),
+        "std_accuracy": float(np.std(accuracies)),
+        "fold_accuracies": accuracies,
+        "fold_thresholds": thresholds,
+        "pairs_with_undetected_face": missing,
+        "published_accuracy": PUBLISHED_LFW_ACCURACY,
+    }
+
+
+def tar_at_fmr(genuine: np.ndarray, impostor: np.ndarray) -> dict:
+    impostor_sorted = np.sort(impostor)
+    result = {}
+    for level in TAR_LEVELS:
+        threshold = float(impostor_sorted[int(np.ceil(len(impostor_sorted) * (1 - level)))])
+        result[f"{level:g}"] = {"threshold": threshold, "tar": float((genuine > threshold).mean())}
+    return result
+
+
+def open_set(lfw: LfwEmbeddings) -> dict:
+    """Gallery: first image of each person with 2+ images, plus every single-image person (distractors).
+
+    Mated probes: the other images of 2+ people. Non-mated searches: the same probes with their own
+    person taken out of the gallery (leave-one-out), so every probe also acts as a stranger.
+    """
+    found = lfw.found
+    first_of: dict[int, int] = {}
+    counts = np.bincount(lfw.identities)
+    for i in np.nonzero(found)[0]:
+        first_of.setdefault(int(lfw.identities[i]), int(i))
+    gallery = np.array(sorted(first_of.values()))
+    probes = np.array([i for i in np.nonzero(found)[0] if counts[lfw.identities[i]] >= 2 and first_of[int(lfw.identities[i])] != i])
+    scores = lfw.embeddings[probes] @ lfw.embeddings[gallery].T
+    mate = lfw.identities[probes][:, None] == lfw.identities[gallery][None, :]
+    mate_score = np.where(mate, scores, -np.inf).max(axis=1)
+    best_other = np.where(mate, -np.inf, scores).max(axis=1)
+    rank1 = float((mate_score > best_other).mean())
+    result = {"gallery_size": int(len(gallery)), "mated_probes": int(len(probes)), "rank1_identification_rate": rank1}
+    for fpir in (0.01, 0.001):
+        threshold = float(np.quantile(best_other, 1 - fpir))
+        fnir = float(((mate_score < threshold) | (mate_score <= best_other)).mean())
+        result[f"fnir_at_fpir_{fpir:g}"] = {"threshold": threshold, "fnir": fnir}
+    # facefind's default: FMR <= 1e-5 and at most one expected false match in a gallery this size
+    table = default_calibration().tables["standard"]
+    default_threshold = max(table.threshold_for_fmr(DEFAULT_MAX_FMR), table.threshold_for_fmr(1.0 / len(gallery)))
+    result["default_operating_point"] = {
+        "threshold": default_threshold,
+        "fpir": float((best_other >= default_threshold).mean()),
+        "fnir": float(((mate_score < default_threshold) | (mate_score <= best_other)).mean()),
+        "meaning": "fpir: share of strangers (probe's own person not enrolled) for whom facefind shows any match"
+                   " by default; fnir: share of enrolled people it fails to return at rank 1 by default",
+    }
+    return result
+
+
+def calibration_checks() -> dict:
+    shipped = default_calibration()
+    return {"provenance": shipped.provenance, "checks": shipped.checks}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", type=Path, default=RESULTS / "cache", help="embedding cache folder")
+    args = parser.parse_args()
+    data = data_dir_or_exit()
+    lfw = embed_lfw(data / "lfw", cache=args.cache / "lfw-clean.npz",
+                    progress=lambda done, total: print(f"\rembedding LFW {done}/{total}", end="", flush=True))
+    print()
+    view2 = view2_accuracy(lfw, data / "lfw_pairs.txt")
+    genuine, impostor = pair_scores(lfw, np.arange(len(lfw.paths)))
+    tar = tar_at_fmr(genuine, impostor)
+    openset = open_set(lfw)
+    result = {
+        "images": len(lfw.paths),
+        "images_without_face": int((~lfw.found).sum()),
+        "view2": view2,
+        "all_pairs": {"genuine_pairs": int(len(genuine)), "impostor_pairs": int(len(impostor)), "tar_at_fmr": tar},
+        "open_set": openset,
+        "calibration": calibration_checks(),
+    }
+    path = write_json("accuracy", result)
+    _plots(genuine, impostor)
+    _print(result)
+    print(f"wrote {path}")
+
+
+def _print(result: dict) -> None:
+    view2 = result["view2"]
+    print(f"LFW View-2 10-fold accuracy: {view2['mean_accuracy'] * 100:.2f}% +- {view2['std_accuracy'] * 100:.2f}"
+          f" (published {PUBLISHED_LFW_ACCURACY * 100:.2f}%; {view2['pairs_with_undetected_face']} pairs lost to detection)")
+    for level, row in result["all_pairs"]["tar_at_fmr"].items():
+        print(f"TAR at FMR {level}: {row['tar'] * 100:.2f}% (threshold {row['threshold']:.3f})")
+    openset = result["open_set"]
+    print(f"Open-set 1:N, gallery {openset['gallery_size']}, {openset['mated_probes']} probes:"
+          f" rank-1 {openset['rank1_identification_rate'] * 100:.2f}%,"
+          f" FNIR@FPIR=0.01 {openset['fnir_at_fpir_0.01']['fnir'] * 100:.2f}%,"
+          f" FNIR@FPIR=0.001 {openset['fnir_at_fpir_0.001']['fnir'] * 100:.2f}%")
+    point = openset["default_operating_point"]
+    print(f"  default settings: strangers shown a match (FPIR) {point['fpir'] * 100:.2f}%, enrolled missed (FNIR) {point['fnir'] * 100:.2f}%")
+    print("Calibration, held-out people (claimed vs measured FMR):")
+    for name, check in result["calibration"]["checks"].items():
+        for row in check["after_widening"]:
+            ratio = row["ratio_measured_to_claimed"]
+            print(f"  {name:34s} target {row['target_fmr']:<7g} claimed {row['claimed_fmr']:.2e}{'(bound)' if row['claimed_is_bound'] else '':7s}"
+                  f" measured {row['measured_fmr']:.2e} ({row['false_matches']} of {row['impostor_pairs']})"
+                  f" ratio {'-' if ratio is None else f'{ratio:.2f}'}")
+
+
+def _plots(genuine: np.ndarray, impostor: np.ndarray) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = default_calibration().tables["standard"]
+    thresholds = np.linspace(-0.2, 1.0, 1201)
+    impostor_sorted, genuine_sorted = np.sort(impostor), np.sort(genuine)
+    fmr = 1 - np.searchsorted(impostor_sorted, thresholds) / len(impostor_sorted)
+    fnmr = np.searchsorted(genuine_sorted, thresholds) / len(genuine_sorted)
+    fig, axis = plt.subplots(figsize=(6, 4.5))
+    keep = fmr > 0
+    axis.loglog(fmr[keep], np.maximum(fnmr[keep], 1e-5), label="facefind on LFW (all pairs)")
+    for level in TAR_LEVELS:
+        axis.axvline(level, color="grey", linestyle=":", linewidth=0.8)
+    axis.set_xlabel("false match rate (FMR)")
+    axis.set_ylabel("false non-match rate (FNMR)")
+    axis.set_title("DET curve, LFW through facefind's pipeline")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "accuracy_det.png", dpi=110)
+
+    fig, axis = plt.subplots(figsize=(7, 4))
+    bins = np.linspace(-0.3, 1.0, 131)
+    axis.hist(impostor, bins=bins, density=True, alpha=0.6, label=f"different people ({len(impostor):,} pairs)", log=True)
+    axis.hist(genuine, bins=bins, density=True, alpha=0.6, label=f"same person ({len(genuine):,} pairs)", log=True)
+    for level, label, colour in ((WEAK_MAX_FMR, "weak", "red"), (POSSIBLE_MAX_FMR, "possible", "orange"), (STRONG_MAX_FMR, "strong", "green")):
+        threshold = table.threshold_for_fmr(level)
+        axis.axvline(threshold, color=colour, linestyle="--", linewidth=1)
+        axis.text(threshold, axis.get_ylim()[1] * 0.3, f" {label}\n FMR<={level:g}", color=colour, fontsize=8)
+    axis.set_xlabel("cosine similarity")
+    axis.set_ylabel("density (log)")
+    axis.set_title("Score distributions and verdict thresholds")
+    axis.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "accuracy_hist.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()

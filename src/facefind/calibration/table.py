@@ -1,0 +1,191 @@
+"""Calibration tables: score -> FMR / FNMR, where the data supports it, and the verdict bands."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+# Verdict bands, by false match rate (documented in the README).
+STRONG_MAX_FMR = 1e-5
+POSSIBLE_MAX_FMR = 1e-3
+WEAK_MAX_FMR = 1e-2
+# An FMR estimate is trusted where at least this many impostor pairs scored that high.
+MIN_IMPOSTOR_COUNT = 10
+SCORE_GRID = np.round(np.arange(-0.3, 1.0001, 0.005), 3)
+DEFAULT_TABLE_FILE = "w600k_mbf.json"
+
+
+def verdict_for_fmr(fmr: float) -> str:
+    """strong / possible / weak / not a match, by the FMR the score carries."""
+    if fmr <= STRONG_MAX_FMR:
+        return "strong"
+    if fmr <= POSSIBLE_MAX_FMR:
+        return "possible"
+    if fmr <= WEAK_MAX_FMR:
+        return "weak"
+    return "not a match"
+
+
+@dataclass(frozen=True)
+class MatchEvidence:
+    """What a score means under a table."""
+
+    fmr: float
+    fmr_is_bound: bool  # True: beyond what the calibration data can resolve; the true FMR is at most this
+    fnmr: float
+    verdict: str
+    table: str
+
+
+@dataclass
+class CalibrationTable:
+    """Score -> FMR and FNMR on a grid, plus the counts behind them."""
+
+    name: str
+    scores: np.ndarray
+    fmr: np.ndarray
+    fnmr: np.ndarray
+    impostor_pairs: int
+    genuine_pairs: int
+    description: str = ""
+    fmr_multiplier: float = 1.0  # >1 widens claims where the held-out check showed them too optimistic
+
+    @classmethod
+    def fit(cls, name: str, genuine: np.ndarray, impostor: np.ndarray, description: str = "") -> "CalibrationTable":
+        impostor = np.sort(impostor.astype(np.float64))
+        genuine = np.sort(genuine.astype(np.float64))
+        at_or_above = len(impostor) - np.searchsorted(impostor, SCORE_GRID, side="left")
+        below = np.searchsorted(genuine, SCORE_GRID, side="left")
+        return cls(
+            name=name,
+            scores=SCORE_GRID.copy(),
+            fmr=at_or_above / max(len(impostor), 1),
+            fnmr=below / max(len(genuine), 1),
+            impostor_pairs=len(impostor),
+            genuine_pairs=len(genuine),
+            description=description,
+        )
+
+    @property
+    def min_supported_fmr(self) -> float:
+        """The smallest FMR the data resolves (MIN_IMPOSTOR_COUNT impostor pairs at or above the score)."""
+        return MIN_IMPOSTOR_COUNT / max(self.impostor_pairs, 1) * self.fmr_multiplier
+
+    @property
+    def max_supported_score(self) -> float:
+        """Above this score the FMR is only an upper bound."""
+        supported = np.nonzero(self.fmr * self.impostor_pairs >= MIN_IMPOSTOR_COUNT)[0]
+        return float(self.scores[supported[-1]]) if len(supported) else float(self.scores[0])
+
+    def evidence(self, score: float) -> MatchEvidence:
+        fmr, bound = self.fmr_at(score)
+        return MatchEvidence(fmr=fmr, fmr_is_bound=bound, fnmr=self.fnmr_at(score), verdict=verdict_for_fmr(fmr), table=self.name)
+
+    def fmr_at(self, score: float) -> tuple[float, bool]:
+        """(FMR, is_bound): log-linear between grid points; an upper bound beyond the supported range."""
+        limit = self.max_supported_score
+        if score >= limit:
+            return self.min_supported_fmr, True
+        supported = self.fmr * self.fmr_multiplier
+        logs = np.log10(np.clip(supported, 1e-12, 1.0))
+        value = 10 ** float(np.interp(score, self.scores, logs))
+        return min(1.0, max(value, self.min_supported_fmr)), False
+
+    def fnmr_at(self, score: float) -> float:
+        return float(np.interp(score, self.scores, self.fnmr))
+
+    def threshold_for_fmr(self, fmr: float) -> float:
+        """The lowest score whose FMR is at most ``fmr`` (or the supported limit, if ``fmr`` is below it)."""
+        adjusted = self.fmr * self.fmr_multiplier
+        ok = np.nonzero(adjusted <= fmr)[0]
+        if fmr < self.min_supported_fmr or len(ok) == 0:
+            return self.max_supported_score
+        return float(self.scores[ok[0]])
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "impostor_pairs": self.impostor_pairs,
+            "genuine_pairs": self.genuine_pairs,
+            "fmr_multiplier": self.fmr_multiplier,
+            "min_supported_fmr": self.min_supported_fmr,
+            "max_supported_score": self.max_supported_score,
+            "scores": [float(s) for s in self.scores],
+            "fmr": [float(f"{v:.6g}") for v in self.fmr],
+            "fnmr": [float(f"{v:.6g}") for v in self.fnmr],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CalibrationTable":
+        return cls(
+            name=data["name"],
+            scores=np.asarray(data["scores"], dtype=np.float64),
+            fmr=np.asarray(data["fmr"], dtype=np.float64),
+            fnmr=np.asarray(data["fnmr"], dtype=np.float64),
+            impostor_pairs=int(data["impostor_pairs"]),
+            genuine_pairs=int(data["genuine_pairs"]),
+            description=data.get("description", ""),
+            fmr_multiplier=float(data.get("fmr_multiplier", 1.0)),
+        )
+
+
+@dataclass
+class CalibrationSet:
+    """The tables for one recogniser, with where they came from and how well they held up."""
+
+    model_id: str
+    tables: dict[str, CalibrationTable]
+    provenance: dict = field(default_factory=dict)
+    checks: dict = field(default_factory=dict)
+
+    def table_for(self, probe_quality: str) -> CalibrationTable:
+        """The table that matches the probe: low-quality probes get their own, wider one."""
+        if probe_quality == "poor" and "low_quality" in self.tables:
+            return self.tables["low_quality"]
+        return self.tables["standard"]
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "model_id": self.model_id,
+            "provenance": self.provenance,
+            "checks": self.checks,
+            "tables": {name: table.to_dict() for name, table in self.tables.items()},
+        }
+        path.write_text(json.dumps(payload, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "CalibrationSet":
+        data = json.loads(Path(path).read_text())
+        return cls(
+            model_id=data["model_id"],
+            tables={name: CalibrationTable.from_dict(t) for name, t in data["tables"].items()},
+            provenance=data.get("provenance", {}),
+            checks=data.get("checks", {}),
+        )
+
+
+@cache
+def default_calibration() -> CalibrationSet:
+    """The tables shipped with facefind for the bundled recogniser."""
+    return CalibrationSet.load(Path(str(resources.files("facefind.calibration").joinpath("data", DEFAULT_TABLE_FILE))))
+
+
+def format_fmr(evidence: MatchEvidence) -> str:
+    """'1 in 2.3M' style, with '<' for bounds."""
+    one_in = 1 / max(evidence.fmr, 1e-300)
+    prefix = "< " if evidence.fmr_is_bound else ""
+    if one_in >= 1e6:
+        text = f"1 in {one_in / 1e6:.1f}M"
+    elif one_in >= 1e3:
+        text = f"1 in {one_in / 1e3:.1f}k"
+    else:
+        text = f"1 in {math.floor(one_in)}"
+    return prefix + text
