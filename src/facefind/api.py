@@ -21,6 +21,7 @@ from facefind.pipeline import FacePipeline, PipelineConfig
 from facefind.pipeline.decode import DEFAULT_MAX_PIXELS, decode_image
 from facefind.pipeline.embed import Recognizer
 from facefind.pipeline.models import ARCFACE_MBF
+from facefind.pipeline.video import DEFAULT_SAMPLE_FPS
 from facefind.schema import FacesResponse, SearchResponse, VerifyResponse
 from facefind.search import (
     DEFAULT_MAX_FMR,
@@ -91,12 +92,22 @@ class FaceFind:
     # -- the operations ------------------------------------------------------------------------
 
     def index(
-        self, paths: list[Path], workers: int = 0, progress: IngestProgress | None = None
+        self,
+        paths: list[Path],
+        workers: int = 0,
+        progress: IngestProgress | None = None,
+        video_fps: float | None = DEFAULT_SAMPLE_FPS,
     ) -> IngestReport:
-        """Find and store every face in the images under ``paths``; re-runs only do new or changed files."""
+        """Find and store every face in the images and videos under ``paths``; re-runs only do new or changed files.
+
+        Videos are sampled at ``video_fps`` frames per second of footage (None: every frame) and their
+        faces tracked; each track keeps a few best faces as templates.
+        """
         if self._recognizer is not None:
             workers = 1  # a plugged-in recogniser lives in this process only
-        options = IngestOptions(workers=workers, max_pixels=self.max_pixels, pipeline=self.pipeline_config)
+        options = IngestOptions(
+            workers=workers, max_pixels=self.max_pixels, pipeline=self.pipeline_config, video_fps=video_fps
+        )
         with self.open_library(writable=True) as library:
             return ingest(library, paths, options, progress, pipeline_factory=lambda: self.pipeline)
 
@@ -107,15 +118,18 @@ class FaceFind:
         top_k: int = 10,
         max_fmr: float = DEFAULT_MAX_FMR,
         show_all: bool = False,
+        within: Path | None = None,
     ) -> SearchResponse:
         """Calibrated matches for one face of ``probe`` (the largest unless ``face`` is given).
 
-        Only matches with FMR <= ``max_fmr`` and at most one expected false match in
-        this gallery are returned, unless ``show_all``.
+        Only matches with FMR <= ``max_fmr`` and at most one expected false match among the
+        faces compared are returned, unless ``show_all``. ``within`` limits the search to the
+        faces of one file or folder, e.g. a video: its appearances come back as time ranges.
         """
         with self.open_library() as library:
             return search_library(
-                library, self.pipeline, self.calibration, probe, face, top_k, max_fmr, show_all, self.max_pixels
+                library, self.pipeline, self.calibration, probe, face, top_k, max_fmr, show_all, self.max_pixels,
+                within,
             )
 
     def verify(

@@ -89,11 +89,12 @@ def _print_json(model) -> None:
 
 
 class _RichProgress:
-    """Ingest progress as a Rich bar: files, files/s, faces, no-face and failed counts."""
+    """Ingest progress as Rich bars: files (files/s, faces, no-face, failed), and footage within a video."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
         self.task = None
+        self.video_task = None
         self.faces = self.no_face = self.failed = 0
 
     def started(self, total_files: int) -> None:
@@ -104,11 +105,33 @@ class _RichProgress:
         self.no_face += status == "no_face"
         self.failed += status == "failed"
         self.progress.update(self.task, advance=1, faces=self.faces, no_face=self.no_face, failed=self.failed)
+        if self.video_task is not None:
+            self.progress.remove_task(self.video_task)
+            self.video_task = None
+
+    def footage(self, path: str, frames: int, seconds_done: float, seconds_total: float) -> None:
+        label = f"{Path(path).name}: {frames} frames, {seconds_done:.1f}/{seconds_total:.1f} s of footage"
+        if self.video_task is None:
+            self.video_task = self.progress.add_task(label, total=max(seconds_total, 0.001), kind="video")
+        self.progress.update(self.video_task, completed=seconds_done, description=label)
 
 
 class _RateColumn(ProgressColumn):
+    """files/s on the files bar; seconds of footage per second on a video's bar."""
+
     def render(self, task) -> Text:
-        return Text(f"{task.speed or 0:5.1f} files/s", style="green")
+        unit = "s footage/s" if task.fields.get("kind") == "video" else "files/s"
+        return Text(f"{task.speed or 0:5.1f} {unit}", style="green")
+
+
+class _CountsColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        if task.fields.get("kind") == "video":
+            return Text("")
+        return Text.from_markup(
+            f"[cyan]{task.fields['faces']}[/] faces, {task.fields['no_face']} without face,"
+            f" [red]{task.fields['failed']} failed[/]"
+        )
 
 
 def _progress_bar() -> Progress:
@@ -117,9 +140,7 @@ def _progress_bar() -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         _RateColumn(),
-        TextColumn("[cyan]{task.fields[faces]}[/] faces"),
-        TextColumn("{task.fields[no_face]} without face"),
-        TextColumn("[red]{task.fields[failed]} failed"),
+        _CountsColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=errors,
@@ -134,9 +155,14 @@ def _progress_bar() -> Progress:
 def index(
     paths: Annotated[list[Path], typer.Argument(help="Folders and/or image files to index.")],
     workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes (0 = one per CPU core).")] = 0,
+    video_fps: Annotated[float, typer.Option(help="Video frames analysed per second of footage.")] = 5.0,
+    all_frames: Annotated[bool, typer.Option("--all-frames", help="Analyse every video frame (slow).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run report as JSON.")] = False,
 ) -> None:
-    """Find every face in the images under PATHS and store it.
+    """Find every face in the images and videos under PATHS and store it.
+
+    Videos (MP4, MKV, MOV, AVI, WebM) are sampled at --video-fps; faces are
+    tracked across frames and each track keeps its best faces and time ranges.
 
     Re-running only processes new or changed files; an interrupted run (Ctrl-C,
     crash) resumes where it stopped. Exit code 0: all files processed;
@@ -145,7 +171,8 @@ def index(
     facefind = _facefind()
     try:
         with _progress_bar() as bar:
-            report = facefind.index(paths, workers=workers, progress=_RichProgress(bar))
+            report = facefind.index(paths, workers=workers, progress=_RichProgress(bar),
+                                    video_fps=None if all_frames else video_fps)
     except FaceFindError as error:
         raise _fail(error) from None
     if as_json:
@@ -178,6 +205,7 @@ def search(
         " people score that high. Matches expected to include more than one false match in this gallery are"
         " hidden too.")] = DEFAULT_MAX_FMR,
     show_all: Annotated[bool, typer.Option("--show-all", help="Show the top-k candidates even beyond the limits, marked.")] = False,
+    within: Annotated[Optional[Path], typer.Option("--in", help="Search only this file or folder (e.g. a video: lists every appearance as time ranges).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output (schema: docs/search-result.schema.json).")] = False,
 ) -> None:
     """Find where the face in PROBE appears in the library, best match first.
@@ -187,7 +215,7 @@ def search(
     strong (FMR <= 1e-5), possible (<= 1e-3), weak (<= 1e-2), not a match.
     """
     try:
-        result = _facefind().search(probe, face=face, top_k=top_k, max_fmr=max_fmr, show_all=show_all)
+        result = _facefind().search(probe, face=face, top_k=top_k, max_fmr=max_fmr, show_all=show_all, within=within)
     except FaceFindError as error:
         raise _fail(error) from None
     if as_json:
@@ -204,6 +232,15 @@ def _print_assessment(assessment) -> None:
         console.print("[bold red]This probe cannot support an identification on its own.[/]")
     for note in assessment.notes:
         console.print(f"  [yellow]note:[/] {note}")
+
+
+def _ranges(ranges: list[list[float]]) -> str:
+    return ", ".join(f"{_clock(a)}-{_clock(b)}" for a, b in ranges)
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}:{rest:04.1f}"
 
 
 def _print_search(result: SearchResponse) -> None:
@@ -223,7 +260,7 @@ def _print_search(result: SearchResponse) -> None:
         return
     table = Table(show_lines=False)
     for column in ("match id", "verdict", "similarity", "FMR", "expected false matches", "source file",
-                   "face box (x1,y1,x2,y2)", "quality", "thumbnail"):
+                   "where (box x1,y1,x2,y2; video time)", "quality", "thumbnail"):
         table.add_column(column, overflow="fold")
     for match in result.matches:
         box = match.face.box
@@ -235,11 +272,14 @@ def _print_search(result: SearchResponse) -> None:
             match.fmr_text,
             f"{match.expected_false_matches:.2g}",
             match.source.path,
-            f"{box.x1:.0f},{box.y1:.0f},{box.x2:.0f},{box.y2:.0f}",
+            f"{box.x1:.0f},{box.y1:.0f},{box.x2:.0f},{box.y2:.0f}" + (f"; {_ranges(match.video.time_ranges)}" if match.video else ""),
             match.face.quality.verdict,
-            match.face.thumbnail or "",
+            (match.video.frame_thumbnail if match.video else None) or match.face.thumbnail or "",
         )
     console.print(table)
+    for appearance in result.appearances:
+        console.print(f"[bold]{appearance.path}[/]: on screen {_ranges(appearance.time_ranges)}"
+                      f" ({appearance.verdict}, best match {appearance.best_match_id})")
     console.print(
         "FMR: how often two different people score this high. A match is a lead to check, not an identification:"
         " `facefind export-evidence MATCH_ID out.html` shows both faces side by side."

@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from facefind.files import file_sha256
 from facefind.errors import FaceFindError, NotFoundError, UnreadableMediaError
 from facefind.library import Library
 from facefind.pipeline.align import align_face, template_landmarks
 from facefind.pipeline.decode import decode_image
+from facefind.pipeline.video import read_frame_at
 
 CONTEXT_MAX_SIDE = 720
 CROP_VIEW_SIZE = 224
@@ -71,17 +73,24 @@ def _crop_view(pixels: np.ndarray, landmarks: list[list[float]]) -> Image.Image:
     return crop
 
 
-def _side(path: str | None, sha256: str | None, box, landmarks, max_pixels: int) -> dict:
-    """Images and provenance of one side (probe or match); a missing or changed file is reported, not fatal."""
+def _side(path: str | None, sha256: str | None, box, landmarks, max_pixels: int, video_time_s: float | None = None) -> dict:
+    """Images and provenance of one side (probe or match); a missing or changed file is reported, not fatal.
+
+    For a video, the context is the frame shown at ``video_time_s``, decoded from the file.
+    """
     facts = {"path": path or "(uploaded image, not kept)", "sha256_at_index_time": sha256 or "unknown"}
     if path is None:
         return {"facts": facts, "context": None, "crop": None, "note": "the probe was not a file"}
     try:
-        data = Path(path).read_bytes()
-        pixels = decode_image(data, max_pixels=max_pixels).pixels
+        if video_time_s is not None:
+            pixels = read_frame_at(Path(path), video_time_s)
+            current = file_sha256(path)
+        else:
+            data = Path(path).read_bytes()
+            pixels = decode_image(data, max_pixels=max_pixels).pixels
+            current = hashlib.sha256(data).hexdigest()
     except (OSError, UnreadableMediaError) as error:
         return {"facts": facts, "context": None, "crop": None, "note": f"source no longer readable: {error}"}
-    current = hashlib.sha256(data).hexdigest()
     facts["sha256_now"] = current
     note = "" if sha256 in (None, current) else "WARNING: the file changed since it was indexed"
     return {
@@ -106,10 +115,16 @@ def export_evidence(library: Library, match_id: str, out: Path, max_pixels: int 
     probe_face = probe["face"]
     probe_box = [probe_face["box"][k] for k in ("x1", "y1", "x2", "y2")]
     probe_side = _side(probe.get("path"), probe.get("sha256"), probe_box, probe_face["landmarks"], max_pixels)
-    match_side = _side(match.path, match.sha256, match.box, match.landmarks, max_pixels)
+    match_side = _side(match.path, match.sha256, match.box, match.landmarks, max_pixels, match.frame_time_s)
     probe_side["facts"].update({"face box": probe_box, "quality": probe_face["quality"]})
     match_side["facts"].update({"face id": face_id, "face box": match.box, "quality": match.quality,
                                 "model": match.model_id})
+    if match.track is not None:
+        match_side["facts"].update({
+            "frame time": f"{match.frame_time_s:.2f} s",
+            "track on screen": ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in match.track.time_ranges),
+            "track best frame": f"{match.track.best_time_s:.2f} s",
+        })
     template = resources.files("facefind").joinpath("templates/evidence.html").read_text()
     page = template.format(
         title=html.escape(f"facefind evidence {match_id}"),

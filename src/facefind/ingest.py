@@ -22,13 +22,17 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageDraw
 
-from facefind.catalog import MediaOutcome, NewFace
+from facefind.catalog import MediaOutcome, NewFace, NewTrack
 from facefind.errors import FaceFindError, UnreadableMediaError
+from facefind.files import file_sha256
 from facefind.library import Library
-from facefind.pipeline import FacePipeline, PipelineConfig
+from facefind.pipeline import DetectedFace, FacePipeline, PipelineConfig
 from facefind.pipeline.decode import DEFAULT_MAX_PIXELS, decode_image, is_image_path
+from facefind.pipeline.track import FaceTracker
+from facefind.pipeline.video import DEFAULT_SAMPLE_FPS, is_video_path, sample_frames, video_info
 
 COMMIT_EVERY_FILES = 32
 COMMIT_EVERY_SECONDS = 2.0
@@ -44,6 +48,7 @@ class IngestOptions:
     workers: int = 0  # 0 = one per CPU core
     max_pixels: int = DEFAULT_MAX_PIXELS
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    video_fps: float | None = DEFAULT_SAMPLE_FPS  # None = every frame
 
     def worker_count(self) -> int:
         return self.workers if self.workers > 0 else max(1, os.cpu_count() or 1)
@@ -81,12 +86,19 @@ class IngestProgress(Protocol):
 
     def file_done(self, path: str, status: str, faces: int) -> None: ...
 
+    def footage(self, path: str, frames: int, seconds_done: float, seconds_total: float) -> None:
+        """Within one video: sampled frames analysed and seconds of footage covered so far."""
+        ...
+
 
 class _NoProgress:
     def started(self, total_files: int) -> None:
         pass
 
     def file_done(self, path: str, status: str, faces: int) -> None:
+        pass
+
+    def footage(self, path: str, frames: int, seconds_done: float, seconds_total: float) -> None:
         pass
 
 
@@ -137,7 +149,7 @@ def _walk(root: Path, seen_dirs: set[tuple[int, int]]) -> Iterator[tuple[str, Me
         try:
             if entry.is_dir(follow_symlinks=True):
                 yield from _walk(full, seen_dirs)
-            elif is_image_path(full):
+            elif is_image_path(full) or is_video_path(full):
                 if entry.is_symlink() and not full.exists():
                     yield str(full), _failure(str(full), "broken_link", "symbolic link points nowhere")
                 else:
@@ -196,21 +208,8 @@ def analyze_file(
     new_faces = []
     for face_index, face in enumerate(faces):
         name = f"{sha256[:2]}/{sha256}_{face_index}.jpg"
-        buffer = io.BytesIO()
-        Image.fromarray(face.aligned).save(buffer, format="JPEG", quality=90)
-        thumbnails[name] = buffer.getvalue()
-        new_faces.append(
-            NewFace(
-                face_index=face_index,
-                box=[round(float(v), 2) for v in face.box],
-                landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks],
-                detection_score=round(face.detection_score, 4),
-                quality=face.quality.to_dict(),
-                model_id=pipeline.model_id,
-                embedding=face.embedding,
-                thumbnail=name,
-            )
-        )
+        thumbnails[name] = _jpeg(face.aligned)
+        new_faces.append(_new_face(face, face_index, pipeline.model_id, name))
     status = "indexed" if new_faces else "no_face"
     reason = None if new_faces else "no_face"
     return MediaOutcome(path=path, status=status, reason=reason, faces=new_faces, **known, **image_info), thumbnails
@@ -220,6 +219,90 @@ def worker_pipeline() -> FacePipeline:
     """The pipeline :func:`init_worker` loaded in this worker process."""
     assert _worker_pipeline is not None, "worker not initialised"
     return _worker_pipeline
+
+
+def _jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _new_face(face: DetectedFace, face_index: int, model_id: str, thumbnail: str, **video) -> NewFace:
+    return NewFace(
+        face_index=face_index,
+        box=[round(float(v), 2) for v in face.box],
+        landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks],
+        detection_score=round(face.detection_score, 4),
+        quality=face.quality.to_dict(),
+        model_id=model_id,
+        embedding=face.embedding,
+        thumbnail=thumbnail,
+        **video,
+    )
+
+
+def analyze_video(
+    pipeline: FacePipeline,
+    path: str,
+    previous_sha256: str | None,
+    options: IngestOptions,
+    progress: IngestProgress,
+) -> tuple[MediaOutcome, dict[str, bytes]]:
+    """Sample, detect, track; keep each track's best faces as templates and its best frame as thumbnail."""
+    try:
+        info = os.stat(path)
+        sha256 = file_sha256(path)
+    except PermissionError as error:
+        return _failure(path, "permission_denied", str(error)), {}
+    except OSError as error:
+        return _failure(path, "unreadable", str(error)), {}
+    known = {"sha256": sha256, "size": info.st_size, "mtime_ns": info.st_mtime_ns, "kind": "video"}
+    if sha256 == previous_sha256:
+        return MediaOutcome(path=path, status=UNCHANGED, **known), {}
+    if info.st_size == 0:
+        return _failure(path, "empty", "file is empty", **known), {}
+    tracker = FaceTracker()
+    frames = 0
+    try:
+        meta = video_info(Path(path))
+        for frame in sample_frames(Path(path), options.video_fps, options.max_pixels):
+            tracker.update(frame.time_s, pipeline.analyze(frame.pixels), frame.pixels)
+            frames += 1
+            progress.footage(path, frames, frame.time_s, meta.duration_s)
+    except UnreadableMediaError as error:
+        return _failure(path, error.reason, str(error), **known), {}
+    known.update(width=meta.width, height=meta.height, format=meta.codec, duration_s=round(meta.duration_s, 3))
+    thumbnails: dict[str, bytes] = {}
+    faces, tracks = [], []
+    for track_index, track in enumerate(tracker.finish()):
+        templates = track.templates()
+        best = templates[0]
+        frame_name = f"{sha256[:2]}/{sha256}_t{track_index}.jpg"
+        thumbnails[frame_name] = _frame_with_box(best)
+        tracks.append(NewTrack(
+            track_index=track_index,
+            time_ranges=[[round(start, 3), round(end, 3)] for start, end in track.segments],
+            best_time_s=best.time_s,
+            observations=track.observations,
+            frame_thumbnail=frame_name,
+        ))
+        for template in templates:
+            name = f"{sha256[:2]}/{sha256}_{len(faces)}.jpg"
+            thumbnails[name] = _jpeg(template.face.aligned)
+            faces.append(_new_face(template.face, len(faces), pipeline.model_id, name,
+                                   track_index=track_index, frame_time_s=template.time_s))
+    status, reason = ("indexed", None) if faces else ("no_face", "no_face")
+    return MediaOutcome(path=path, status=status, reason=reason, faces=faces, tracks=tracks, **known), thumbnails
+
+
+def _frame_with_box(candidate) -> bytes:
+    """The best frame's stored thumbnail with the face boxed, for a glance at a search result."""
+    frame = Image.open(io.BytesIO(candidate.frame_jpeg)).convert("RGB")
+    box = [v * candidate.frame_scale for v in candidate.face.box]
+    ImageDraw.Draw(frame).rectangle(box, outline=(255, 200, 0), width=3)
+    buffer = io.BytesIO()
+    frame.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
 
 
 def _analyze_in_worker(path: str, previous_sha256: str | None, max_pixels: int):
@@ -308,16 +391,28 @@ def ingest(
     report.discovered = len(tasks) + report.unchanged + len(walk_failures)
     progress.started(len(tasks) + len(walk_failures))
     status = "finished"
+    video_tasks = [task for task in tasks if is_video_path(Path(task[0]))]
+    image_tasks = [task for task in tasks if not is_video_path(Path(task[0]))]
+    loaded: list[FacePipeline] = []
+
+    def shared_pipeline() -> FacePipeline:
+        """The in-process pipeline, loaded on first need."""
+        if not loaded:
+            loaded.append(pipeline_factory() if pipeline_factory else FacePipeline(options.pipeline))
+        return loaded[0]
+
     try:
         for failure in walk_failures:
             committer.accept(failure, {})
-        workers = min(options.worker_count(), max(1, len(tasks)))
-        if workers == 1:
-            pipeline = pipeline_factory() if pipeline_factory else FacePipeline(options.pipeline)
-            for path, previous_sha in tasks:
-                committer.accept(*analyze_file(pipeline, path, previous_sha, options.max_pixels))
+        workers = min(options.worker_count(), max(1, len(image_tasks)))
+        if workers == 1 or len(image_tasks) < 2:
+            for path, previous_sha in image_tasks:
+                committer.accept(*analyze_file(shared_pipeline(), path, previous_sha, options.max_pixels))
         else:
-            _run_pool(tasks, workers, options, committer)
+            _run_pool(image_tasks, workers, options, committer)
+        # Videos run here, one at a time, with every core: frames of one file must be tracked in order.
+        for path, previous_sha in video_tasks:
+            committer.accept(*analyze_video(shared_pipeline(), path, previous_sha, options, progress))
     except KeyboardInterrupt:
         report.interrupted = True
         status = "interrupted"

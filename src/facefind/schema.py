@@ -74,6 +74,29 @@ class Calibrated(BaseModel):
     calibration_table: str
 
 
+class VideoHit(BaseModel):
+    """Where in a video the matched face's track appears."""
+
+    track_id: int
+    time_ranges: list[list[float]] = Field(description="[start_s, end_s] ranges in which the track is on screen")
+    start_s: float
+    end_s: float
+    best_time_s: float = Field(description="Time of the track's best-quality frame")
+    frame_time_s: float = Field(description="Time of the frame of the template that matched")
+    frame_thumbnail: str | None = Field(None, description="The best frame, face boxed, on disk")
+
+
+class Appearance(BaseModel):
+    """Every matching track of one video, merged into time ranges."""
+
+    path: str
+    time_ranges: list[list[float]]
+    tracks: list[int]
+    best_similarity: float
+    best_match_id: str
+    verdict: str
+
+
 class FaceMatch(Calibrated):
     match_id: str = Field(description="SEARCH-RANK; pass to `facefind export-evidence`")
     rank: int
@@ -81,6 +104,7 @@ class FaceMatch(Calibrated):
     within_limits: bool = Field(description="fmr <= max_fmr and expected_false_matches <= 1; others appear only with show_all")
     face: Face
     source: Source
+    video: VideoHit | None = Field(None, description="Set when the source is a video")
 
 
 class ProbeAssessment(BaseModel):
@@ -104,7 +128,9 @@ class SearchResponse(BaseModel):
     max_fmr: float = Field(description="Matches with a higher FMR are hidden unless show_all")
     show_all: bool
     probe_assessment: ProbeAssessment
-    matches: list[FaceMatch]
+    searched_in: str | None = Field(None, description="Only faces in this file or folder were compared")
+    matches: list[FaceMatch] = Field(description="Best first; one per video track (its best template)")
+    appearances: list[Appearance] = Field(description="Per video: the returned matches merged into time ranges")
 
 
 class VerifyResponse(Calibrated):

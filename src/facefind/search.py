@@ -7,6 +7,7 @@ ranked results): it is the audit trail, and it is what evidence export reads.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +23,17 @@ from facefind.schema import (
     BoundingBox,
     Face,
     FaceMatch,
+    Appearance,
     FaceQuality,
     ProbeAssessment,
     SearchResponse,
     Source,
     VerifyResponse,
+    VideoHit,
 )
 
 DEFAULT_MAX_FMR = 1e-5
+MERGE_GAP_S = 1.0
 QUALITY_RANK = {"good": 0, "fair": 1, "poor": 2}
 
 
@@ -123,6 +127,24 @@ def pick_face(faces: list[DetectedFace], face_index: int | None, label: str = "p
     return face_index
 
 
+def _candidates(library: Library, embedding: np.ndarray, top_k: int, within: Path | None) -> tuple[list[tuple[int, float]], int]:
+    """(face id, score) candidates best first, and the number of faces compared (the gallery size).
+
+    Over the whole library the vector index answers; restricted to a file or folder, the
+    faces there are scored exactly. Extra candidates are fetched because a video track
+    contributes several templates and only its best one is kept.
+    """
+    if within is None:
+        scores, ids = library.index.search(embedding[None, :], top_k * 4)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0], len(library.index)
+    face_ids = library.catalog.face_ids_under(str(within))
+    if not face_ids:
+        raise NotFoundError(f"no indexed faces in {within}")
+    scores = library.catalog.embeddings(face_ids) @ embedding
+    order = np.argsort(-scores)[: top_k * 4]
+    return [(face_ids[i], float(scores[i])) for i in order], len(face_ids)
+
+
 def search_library(
     library: Library,
     pipeline: FacePipeline,
@@ -133,43 +155,51 @@ def search_library(
     max_fmr: float = DEFAULT_MAX_FMR,
     show_all: bool = False,
     max_pixels: int = 100_000_000,
+    within: Path | None = None,
 ) -> SearchResponse:
     """Rank the library's faces against one face of the probe, with calibrated scores; log the search.
 
     By default only matches within limits are returned: FMR at most ``max_fmr``
-    and at most one false match that strong expected in a gallery of this size.
+    and at most one false match that strong expected among the faces compared.
     ``show_all`` returns the top ``top_k`` whatever their scores, marked.
+    ``within`` restricts the search to one file or folder (e.g. a video).
     """
     if top_k < 1:
         raise FaceFindError("--top-k must be at least 1", reason="bad_argument")
     if not 0 < max_fmr <= 1:
         raise FaceFindError("--max-fmr must be in (0, 1], e.g. 1e-5", reason="bad_argument")
+    within = Path(os.path.abspath(within)) if within is not None else None
     data = read_probe(probe)
     faces = probe_faces(pipeline, data, _name(probe), max_pixels)
     chosen = pick_face(faces, face_index)
     probe_face = faces[chosen]
     table = calibration.table_for(probe_face.quality.verdict)
-    gallery_size = len(library.index)
-    scores, ids = library.index.search(probe_face.embedding[None, :], top_k)
-    hits = []
-    for face_id, score in zip(ids[0], scores[0]):
-        if face_id < 0:
+    candidates, gallery_size = _candidates(library, probe_face.embedding, top_k, within)
+    records = library.catalog.faces([face_id for face_id, _ in candidates])
+    hits, seen_tracks = [], set()
+    for face_id, score in candidates:
+        record = records.get(face_id)
+        if record is None:
             continue
-        fields = calibrated(table, float(score))
+        if record.track is not None:
+            if record.track.id in seen_tracks:
+                continue  # a weaker template of a track already listed
+            seen_tracks.add(record.track.id)
+        fields = calibrated(table, score)
         expected = gallery_size * fields["fmr"]
-        within = fields["fmr"] <= max_fmr and expected <= 1.0
-        if within or show_all:
-            hits.append((int(face_id), float(score), fields, expected, within))
-    records = library.catalog.faces([hit[0] for hit in hits])
-    hits = [hit for hit in hits if hit[0] in records]
+        within_limits = fields["fmr"] <= max_fmr and expected <= 1.0
+        if within_limits or show_all:
+            hits.append((record, score, fields, expected, within_limits))
+        if len(hits) == top_k:
+            break
     probe_path = str(Path(probe).resolve()) if isinstance(probe, Path) else None
     searched = detected_to_face(probe_face, chosen)
     search_id = library.catalog.record_search(
         probe={"path": probe_path, "sha256": hashlib.sha256(data).hexdigest(), "face": searched.model_dump()},
         embedding=probe_face.embedding,
         params={"top_k": top_k, "max_fmr": max_fmr, "show_all": show_all, "gallery_size": gallery_size,
-                "calibration_table": table.name},
-        results=[(face_id, score) for face_id, score, *_ in hits],
+                "calibration_table": table.name, "within": str(within) if within else None},
+        results=[(record.id, score) for record, score, *_ in hits],
     )
     matches = [
         FaceMatch(
@@ -177,16 +207,12 @@ def search_library(
             rank=rank,
             **fields,
             expected_false_matches=float(f"{expected:.3g}"),
-            within_limits=within,
-            face=record_to_face(records[face_id], library.thumbs_dir),
-            source=Source(
-                path=records[face_id].path,
-                sha256=records[face_id].sha256,
-                width=records[face_id].media_width,
-                height=records[face_id].media_height,
-            ),
+            within_limits=within_limits,
+            face=record_to_face(record, library.thumbs_dir),
+            source=Source(path=record.path, sha256=record.sha256, width=record.media_width, height=record.media_height),
+            video=_video_hit(record, library.thumbs_dir),
         )
-        for rank, (face_id, score, fields, expected, within) in enumerate(hits, start=1)
+        for rank, (record, score, fields, expected, within_limits) in enumerate(hits, start=1)
     ]
     return SearchResponse(
         search_id=search_id,
@@ -199,8 +225,56 @@ def search_library(
         max_fmr=max_fmr,
         show_all=show_all,
         probe_assessment=assess_probe(probe_face, table),
+        searched_in=str(within) if within else None,
         matches=matches,
+        appearances=appearances(matches),
     )
+
+
+def _video_hit(record: FaceRecord, thumbs_dir: Path) -> VideoHit | None:
+    track = record.track
+    if track is None:
+        return None
+    return VideoHit(
+        track_id=track.id,
+        time_ranges=track.time_ranges,
+        start_s=track.time_ranges[0][0],
+        end_s=track.time_ranges[-1][1],
+        best_time_s=track.best_time_s,
+        frame_time_s=record.frame_time_s if record.frame_time_s is not None else track.best_time_s,
+        frame_thumbnail=str(thumbs_dir / track.frame_thumbnail) if track.frame_thumbnail else None,
+    )
+
+
+def merge_ranges(ranges: list[list[float]], gap_s: float = MERGE_GAP_S) -> list[list[float]]:
+    """Union of time ranges, joining those less than ``gap_s`` apart."""
+    merged: list[list[float]] = []
+    for start, end in sorted(ranges):
+        if merged and start - merged[-1][1] <= gap_s:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return merged
+
+
+def appearances(matches: list[FaceMatch]) -> list[Appearance]:
+    """Group the within-limits video matches by file, with their tracks' time ranges merged."""
+    by_path: dict[str, list[FaceMatch]] = {}
+    for match in matches:
+        if match.video is not None and match.within_limits:
+            by_path.setdefault(match.source.path, []).append(match)
+    result = []
+    for path, group in by_path.items():
+        best = max(group, key=lambda m: m.similarity)
+        result.append(Appearance(
+            path=path,
+            time_ranges=merge_ranges([r for m in group for r in m.video.time_ranges]),
+            tracks=[m.video.track_id for m in group],
+            best_similarity=best.similarity,
+            best_match_id=best.match_id,
+            verdict=best.verdict,
+        ))
+    return result
 
 
 def verify_pair(

@@ -33,8 +33,10 @@ def test_commit_stores_media_faces_and_embeddings(catalog):
     assert len(result.added_ids) == 2 and result.added_vectors.shape == (2, 512)
     assert catalog.media_by_path("/a.jpg").face_count == 2
     assert catalog.media_by_path("/b.jpg").status == "no_face"
-    stored = catalog.embedding(result.added_ids[0])
-    assert np.allclose(stored, result.added_vectors[0])
+    stored = catalog.embeddings(result.added_ids[::-1])
+    assert np.allclose(stored, result.added_vectors[::-1])
+    with pytest.raises(KeyError):
+        catalog.embeddings([999])
     ids, vectors = next(catalog.iter_embeddings("m:1"))
     assert list(ids) == result.added_ids
 

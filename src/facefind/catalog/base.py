@@ -26,6 +26,19 @@ class NewFace:
     model_id: str
     embedding: np.ndarray
     thumbnail: str | None
+    track_index: int | None = None  # video faces: the track this template belongs to
+    frame_time_s: float | None = None  # video faces: when this template's frame was shown
+
+
+@dataclass(frozen=True)
+class NewTrack:
+    """A person's appearance in a video: time ranges and the best frame."""
+
+    track_index: int
+    time_ranges: list[list[float]]
+    best_time_s: float
+    observations: int
+    frame_thumbnail: str | None
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,9 @@ class MediaOutcome:
     reason: str | None = None
     message: str | None = None
     faces: list[NewFace] = field(default_factory=list)
+    kind: str = "image"  # "image" or "video"
+    duration_s: float | None = None
+    tracks: list[NewTrack] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -64,6 +80,20 @@ class MediaRecord:
     message: str | None
     face_count: int
     ingested_at: str
+    kind: str
+    duration_s: float | None
+
+
+@dataclass(frozen=True)
+class TrackRecord:
+    """Where in a video a face's track appears."""
+
+    id: int
+    track_index: int
+    time_ranges: list[list[float]]
+    best_time_s: float
+    observations: int
+    frame_thumbnail: str | None
 
 
 @dataclass(frozen=True)
@@ -83,6 +113,8 @@ class FaceRecord:
     quality: dict
     model_id: str
     thumbnail: str | None
+    frame_time_s: float | None = None
+    track: TrackRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -117,7 +149,8 @@ class Catalog(Protocol):
         ...
 
     def remove_media(self, path: str) -> tuple[list[int], list[str], int]:
-        """Forget a file (or every file under a folder); returns removed face ids, thumbnails, file count."""
+        """Forget a file (or every file under a folder); returns removed face ids, thumbnails (faces' and
+        tracks' frames), file count."""
         ...
 
     def remove_faces(self, face_ids: list[int]) -> list[str]:
@@ -128,11 +161,17 @@ class Catalog(Protocol):
 
     def faces_of_media(self, path: str) -> list[FaceRecord]: ...
 
+    def face_ids_under(self, path: str) -> list[int]:
+        """Ids of every face in the file ``path`` or in files under the folder ``path``."""
+        ...
+
     def iter_embeddings(self, model_id: str, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) chunks of every stored face of ``model_id``, for rebuilding the index."""
         ...
 
-    def embedding(self, face_id: int) -> np.ndarray | None: ...
+    def embeddings(self, face_ids: list[int]) -> np.ndarray:
+        """(len(face_ids), dim) stored embeddings, in the order given; unknown ids raise KeyError."""
+        ...
 
     def stats(self) -> dict: ...
 

@@ -11,9 +11,9 @@ from typing import Iterator
 
 import numpy as np
 
-from facefind.catalog.base import CommitResult, FaceRecord, MediaOutcome, MediaRecord
+from facefind.catalog.base import CommitResult, FaceRecord, MediaOutcome, MediaRecord, TrackRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -31,9 +31,21 @@ CREATE TABLE IF NOT EXISTS media (
     reason TEXT,
     message TEXT,
     face_count INTEGER NOT NULL DEFAULT 0,
-    ingested_at TEXT NOT NULL
+    ingested_at TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'image',
+    duration_s REAL
 );
 CREATE INDEX IF NOT EXISTS media_sha256 ON media(sha256);
+CREATE TABLE IF NOT EXISTS tracks (
+    id INTEGER PRIMARY KEY,
+    media_id INTEGER NOT NULL REFERENCES media(id) ON DELETE CASCADE,
+    track_index INTEGER NOT NULL,
+    time_ranges TEXT NOT NULL,
+    best_time_s REAL NOT NULL,
+    observations INTEGER NOT NULL,
+    frame_thumbnail TEXT
+);
+CREATE INDEX IF NOT EXISTS tracks_media ON tracks(media_id);
 CREATE TABLE IF NOT EXISTS faces (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     media_id INTEGER NOT NULL REFERENCES media(id) ON DELETE CASCADE,
@@ -44,7 +56,9 @@ CREATE TABLE IF NOT EXISTS faces (
     quality TEXT NOT NULL,
     model_id TEXT NOT NULL,
     embedding BLOB NOT NULL,
-    thumbnail TEXT
+    thumbnail TEXT,
+    track_id INTEGER REFERENCES tracks(id) ON DELETE CASCADE,
+    frame_time_s REAL
 );
 CREATE INDEX IF NOT EXISTS faces_media ON faces(media_id);
 CREATE TABLE IF NOT EXISTS ingest_log (
@@ -73,8 +87,18 @@ CREATE TABLE IF NOT EXISTS search_results (
 
 _FACE_COLUMNS = """
     faces.id, faces.media_id, media.path, media.sha256, media.width, media.height, faces.face_index,
-    faces.box, faces.landmarks, faces.detection_score, faces.quality, faces.model_id, faces.thumbnail
+    faces.box, faces.landmarks, faces.detection_score, faces.quality, faces.model_id, faces.thumbnail,
+    faces.frame_time_s, tracks.id, tracks.track_index, tracks.time_ranges, tracks.best_time_s,
+    tracks.observations, tracks.frame_thumbnail
 """
+_FACE_FROM = "faces JOIN media ON media.id = faces.media_id LEFT JOIN tracks ON tracks.id = faces.track_id"
+_MEDIA_COLUMNS = """id, path, status, sha256, size, mtime_ns, width, height, format, exif_time, reason, message,
+    face_count, ingested_at, kind, duration_s"""
+# Columns added after schema version 1, for libraries created before them.
+_ADDED_COLUMNS = {
+    "media": {"kind": "TEXT NOT NULL DEFAULT 'image'", "duration_s": "REAL"},
+    "faces": {"track_id": "INTEGER REFERENCES tracks(id) ON DELETE CASCADE", "frame_time_s": "REAL"},
+}
 
 
 def _now() -> str:
@@ -93,9 +117,18 @@ class SqliteCatalog:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
-        if self.get_meta("schema_version") is None:
-            self.set_meta("schema_version", str(SCHEMA_VERSION))
+        self._migrate()
+        if self.get_meta("revision") is None:
             self.set_meta("revision", "0")
+        self.set_meta("schema_version", str(SCHEMA_VERSION))
+
+    def _migrate(self) -> None:
+        """Add the columns later schema versions introduced (SQLite adds them in place)."""
+        for table, columns in _ADDED_COLUMNS.items():
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, declaration in columns.items():
+                if name not in present:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -136,11 +169,7 @@ class SqliteCatalog:
     # -- media ---------------------------------------------------------------------------------
 
     def media_by_path(self, path: str) -> MediaRecord | None:
-        row = self._db.execute(
-            "SELECT id, path, status, sha256, size, mtime_ns, width, height, format, exif_time, reason,"
-            " message, face_count, ingested_at FROM media WHERE path = ?",
-            (path,),
-        ).fetchone()
+        row = self._db.execute(f"SELECT {_MEDIA_COLUMNS} FROM media WHERE path = ?", (path,)).fetchone()
         return MediaRecord(*row) if row else None
 
     def commit_outcomes(self, outcomes: list[MediaOutcome]) -> CommitResult:
@@ -152,23 +181,31 @@ class SqliteCatalog:
                 removed_ids += self._delete_media_rows(db, "media.path = ?", (outcome.path,))[0]
                 cursor = db.execute(
                     "INSERT INTO media(path, status, sha256, size, mtime_ns, width, height, format, exif_time,"
-                    " reason, message, face_count, ingested_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " reason, message, face_count, ingested_at, kind, duration_s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         outcome.path, outcome.status, outcome.sha256, outcome.size, outcome.mtime_ns,
                         outcome.width, outcome.height, outcome.format, outcome.exif_time, outcome.reason,
-                        outcome.message, len(outcome.faces), _now(),
+                        outcome.message, len(outcome.faces), _now(), outcome.kind, outcome.duration_s,
                     ),
                 )
                 media_id = cursor.lastrowid
+                track_ids = {}
+                for track in outcome.tracks:
+                    track_ids[track.track_index] = db.execute(
+                        "INSERT INTO tracks(media_id, track_index, time_ranges, best_time_s, observations,"
+                        " frame_thumbnail) VALUES (?,?,?,?,?,?)",
+                        (media_id, track.track_index, json.dumps(track.time_ranges), track.best_time_s,
+                         track.observations, track.frame_thumbnail),
+                    ).lastrowid
                 for face in outcome.faces:
                     vector = np.ascontiguousarray(face.embedding, dtype=np.float32)
                     cursor = db.execute(
                         "INSERT INTO faces(media_id, face_index, box, landmarks, detection_score, quality,"
-                        " model_id, embedding, thumbnail) VALUES (?,?,?,?,?,?,?,?,?)",
+                        " model_id, embedding, thumbnail, track_id, frame_time_s) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                         (
                             media_id, face.face_index, json.dumps(face.box), json.dumps(face.landmarks),
                             face.detection_score, json.dumps(face.quality), face.model_id, vector.tobytes(),
-                            face.thumbnail,
+                            face.thumbnail, track_ids.get(face.track_index), face.frame_time_s,
                         ),
                     )
                     added_ids.append(int(cursor.lastrowid))
@@ -189,15 +226,21 @@ class SqliteCatalog:
             f"SELECT faces.id, faces.thumbnail FROM faces JOIN media ON media.id = faces.media_id WHERE {where}",
             args,
         ).fetchall()
+        frames = db.execute(
+            f"SELECT tracks.frame_thumbnail FROM tracks JOIN media ON media.id = tracks.media_id WHERE {where}", args
+        ).fetchall()
         files = db.execute(f"DELETE FROM media WHERE {where}", args).rowcount
-        return [r[0] for r in rows], [r[1] for r in rows if r[1]], files
+        return [r[0] for r in rows], [r[1] for r in rows if r[1]] + [r[0] for r in frames if r[0]], files
+
+    @staticmethod
+    def _file_or_folder(path: str) -> tuple[str, tuple]:
+        """SQL condition (and its arguments) for the file ``path`` or any file under the folder ``path``."""
+        folder = path.rstrip("/") + "/"
+        return "(media.path = ? OR substr(media.path, 1, ?) = ?)", (path, len(folder), folder)
 
     def remove_media(self, path: str) -> tuple[list[int], list[str], int]:
-        folder = path.rstrip("/") + "/"
         with self._transaction() as db:
-            ids, thumbs, files = self._delete_media_rows(
-                db, "media.path = ? OR substr(media.path, 1, ?) = ?", (path, len(folder), folder)
-            )
+            ids, thumbs, files = self._delete_media_rows(db, *self._file_or_folder(path))
             if ids:
                 self._bump_revision(db)
         return ids, thumbs, files
@@ -224,10 +267,16 @@ class SqliteCatalog:
 
     @staticmethod
     def _face(row: tuple) -> FaceRecord:
+        track = None
+        if row[14] is not None:
+            track = TrackRecord(
+                id=row[14], track_index=row[15], time_ranges=json.loads(row[16]), best_time_s=row[17],
+                observations=row[18], frame_thumbnail=row[19],
+            )
         return FaceRecord(
             id=row[0], media_id=row[1], path=row[2], sha256=row[3], media_width=row[4], media_height=row[5],
             face_index=row[6], box=json.loads(row[7]), landmarks=json.loads(row[8]), detection_score=row[9],
-            quality=json.loads(row[10]), model_id=row[11], thumbnail=row[12],
+            quality=json.loads(row[10]), model_id=row[11], thumbnail=row[12], frame_time_s=row[13], track=track,
         )
 
     def faces(self, face_ids: list[int]) -> dict[int, FaceRecord]:
@@ -236,20 +285,21 @@ class SqliteCatalog:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             rows = self._db.execute(
-                f"SELECT {_FACE_COLUMNS} FROM faces JOIN media ON media.id = faces.media_id"
-                f" WHERE faces.id IN ({','.join('?' * len(chunk))})",
-                chunk,
+                f"SELECT {_FACE_COLUMNS} FROM {_FACE_FROM} WHERE faces.id IN ({','.join('?' * len(chunk))})", chunk
             ).fetchall()
             found.update({row[0]: self._face(row) for row in rows})
         return found
 
     def faces_of_media(self, path: str) -> list[FaceRecord]:
         rows = self._db.execute(
-            f"SELECT {_FACE_COLUMNS} FROM faces JOIN media ON media.id = faces.media_id"
-            " WHERE media.path = ? ORDER BY faces.face_index",
-            (path,),
+            f"SELECT {_FACE_COLUMNS} FROM {_FACE_FROM} WHERE media.path = ? ORDER BY faces.face_index", (path,)
         ).fetchall()
         return [self._face(row) for row in rows]
+
+    def face_ids_under(self, path: str) -> list[int]:
+        where, args = self._file_or_folder(path)
+        rows = self._db.execute(f"SELECT faces.id FROM faces JOIN media ON media.id = faces.media_id WHERE {where}", args)
+        return [r[0] for r in rows.fetchall()]
 
     def iter_embeddings(self, model_id: str, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         last_id = 0
@@ -265,9 +315,18 @@ class SqliteCatalog:
             yield ids, vectors
             last_id = int(ids[-1])
 
-    def embedding(self, face_id: int) -> np.ndarray | None:
-        row = self._db.execute("SELECT embedding FROM faces WHERE id = ?", (face_id,)).fetchone()
-        return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
+    def embeddings(self, face_ids: list[int]) -> np.ndarray:
+        found: dict[int, np.ndarray] = {}
+        ids = [int(i) for i in face_ids]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = self._db.execute(
+                f"SELECT id, embedding FROM faces WHERE id IN ({','.join('?' * len(chunk))})", chunk
+            ).fetchall()
+            found.update({r[0]: np.frombuffer(r[1], dtype=np.float32) for r in rows})
+        if not ids:
+            return np.empty((0, 0), dtype=np.float32)
+        return np.vstack([found[i] for i in ids])
 
     def stats(self) -> dict:
         by_status = dict(self._db.execute("SELECT status, COUNT(*) FROM media GROUP BY status").fetchall())

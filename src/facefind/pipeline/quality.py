@@ -108,3 +108,11 @@ def _pose_from_landmarks(left_eye, right_eye, nose, mouth) -> tuple[float, float
     offset = (nose_down / mouth_down - _FRONTAL_NOSE_RATIO) / _FRONTAL_NOSE_RATIO
     pitch = math.degrees(math.asin(max(-1.0, min(1.0, offset))))
     return yaw, pitch, roll
+
+
+def quality_score(quality: Quality) -> float:
+    """One number in [0, 1] for picking a track's best frames: confident, large, sharp, frontal."""
+    size = min(1.0, quality.eye_distance_px / 40.0)
+    sharpness = min(1.0, quality.sharpness / 100.0)
+    pose = max(0.0, math.cos(math.radians(quality.yaw_deg))) * max(0.0, math.cos(math.radians(quality.pitch_deg)))
+    return float(quality.detection_score * (0.25 + 0.75 * size) * (0.5 + 0.5 * sharpness) * pose)

@@ -1,0 +1,185 @@
+"""Track faces across sampled video frames, then join a person's tracks across cuts and occlusions.
+
+Online step: each frame's faces are assigned greedily to live tracks by box
+overlap plus embedding similarity; a track ends after ``max_gap_s`` unseen.
+Offline step: finished tracks whose mean embeddings are very similar, and that
+never appear in the same frame, are joined, so a person who leaves the shot
+and returns is one appearance with several time ranges instead of many
+fragments. Each track keeps only its few best faces (by quality) as templates.
+"""
+
+from __future__ import annotations
+
+import heapq
+import io
+import itertools
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from facefind.pipeline.core import DetectedFace
+from facefind.pipeline.quality import quality_score
+
+MIN_LINK_SIMILARITY = 0.15  # below this two faces are not the same person, whatever the overlap
+LINK_SIMILARITY = 0.40  # enough on its own to continue a track after a jump
+LINK_IOU = 0.25
+JOIN_SIMILARITY = 0.45  # joining finished tracks: calibrated FMR is far below 1e-6 here
+CANDIDATES_PER_TRACK = 6
+FRAME_THUMBNAIL_SIDE = 640
+_sequence = itertools.count()
+
+
+@dataclass(order=True)
+class Candidate:
+    """A face that may become one of its track's templates."""
+
+    score: float
+    order: int
+    time_s: float = field(compare=False)
+    face: DetectedFace = field(compare=False)
+    frame_jpeg: bytes = field(compare=False)
+    frame_scale: float = field(compare=False)
+
+
+@dataclass
+class Track:
+    """One person's run of faces in a video."""
+
+    segments: list[list[float]]  # [start_s, end_s] time ranges
+    last_box: np.ndarray
+    embedding_sum: np.ndarray
+    observations: int = 0
+    candidates: list[Candidate] = field(default_factory=list)  # min-heap on score, bounded
+
+    @property
+    def mean_embedding(self) -> np.ndarray:
+        return self.embedding_sum / max(np.linalg.norm(self.embedding_sum), 1e-12)
+
+    @property
+    def start_s(self) -> float:
+        return self.segments[0][0]
+
+    @property
+    def end_s(self) -> float:
+        return self.segments[-1][1]
+
+    def templates(self, count: int = 3, min_spacing_s: float = 0.4) -> list[Candidate]:
+        """The best faces, spread in time where possible."""
+        ranked = sorted(self.candidates, reverse=True)
+        chosen: list[Candidate] = []
+        for candidate in ranked:
+            if all(abs(candidate.time_s - c.time_s) >= min_spacing_s for c in chosen):
+                chosen.append(candidate)
+            if len(chosen) == count:
+                return chosen
+        for candidate in ranked:  # not enough spread: fill with the next best
+            if candidate not in chosen and len(chosen) < count:
+                chosen.append(candidate)
+        return chosen
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _frame_jpeg(pixels: np.ndarray) -> tuple[bytes, float]:
+    scale = min(1.0, FRAME_THUMBNAIL_SIDE / max(pixels.shape[:2]))
+    small = cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else pixels
+    buffer = io.BytesIO()
+    Image.fromarray(small).save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue(), scale
+
+
+class FaceTracker:
+    """Feed it each sampled frame's faces in time order; ``finish()`` returns the joined tracks."""
+
+    def __init__(self, max_gap_s: float = 1.5) -> None:
+        self.max_gap_s = max_gap_s
+        self.live: list[Track] = []
+        self.done: list[Track] = []
+
+    def update(self, time_s: float, faces: list[DetectedFace], pixels: np.ndarray) -> None:
+        still_live = []
+        for track in self.live:
+            (self.done if time_s - track.end_s > self.max_gap_s else still_live).append(track)
+        self.live = still_live
+        pairs = []
+        for t, track in enumerate(self.live):
+            for d, face in enumerate(faces):
+                similarity = float(track.mean_embedding @ face.embedding)
+                overlap = _iou(track.last_box, face.box)
+                if similarity >= MIN_LINK_SIMILARITY and (overlap >= LINK_IOU or similarity >= LINK_SIMILARITY):
+                    pairs.append((overlap + similarity, t, d))
+        used_tracks, used_faces = set(), set()
+        frame: tuple[bytes, float] | None = None
+        for _, t, d in sorted(pairs, reverse=True):
+            if t in used_tracks or d in used_faces:
+                continue
+            used_tracks.add(t)
+            used_faces.add(d)
+            frame = self._observe(self.live[t], time_s, faces[d], pixels, frame)
+        for d, face in enumerate(faces):
+            if d not in used_faces:
+                track = Track(segments=[[time_s, time_s]], last_box=face.box, embedding_sum=np.zeros_like(face.embedding))
+                frame = self._observe(track, time_s, face, pixels, frame)
+                self.live.append(track)
+
+    def _observe(self, track: Track, time_s: float, face: DetectedFace, pixels: np.ndarray, frame):
+        if time_s - track.end_s > self.max_gap_s:
+            track.segments.append([time_s, time_s])
+        track.segments[-1][1] = time_s
+        track.last_box = face.box
+        weight = quality_score(face.quality)
+        track.embedding_sum = track.embedding_sum + face.embedding * max(weight, 0.05)
+        track.observations += 1
+        if len(track.candidates) < CANDIDATES_PER_TRACK or weight > track.candidates[0].score:
+            frame = frame or _frame_jpeg(pixels)  # encoded once per frame, only when needed
+            candidate = Candidate(weight, next(_sequence), time_s, face, frame[0], frame[1])
+            if len(track.candidates) < CANDIDATES_PER_TRACK:
+                heapq.heappush(track.candidates, candidate)
+            else:
+                heapq.heapreplace(track.candidates, candidate)
+        return frame
+
+    def finish(self) -> list[Track]:
+        """Close every track and join tracks of the same person that never share a frame."""
+        tracks = self.done + self.live
+        self.live, self.done = [], []
+        joined = True
+        while joined:
+            joined = False
+            best = None
+            for i, j in itertools.combinations(range(len(tracks)), 2):
+                if _overlap_in_time(tracks[i], tracks[j]):
+                    continue
+                similarity = float(tracks[i].mean_embedding @ tracks[j].mean_embedding)
+                if similarity >= JOIN_SIMILARITY and (best is None or similarity > best[0]):
+                    best = (similarity, i, j)
+            if best is not None:
+                _, i, j = best
+                tracks[i] = _join(tracks[i], tracks[j])
+                del tracks[j]
+                joined = True
+        return sorted(tracks, key=lambda t: t.start_s)
+
+
+def _overlap_in_time(a: Track, b: Track) -> bool:
+    return any(s1 <= e2 and s2 <= e1 for s1, e1 in a.segments for s2, e2 in b.segments)
+
+
+def _join(a: Track, b: Track) -> Track:
+    candidates = heapq.nlargest(CANDIDATES_PER_TRACK, a.candidates + b.candidates)
+    heapq.heapify(candidates)
+    return Track(
+        segments=sorted(a.segments + b.segments),
+        last_box=b.last_box if b.end_s > a.end_s else a.last_box,
+        embedding_sum=a.embedding_sum + b.embedding_sum,
+        observations=a.observations + b.observations,
+        candidates=candidates,
+    )

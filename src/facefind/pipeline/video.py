@@ -1,0 +1,145 @@
+"""Decode video with PyAV: sample frames by presentation time, honour rotation, explain failures.
+
+Frames are chosen by their timestamps, not their index, so variable-frame-rate
+phone footage is sampled evenly in time. Only the sampled frames are converted
+to RGB; the rest are decoded (inter-frame codecs need them) and dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+from facefind.errors import UnreadableMediaError
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm"})
+DEFAULT_SAMPLE_FPS = 5.0
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about the video stream (upright dimensions)."""
+
+    width: int
+    height: int
+    duration_s: float
+    average_fps: float
+    codec: str
+    rotation: int
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    time_s: float
+    pixels: np.ndarray  # upright RGB uint8
+
+
+def is_video_path(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def _open(path: Path):
+    try:
+        container = av.open(str(path))
+    except av.error.InvalidDataError as error:
+        raise UnreadableMediaError(f"not a readable video: {error}", reason="corrupt_video") from None
+    except PermissionError as error:
+        raise UnreadableMediaError(str(error), reason="permission_denied") from None
+    except (av.error.FFmpegError, OSError) as error:
+        raise UnreadableMediaError(f"cannot open video: {error}", reason="corrupt_video") from None
+    if not container.streams.video:
+        container.close()
+        raise UnreadableMediaError("the file has no video stream", reason="no_video_stream")
+    return container
+
+
+def video_info(path: Path) -> VideoInfo:
+    """Dimensions, duration, frame rate, codec and rotation, without decoding the whole file."""
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        if stream.codec_context is None or not stream.codec_context.name:
+            raise UnreadableMediaError("unsupported video codec", reason="unsupported_codec")
+        duration = float(stream.duration * stream.time_base) if stream.duration else (container.duration or 0) / 1e6
+        rotation = _rotation(container, stream)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if rotation % 180:
+            width, height = height, width
+        fps = float(stream.average_rate) if stream.average_rate else 0.0
+        return VideoInfo(width, height, duration, fps, stream.codec_context.name, rotation)
+
+
+def _rotation(container, stream) -> int:
+    """Display rotation in degrees from the first frame's display matrix (or old 'rotate' metadata)."""
+    if "rotate" in stream.metadata:
+        return int(float(stream.metadata["rotate"])) % 360
+    try:
+        frame = next(container.decode(stream))
+    except (StopIteration, av.error.FFmpegError):
+        return 0
+    finally:
+        container.seek(0)
+    return int(round(getattr(frame, "rotation", 0) or 0)) % 360
+
+
+def _upright(frame: av.VideoFrame, rotation: int) -> np.ndarray:
+    """RGB pixels turned as the player would show them (display matrix angles are counter-clockwise)."""
+    pixels = frame.to_ndarray(format="rgb24")
+    turns = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(pixels, k=turns)) if turns else pixels
+
+
+def sample_frames(path: Path, fps: float | None = DEFAULT_SAMPLE_FPS, max_pixels: int = 100_000_000) -> Iterator[VideoFrame]:
+    """Frames at about ``fps`` per second of footage (every frame when ``fps`` is None).
+
+    Raises UnreadableMediaError for files that cannot be opened or that hold no
+    decodable frame; a file truncated part-way yields the frames before the damage.
+    """
+    info = video_info(path)
+    if info.width * info.height > max_pixels:
+        raise UnreadableMediaError(f"video frames are {info.width}x{info.height}, above the pixel limit", reason="too_large")
+    interval = 1.0 / fps if fps else 0.0
+    next_time = 0.0
+    produced = 0
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    continue
+                time_s = float(frame.pts * stream.time_base) - start
+                if time_s + 1e-6 < next_time:
+                    continue
+                next_time = time_s + interval if interval else time_s
+                produced += 1
+                yield VideoFrame(time_s=round(time_s, 3), pixels=_upright(frame, info.rotation))
+        except av.error.FFmpegError as error:
+            if produced == 0:
+                raise UnreadableMediaError(f"no decodable frame: {error}", reason="corrupt_video") from None
+            return  # truncated: keep what decoded
+    if produced == 0:
+        raise UnreadableMediaError("the video stream holds no frames", reason="empty_video")
+
+
+def read_frame_at(path: Path, time_s: float) -> np.ndarray:
+    """The upright frame shown at ``time_s``: seek to the keyframe before it, decode forward."""
+    rotation = video_info(path).rotation
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        container.seek(int((time_s + start) / stream.time_base), stream=stream, backward=True, any_frame=False)
+        last = None
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            last = frame
+            if float(frame.pts * stream.time_base) - start >= time_s - 1e-3:
+                break
+        if last is None:
+            raise UnreadableMediaError(f"no frame at {time_s:.2f} s", reason="corrupt_video")
+        return _upright(last, rotation)
