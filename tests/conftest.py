@@ -50,3 +50,55 @@ def facefind(tmp_path: Path, pipeline: FacePipeline) -> FaceFind:
     instance = FaceFind(tmp_path / "library")
     instance._pipeline = pipeline
     return instance
+
+
+def write_video(path: Path, frames: list[np.ndarray], times_s: list[float] | None = None, fps: int = 10) -> Path:
+    """Encode RGB frames as H.264 MP4 with PyAV; ``times_s`` gives variable frame timing."""
+    import av
+
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if times_s is not None:
+            from fractions import Fraction
+
+            stream.codec_context.time_base = Fraction(1, 1000)
+        for i, pixels in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
+            if times_s is not None:
+                frame.pts = int(times_s[i] * 1000)
+                frame.time_base = stream.codec_context.time_base
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def set_display_rotation(path: Path, clockwise_90: bool = True) -> None:
+    """Write a 90-degree display matrix into the MP4 track header, as phones do for portrait video."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    header = data.find(b"tkhd")
+    matrix = [0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000] if clockwise_90 else [0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000]
+    data[header + 44 : header + 80] = struct.pack(">9i", *matrix)  # version-0 tkhd: matrix at byte 44
+    path.write_bytes(data)
+
+
+def face_scene(sample_rgb: np.ndarray, width: int = 320, height: int = 240, offset_x: int = 0) -> np.ndarray:
+    """A grey frame with the sample portrait pasted in."""
+    face = np.asarray(Image.fromarray(sample_rgb).resize((128, 158)))
+    canvas = np.full((height, width, 3), 90, np.uint8)
+    x = (width - 128) // 2 + offset_x
+    canvas[40:198, x : x + 128] = face
+    return canvas
+
+
+@pytest.fixture
+def clip_with_a_cut(tmp_path, sample_rgb) -> Path:
+    """4 s at 10 fps: the face 0-1.5 s, an empty shot 1.6-2.4 s, the face again (moved) 2.5-3.9 s."""
+    empty = np.full((240, 320, 3), 90, np.uint8)
+    frames = [face_scene(sample_rgb) if t < 15 else empty if t < 25 else face_scene(sample_rgb, offset_x=60) for t in range(40)]
+    return write_video(tmp_path / "clip.mp4", frames)

@@ -258,25 +258,20 @@ def _print_search(result: SearchResponse) -> None:
             " false match expected in this gallery. Use --show-all to see the nearest candidates anyway."
         )
         return
-    table = Table(show_lines=False)
-    for column in ("match id", "verdict", "similarity", "FMR", "expected false matches", "source file",
-                   "where (box x1,y1,x2,y2; video time)", "quality", "thumbnail"):
-        table.add_column(column, overflow="fold")
     for match in result.matches:
         box = match.face.box
-        verdict = match.verdict if match.within_limits else f"{match.verdict} (beyond limits)"
-        table.add_row(
-            match.match_id,
-            f"[{VERDICT_STYLE[match.verdict]}]{verdict}[/]",
-            f"{match.similarity:.3f}",
-            match.fmr_text,
-            f"{match.expected_false_matches:.2g}",
-            match.source.path,
-            f"{box.x1:.0f},{box.y1:.0f},{box.x2:.0f},{box.y2:.0f}" + (f"; {_ranges(match.video.time_ranges)}" if match.video else ""),
-            match.face.quality.verdict,
-            (match.video.frame_thumbnail if match.video else None) or match.face.thumbnail or "",
+        limits = "" if match.within_limits else " [dim](beyond limits)[/]"
+        console.print(
+            f"[bold]{match.match_id:>6}[/]  [{VERDICT_STYLE[match.verdict]}]{match.verdict}[/]{limits}"
+            f"  similarity {match.similarity:.3f}  FMR {match.fmr_text}"
+            f"  expected false matches {match.expected_false_matches:.2g}  quality {match.face.quality.verdict}"
         )
-    console.print(table)
+        where = f"box {box.x1:.0f},{box.y1:.0f},{box.x2:.0f},{box.y2:.0f}"
+        if match.video:
+            where += f"  on screen {_ranges(match.video.time_ranges)}"
+        console.print(f"        {match.source.path}  {where}", highlight=False)
+        thumbnail = (match.video.frame_thumbnail if match.video else None) or match.face.thumbnail
+        console.print(f"        thumbnail {thumbnail}", style="dim", highlight=False)
     for appearance in result.appearances:
         console.print(f"[bold]{appearance.path}[/]: on screen {_ranges(appearance.time_ranges)}"
                       f" ({appearance.verdict}, best match {appearance.best_match_id})")

@@ -261,10 +261,10 @@ def analyze_video(
         return MediaOutcome(path=path, status=UNCHANGED, **known), {}
     if info.st_size == 0:
         return _failure(path, "empty", "file is empty", **known), {}
-    tracker = FaceTracker()
     frames = 0
     try:
         meta = video_info(Path(path))
+        tracker = FaceTracker(1.0 / (options.video_fps or meta.average_fps or 25.0))
         for frame in sample_frames(Path(path), options.video_fps, options.max_pixels):
             tracker.update(frame.time_s, pipeline.analyze(frame.pixels), frame.pixels)
             frames += 1

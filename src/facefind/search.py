@@ -185,7 +185,9 @@ def search_library(
             if record.track.id in seen_tracks:
                 continue  # a weaker template of a track already listed
             seen_tracks.add(record.track.id)
-        fields = calibrated(table, score)
+        # A pair is only as good as its poorer face: a poor gallery face gets the low-quality table too.
+        poorer = max(probe_face.quality.verdict, record.quality["verdict"], key=QUALITY_RANK.__getitem__)
+        fields = calibrated(calibration.table_for(poorer), score)
         expected = gallery_size * fields["fmr"]
         within_limits = fields["fmr"] <= max_fmr and expected <= 1.0
         if within_limits or show_all:

@@ -97,10 +97,16 @@ def _frame_jpeg(pixels: np.ndarray) -> tuple[bytes, float]:
 
 
 class FaceTracker:
-    """Feed it each sampled frame's faces in time order; ``finish()`` returns the joined tracks."""
+    """Feed it each sampled frame's faces in time order; ``finish()`` returns the joined tracks.
 
-    def __init__(self, max_gap_s: float = 1.5) -> None:
-        self.max_gap_s = max_gap_s
+    A face unseen for more than ``max_gap_s`` ends its live track (the joining step may
+    still reunite it); unseen for more than ``segment_gap_s`` (about two samples) it is
+    off screen, and its track's time ranges say so.
+    """
+
+    def __init__(self, sample_interval_s: float = 0.2) -> None:
+        self.segment_gap_s = 2.5 * sample_interval_s
+        self.max_gap_s = max(1.5, 4 * sample_interval_s)
         self.live: list[Track] = []
         self.done: list[Track] = []
 
@@ -131,7 +137,7 @@ class FaceTracker:
                 self.live.append(track)
 
     def _observe(self, track: Track, time_s: float, face: DetectedFace, pixels: np.ndarray, frame):
-        if time_s - track.end_s > self.max_gap_s:
+        if time_s - track.end_s > self.segment_gap_s:
             track.segments.append([time_s, time_s])
         track.segments[-1][1] = time_s
         track.last_box = face.box

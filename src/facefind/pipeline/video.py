@@ -115,7 +115,8 @@ def sample_frames(path: Path, fps: float | None = DEFAULT_SAMPLE_FPS, max_pixels
                 time_s = float(frame.pts * stream.time_base) - start
                 if time_s + 1e-6 < next_time:
                     continue
-                next_time = time_s + interval if interval else time_s
+                while interval and next_time <= time_s + 1e-6:  # a fixed grid: no drift on irregular timing
+                    next_time += interval
                 produced += 1
                 yield VideoFrame(time_s=round(time_s, 3), pixels=_upright(frame, info.rotation))
         except av.error.FFmpegError as error:

@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+
+from facefind.errors import UnreadableMediaError
+from facefind.pipeline.track import FaceTracker
+from facefind.pipeline.video import read_frame_at, sample_frames, video_info
+from tests.conftest import face_scene, set_display_rotation, write_video
+
+
+def test_sampling_follows_timestamps(clip_with_a_cut):
+    info = video_info(clip_with_a_cut)
+    assert (info.width, info.height) == (320, 240) and info.duration_s == pytest.approx(4.0, abs=0.15)
+    times = [f.time_s for f in sample_frames(clip_with_a_cut, fps=5)]
+    assert len(times) == 20 and np.allclose(np.diff(times), 0.2, atol=0.01)
+    assert len(list(sample_frames(clip_with_a_cut, fps=None))) == 40
+
+
+def test_variable_frame_rate_is_sampled_evenly_in_time(tmp_path, sample_rgb):
+    times = sorted(set(np.round(np.concatenate([np.arange(0, 1, 0.02), np.arange(1, 3, 0.25)]), 3)))
+    frames = [face_scene(sample_rgb)] * len(times)
+    path = write_video(tmp_path / "vfr.mp4", frames, times_s=list(times))
+    sampled = [f.time_s for f in sample_frames(path, fps=4)]
+    assert sampled[:4] == pytest.approx([0.0, 0.26, 0.5, 0.76], abs=0.02)  # dense part: one frame per 0.25 s
+    assert sampled[-1] == pytest.approx(2.75, abs=0.01)
+    assert 10 <= len(sampled) <= 13
+
+
+def test_rotated_phone_video_comes_out_upright(tmp_path, sample_rgb, pipeline):
+    sideways = [np.rot90(face_scene(sample_rgb), k=1) for _ in range(10)]  # stored turned counter-clockwise
+    path = write_video(tmp_path / "phone.mp4", sideways)
+    set_display_rotation(path)
+    info = video_info(path)
+    assert info.rotation == 270 and (info.width, info.height) == (320, 240)
+    frame = next(sample_frames(path))
+    assert frame.pixels.shape == (240, 320, 3)
+    face = pipeline.analyze(frame.pixels)[0]
+    assert abs(face.quality.roll_deg) < 15
+
+
+def test_frame_at_a_time(clip_with_a_cut):
+    assert read_frame_at(clip_with_a_cut, 2.0).std() < 2  # the empty shot
+    assert read_frame_at(clip_with_a_cut, 3.0).std() > 20
+
+
+@pytest.mark.parametrize(
+    "content,reason",
+    [(b"", "empty_video"), (b"definitely not a video" * 10, "corrupt_video")],
+)
+def test_bad_videos_raise_with_a_reason(tmp_path, content, reason):
+    path = tmp_path / "bad.mp4"
+    path.write_bytes(content)
+    with pytest.raises(UnreadableMediaError) as caught:
+        list(sample_frames(path))
+    assert caught.value.reason in {reason, "corrupt_video"}
+
+
+def test_truncated_video_is_refused_or_keeps_what_decodes(tmp_path, clip_with_a_cut):
+    data = clip_with_a_cut.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    try:
+        frames = list(sample_frames(cut))
+    except UnreadableMediaError as error:
+        assert error.reason == "corrupt_video"
+    else:
+        assert 0 < len(frames) < 20
+
+
+def test_tracker_joins_a_person_across_a_cut(clip_with_a_cut, pipeline):
+    tracker = FaceTracker()
+    for frame in sample_frames(clip_with_a_cut, fps=5):
+        tracker.update(frame.time_s, pipeline.analyze(frame.pixels), frame.pixels)
+    tracks = tracker.finish()
+    assert len(tracks) == 1
+    (first_start, first_end), (second_start, second_end) = tracks[0].segments
+    assert first_start == pytest.approx(0.0) and first_end == pytest.approx(1.4, abs=0.21)
+    assert second_start == pytest.approx(2.6, abs=0.21) and second_end == pytest.approx(3.8, abs=0.21)
+    templates = tracks[0].templates()
+    assert len(templates) == 3 and len({t.time_s for t in templates}) == 3
+
+
+def test_tracker_keeps_two_people_in_one_frame_apart(tmp_path, pipeline):
+    from facefind.pipeline.decode import decode_image
+    from facefind.samples import sample_path
+
+    team = decode_image(sample_path("gdp.jpg")).pixels
+    tracker = FaceTracker()
+    for i in range(5):
+        tracker.update(i * 0.2, pipeline.analyze(team)[:3], team)
+    assert len(tracker.finish()) == 3
