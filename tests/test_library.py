@@ -12,7 +12,7 @@ def _add_faces(library: Library, path: str, count: int) -> list[int]:
     vectors = np.eye(4, dtype=np.float32)[:count]
     faces = [NewFace(i, [0, 0, 1, 1], [[0, 0]] * 5, 0.9, {"verdict": "good"}, "m", vectors[i], None) for i in range(count)]
     result = library.catalog.commit_outcomes([MediaOutcome(path=path, status="indexed", faces=faces)])
-    library.apply_index_changes(result.added_ids, result.added_vectors, result.removed_ids)
+    library.apply_commit(result)
     return result.added_ids
 
 

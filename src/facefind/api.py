@@ -46,7 +46,7 @@ class FaceFind:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         calibration: CalibrationSet | Path | None = None,
     ) -> None:
-        self.library_path = Path(library) if library is not None else default_library_path()
+        self.library_path = (Path(library) if library is not None else default_library_path()).absolute()
         self.pipeline_config = pipeline_config or PipelineConfig()
         self.max_pixels = max_pixels
         self._recognizer = recognizer
@@ -180,7 +180,7 @@ class FaceFind:
                 if missing:
                     raise NotFoundError(f"no face with id {', '.join(map(str, missing))} in the library")
                 removed, thumbnails = list(known), library.catalog.remove_faces(list(known))
-            library.apply_index_changes([], None, removed)
+            library.remove_from_indexes(removed)
             library.save_index()
             library.delete_thumbnails(thumbnails)
             return len(removed)

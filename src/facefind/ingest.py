@@ -237,6 +237,7 @@ def _new_face(face: DetectedFace, face_index: int, model_id: str, thumbnail: str
         model_id=model_id,
         embedding=face.embedding,
         thumbnail=thumbnail,
+        masked_embedding=face.masked_embedding,
         **video,
     )
 
@@ -347,8 +348,7 @@ class _Committer:
 
     def commit(self) -> None:
         if self.pending:
-            result = self.library.catalog.commit_outcomes(self.pending)
-            self.library.apply_index_changes(result.added_ids, result.added_vectors, result.removed_ids)
+            self.library.apply_commit(self.library.catalog.commit_outcomes(self.pending))
             self.pending = []
         self.last_commit = time.monotonic()
         if time.monotonic() - self.last_save > SAVE_INDEX_EVERY_SECONDS:

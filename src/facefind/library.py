@@ -24,6 +24,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from facefind.catalog import Catalog, SqliteCatalog
+from facefind.catalog.base import CommitResult
 from facefind.errors import FaceFindError, LibraryBusyError
 from facefind.index import FaissFlatIndex, VectorIndex
 
@@ -47,6 +48,7 @@ class Library:
         root.mkdir(parents=True, exist_ok=True)
         self.thumbs_dir = root / "thumbs"
         self._index_path = root / "index" / "faiss.index"
+        self._masked_index_path = root / "index" / "faiss-masked.index"
         self._state_path = root / "index" / "state.json"
         self._lock: FileLock | None = None
         if writable:
@@ -61,7 +63,9 @@ class Library:
         self.catalog: Catalog = SqliteCatalog(root / "catalog.sqlite3")
         self._check_model()
         self.rebuilt_index = False
-        self.index: VectorIndex = self._load_or_rebuild_index()
+        self.index: VectorIndex
+        self.masked_index: VectorIndex  # masked templates of the same faces, for covered probes
+        self._load_or_rebuild_indexes()
 
     def _check_model(self) -> None:
         stored = self.catalog.get_meta("model_id")
@@ -75,42 +79,50 @@ class Library:
                 reason="model_mismatch",
             )
 
-    def _load_or_rebuild_index(self) -> VectorIndex:
+    def _load_or_rebuild_indexes(self) -> None:
         revision = self.catalog.revision()
         try:
             state = json.loads(self._state_path.read_text())
             if state.get("revision") == revision and state.get("model_id") == self.model_id:
-                index = FaissFlatIndex.load(self._index_path)
-                if index.dim == self.dim:
-                    return index
+                index, masked = FaissFlatIndex.load(self._index_path), FaissFlatIndex.load(self._masked_index_path)
+                if index.dim == masked.dim == self.dim:
+                    self.index, self.masked_index = index, masked
+                    return
         except (OSError, ValueError, RuntimeError):
             pass  # missing, stale or damaged: the catalog has everything needed to rebuild
-        return self.rebuild_index()
+        self.rebuild_index()
 
-    def rebuild_index(self) -> VectorIndex:
-        """Rebuild the vector index from the catalog's stored embeddings (and save it when writable)."""
-        index = FaissFlatIndex(self.dim)
-        for ids, vectors in self.catalog.iter_embeddings(self.model_id):
-            index.add(ids, vectors)
-        self.index = index
+    def rebuild_index(self) -> None:
+        """Rebuild both vector indexes from the catalog's stored embeddings (and save them when writable)."""
+        self.index, self.masked_index = FaissFlatIndex(self.dim), FaissFlatIndex(self.dim)
+        for target, masked in ((self.index, False), (self.masked_index, True)):
+            for ids, vectors in self.catalog.iter_embeddings(self.model_id, masked=masked):
+                target.add(ids, vectors)
         self.rebuilt_index = True
         if self.writable:
             self.save_index()
-        return index
 
     def save_index(self) -> None:
-        """Write the index, then the state naming the revision it matches (both atomically)."""
+        """Write the indexes, then the state naming the revision they match (each atomically)."""
         self.index.save(self._index_path)
+        self.masked_index.save(self._masked_index_path)
         temporary = self._state_path.with_suffix(".tmp")
         temporary.write_text(json.dumps({"revision": self.catalog.revision(), "model_id": self.model_id}))
         os.replace(temporary, self._state_path)
 
-    def apply_index_changes(self, added_ids: list[int], added_vectors: np.ndarray, removed_ids: list[int]) -> None:
-        """Mirror a committed catalog change in the in-memory index."""
-        if removed_ids:
-            self.index.remove(np.asarray(removed_ids, dtype=np.int64))
-        if added_ids:
-            self.index.add(np.asarray(added_ids, dtype=np.int64), added_vectors)
+    def apply_commit(self, result: CommitResult) -> None:
+        """Mirror a committed catalog change in the in-memory indexes."""
+        self.remove_from_indexes(result.removed_ids)
+        if result.added_ids:
+            self.index.add(np.asarray(result.added_ids, dtype=np.int64), result.added_vectors)
+        if result.added_masked_ids:
+            self.masked_index.add(np.asarray(result.added_masked_ids, dtype=np.int64), result.added_masked_vectors)
+
+    def remove_from_indexes(self, face_ids: list[int]) -> None:
+        if face_ids:
+            ids = np.asarray(face_ids, dtype=np.int64)
+            self.index.remove(ids)
+            self.masked_index.remove(ids)
 
     def delete_thumbnails(self, names: list[str]) -> None:
         for name in names:

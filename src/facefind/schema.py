@@ -39,6 +39,10 @@ class FaceQuality(BaseModel):
     detection_score: float
     verdict: str = Field(description="good, fair or poor")
     reasons: list[str]
+    lower_face_covered: bool | None = Field(None, description="Mask, scarf...; None when no classifier fits the model")
+    lower_face_covered_score: float | None = None
+    eyes_covered: bool | None = Field(None, description="Sunglasses, slit...: the face cannot support an identification")
+    eyes_covered_score: float | None = None
 
 
 class Face(BaseModel):

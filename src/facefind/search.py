@@ -19,6 +19,7 @@ from facefind.errors import FaceFindError, NoFaceError, NotFoundError, Unreadabl
 from facefind.library import Library
 from facefind.pipeline import DetectedFace, FacePipeline
 from facefind.pipeline.decode import decode_image
+from facefind.pipeline.occlusion import combine_scores
 from facefind.schema import (
     BoundingBox,
     Face,
@@ -55,13 +56,26 @@ def assess_probe(face: DetectedFace, table: CalibrationTable) -> ProbeAssessment
     """A poor probe is still searched, but the result says the claim is weak and why."""
     verdict = face.quality.verdict
     notes = []
+    if face.quality.eyes_covered:
+        notes.append("the eyes are covered: too little of the face shows to support an identification")
+    if face.quality.lower_face_covered:
+        notes.append(f"the lower face is covered: matched in masked mode ({table.match_mode}) with the calibration"
+                     " for covered faces, whose uncertainty is wider")
     if verdict == "poor":
         notes.append("probe quality is poor (" + "; ".join(face.quality.reasons) + "): scores use the wider"
                      " low-quality calibration and cannot support an identification on their own")
     elif verdict == "fair":
         notes.append("probe quality is fair (" + "; ".join(face.quality.reasons) + ")")
+    # A covered face with anything else wrong (small, blurred, turned, doubtful detection) shows too little.
+    too_little = bool(face.quality.lower_face_covered) and len(face.quality.reasons) > 1
+    if too_little:
+        notes.append("a covered face that is also " + "; ".join(
+            r for r in face.quality.reasons if not r.startswith("lower face covered")) + " shows too little of itself")
     return ProbeAssessment(
-        supports_identification=verdict != "poor", quality_verdict=verdict, calibration_table=table.name, notes=notes
+        supports_identification=verdict != "poor" and not too_little,
+        quality_verdict=verdict,
+        calibration_table=table.name,
+        notes=notes,
     )
 
 
@@ -127,22 +141,35 @@ def pick_face(faces: list[DetectedFace], face_index: int | None, label: str = "p
     return face_index
 
 
-def _candidates(library: Library, embedding: np.ndarray, top_k: int, within: Path | None) -> tuple[list[tuple[int, float]], int]:
+def _candidates(
+    library: Library, embedding: np.ndarray, top_k: int, within: Path | None, mode: str
+) -> tuple[list[tuple[int, float]], int]:
     """(face id, score) candidates best first, and the number of faces compared (the gallery size).
 
-    Over the whole library the vector index answers; restricted to a file or folder, the
-    faces there are scored exactly. Extra candidates are fetched because a video track
+    ``mode`` says what the probe is compared with (see ``occlusion.combine_scores``): the gallery
+    faces, their masked templates, or both combined. Over the whole library the vector indexes
+    propose candidates, which are then scored exactly from the catalog; restricted to a file or
+    folder, every face there is scored. Extra candidates are fetched because a video track
     contributes several templates and only its best one is kept.
     """
     if within is None:
-        scores, ids = library.index.search(embedding[None, :], top_k * 4)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0], len(library.index)
-    face_ids = library.catalog.face_ids_under(str(within))
+        proposed: set[int] = set()
+        for index in ([library.index] if mode == "plain" else [library.index, library.masked_index]):
+            _, ids = index.search(embedding[None, :], top_k * 4)
+            proposed.update(int(i) for i in ids[0] if i >= 0)
+        face_ids, gallery_size = sorted(proposed), len(library.index)
+    else:
+        face_ids = library.catalog.face_ids_under(str(within))
+        if not face_ids:
+            raise NotFoundError(f"no indexed faces in {within}")
+        gallery_size = len(face_ids)
     if not face_ids:
-        raise NotFoundError(f"no indexed faces in {within}")
-    scores = library.catalog.embeddings(face_ids) @ embedding
+        return [], gallery_size
+    plain = library.catalog.embeddings(face_ids) @ embedding
+    masked = library.catalog.embeddings(face_ids, masked=True) @ embedding if mode != "plain" else plain
+    scores = combine_scores(plain, masked, mode)
     order = np.argsort(-scores)[: top_k * 4]
-    return [(face_ids[i], float(scores[i])) for i in order], len(face_ids)
+    return [(face_ids[i], float(scores[i])) for i in order], gallery_size
 
 
 def search_library(
@@ -173,8 +200,9 @@ def search_library(
     faces = probe_faces(pipeline, data, _name(probe), max_pixels)
     chosen = pick_face(faces, face_index)
     probe_face = faces[chosen]
-    table = calibration.table_for(probe_face.quality.verdict)
-    candidates, gallery_size = _candidates(library, probe_face.embedding, top_k, within)
+    covered = bool(probe_face.quality.lower_face_covered)
+    table = calibration.table_for(probe_face.quality.verdict, covered)
+    candidates, gallery_size = _candidates(library, probe_face.embedding, top_k, within, table.match_mode)
     records = library.catalog.faces([face_id for face_id, _ in candidates])
     hits, seen_tracks = [], set()
     for face_id, score in candidates:
@@ -187,7 +215,7 @@ def search_library(
             seen_tracks.add(record.track.id)
         # A pair is only as good as its poorer face: a poor gallery face gets the low-quality table too.
         poorer = max(probe_face.quality.verdict, record.quality["verdict"], key=QUALITY_RANK.__getitem__)
-        fields = calibrated(calibration.table_for(poorer), score)
+        fields = calibrated(calibration.table_for(poorer, covered), score)
         expected = gallery_size * fields["fmr"]
         within_limits = fields["fmr"] <= max_fmr and expected <= 1.0
         if within_limits or show_all:
@@ -293,10 +321,18 @@ def verify_pair(
     faces_a = probe_faces(pipeline, read_probe(probe_a), _name(probe_a), max_pixels)
     faces_b = probe_faces(pipeline, read_probe(probe_b), _name(probe_b), max_pixels)
     index_a, index_b = pick_face(faces_a, face_a, "first image"), pick_face(faces_b, face_b, "second image")
-    poorer = max(faces_a[index_a], faces_b[index_b], key=lambda f: QUALITY_RANK[f.quality.verdict])
-    table = calibration.table_for(poorer.quality.verdict)
-    fields = calibrated(table, float(np.dot(faces_a[index_a].embedding, faces_b[index_b].embedding)))
-    assessment = assess_probe(poorer, table)
+    a, b = faces_a[index_a], faces_b[index_b]
+    poorer = max(a, b, key=lambda f: QUALITY_RANK[f.quality.verdict])
+    covered = next((f for f in (a, b) if f.quality.lower_face_covered), None)
+    table = calibration.table_for(poorer.quality.verdict, covered is not None)
+    plain = np.float32(np.dot(a.embedding, b.embedding))
+    score = plain
+    if covered is not None:  # the covered face against the other face and its masked template
+        other = b if covered is a else a
+        if other.masked_embedding is not None:
+            score = combine_scores(plain, np.float32(np.dot(covered.embedding, other.masked_embedding)), table.match_mode)
+    fields = calibrated(table, float(score))
+    assessment = assess_probe(covered or poorer, table)
     return VerifyResponse(
         **fields,
         max_fmr=max_fmr,

@@ -55,9 +55,12 @@ class CalibrationTable:
     genuine_pairs: int
     description: str = ""
     fmr_multiplier: float = 1.0  # >1 widens claims where the held-out check showed them too optimistic
+    match_mode: str = "plain"  # covered probes: how they were matched when this table was fitted
 
     @classmethod
-    def fit(cls, name: str, genuine: np.ndarray, impostor: np.ndarray, description: str = "") -> "CalibrationTable":
+    def fit(
+        cls, name: str, genuine: np.ndarray, impostor: np.ndarray, description: str = "", match_mode: str = "plain"
+    ) -> "CalibrationTable":
         impostor = np.sort(impostor.astype(np.float64))
         genuine = np.sort(genuine.astype(np.float64))
         at_or_above = len(impostor) - np.searchsorted(impostor, SCORE_GRID, side="left")
@@ -70,6 +73,7 @@ class CalibrationTable:
             impostor_pairs=len(impostor),
             genuine_pairs=len(genuine),
             description=description,
+            match_mode=match_mode,
         )
 
     @property
@@ -115,6 +119,7 @@ class CalibrationTable:
             "impostor_pairs": self.impostor_pairs,
             "genuine_pairs": self.genuine_pairs,
             "fmr_multiplier": self.fmr_multiplier,
+            "match_mode": self.match_mode,
             "min_supported_fmr": self.min_supported_fmr,
             "max_supported_score": self.max_supported_score,
             "scores": [float(s) for s in self.scores],
@@ -133,6 +138,7 @@ class CalibrationTable:
             genuine_pairs=int(data["genuine_pairs"]),
             description=data.get("description", ""),
             fmr_multiplier=float(data.get("fmr_multiplier", 1.0)),
+            match_mode=data.get("match_mode", "plain"),
         )
 
 
@@ -145,8 +151,10 @@ class CalibrationSet:
     provenance: dict = field(default_factory=dict)
     checks: dict = field(default_factory=dict)
 
-    def table_for(self, probe_quality: str) -> CalibrationTable:
-        """The table that matches the probe: low-quality probes get their own, wider one."""
+    def table_for(self, probe_quality: str, covered: bool = False) -> CalibrationTable:
+        """The table that matches the probe: covered and low-quality probes get their own, wider ones."""
+        if covered and "covered" in self.tables:
+            return self.tables["covered"]
         if probe_quality == "poor" and "low_quality" in self.tables:
             return self.tables["low_quality"]
         return self.tables["standard"]

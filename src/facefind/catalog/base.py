@@ -28,6 +28,7 @@ class NewFace:
     thumbnail: str | None
     track_index: int | None = None  # video faces: the track this template belongs to
     frame_time_s: float | None = None  # video faces: when this template's frame was shown
+    masked_embedding: np.ndarray | None = None  # the face wearing the gallery mask, for covered probes
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,8 @@ class CommitResult:
     added_vectors: np.ndarray
     removed_ids: list[int]
     revision: int
+    added_masked_ids: list[int] = field(default_factory=list)
+    added_masked_vectors: np.ndarray | None = None
 
 
 class Catalog(Protocol):
@@ -165,12 +168,17 @@ class Catalog(Protocol):
         """Ids of every face in the file ``path`` or in files under the folder ``path``."""
         ...
 
-    def iter_embeddings(self, model_id: str, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(ids, vectors) chunks of every stored face of ``model_id``, for rebuilding the index."""
+    def iter_embeddings(
+        self, model_id: str, batch: int = 10_000, masked: bool = False
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) chunks of every stored face of ``model_id`` (or of its masked templates), for rebuilds."""
         ...
 
-    def embeddings(self, face_ids: list[int]) -> np.ndarray:
-        """(len(face_ids), dim) stored embeddings, in the order given; unknown ids raise KeyError."""
+    def embeddings(self, face_ids: list[int], masked: bool = False) -> np.ndarray:
+        """(len(face_ids), dim) stored embeddings (or masked templates), in the order given.
+
+        Unknown ids, or faces without a masked template when ``masked``, raise KeyError.
+        """
         ...
 
     def stats(self) -> dict: ...

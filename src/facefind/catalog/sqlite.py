@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS faces (
     embedding BLOB NOT NULL,
     thumbnail TEXT,
     track_id INTEGER REFERENCES tracks(id) ON DELETE CASCADE,
-    frame_time_s REAL
+    frame_time_s REAL,
+    masked_embedding BLOB
 );
 CREATE INDEX IF NOT EXISTS faces_media ON faces(media_id);
 CREATE TABLE IF NOT EXISTS ingest_log (
@@ -97,7 +98,9 @@ _MEDIA_COLUMNS = """id, path, status, sha256, size, mtime_ns, width, height, for
 # Columns added after schema version 1, for libraries created before them.
 _ADDED_COLUMNS = {
     "media": {"kind": "TEXT NOT NULL DEFAULT 'image'", "duration_s": "REAL"},
-    "faces": {"track_id": "INTEGER REFERENCES tracks(id) ON DELETE CASCADE", "frame_time_s": "REAL"},
+    "faces": {
+        "track_id": "INTEGER REFERENCES tracks(id) ON DELETE CASCADE", "frame_time_s": "REAL", "masked_embedding": "BLOB",
+    },
 }
 
 
@@ -175,6 +178,8 @@ class SqliteCatalog:
     def commit_outcomes(self, outcomes: list[MediaOutcome]) -> CommitResult:
         added_ids: list[int] = []
         added_vectors: list[np.ndarray] = []
+        masked_ids: list[int] = []
+        masked_vectors: list[np.ndarray] = []
         removed_ids: list[int] = []
         with self._transaction() as db:
             for outcome in outcomes:
@@ -199,20 +204,27 @@ class SqliteCatalog:
                     ).lastrowid
                 for face in outcome.faces:
                     vector = np.ascontiguousarray(face.embedding, dtype=np.float32)
+                    masked = None if face.masked_embedding is None else np.ascontiguousarray(face.masked_embedding, np.float32)
                     cursor = db.execute(
-                        "INSERT INTO faces(media_id, face_index, box, landmarks, detection_score, quality,"
-                        " model_id, embedding, thumbnail, track_id, frame_time_s) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        "INSERT INTO faces(media_id, face_index, box, landmarks, detection_score, quality, model_id,"
+                        " embedding, thumbnail, track_id, frame_time_s, masked_embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                         (
                             media_id, face.face_index, json.dumps(face.box), json.dumps(face.landmarks),
                             face.detection_score, json.dumps(face.quality), face.model_id, vector.tobytes(),
                             face.thumbnail, track_ids.get(face.track_index), face.frame_time_s,
+                            None if masked is None else masked.tobytes(),
                         ),
                     )
                     added_ids.append(int(cursor.lastrowid))
                     added_vectors.append(vector)
+                    if masked is not None:
+                        masked_ids.append(int(cursor.lastrowid))
+                        masked_vectors.append(masked)
             revision = self._bump_revision(db) if (added_ids or removed_ids) else self.revision()
-        vectors = np.vstack(added_vectors) if added_vectors else np.empty((0, 0), dtype=np.float32)
-        return CommitResult(added_ids, vectors, removed_ids, revision)
+        def stacked(rows: list[np.ndarray]) -> np.ndarray:
+            return np.vstack(rows) if rows else np.empty((0, 0), dtype=np.float32)
+
+        return CommitResult(added_ids, stacked(added_vectors), removed_ids, revision, masked_ids, stacked(masked_vectors))
 
     def touch_media(self, path: str, size: int, mtime_ns: int) -> None:
         with self._transaction() as db:
@@ -301,11 +313,15 @@ class SqliteCatalog:
         rows = self._db.execute(f"SELECT faces.id FROM faces JOIN media ON media.id = faces.media_id WHERE {where}", args)
         return [r[0] for r in rows.fetchall()]
 
-    def iter_embeddings(self, model_id: str, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_embeddings(
+        self, model_id: str, batch: int = 10_000, masked: bool = False
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        column = "masked_embedding" if masked else "embedding"
         last_id = 0
         while True:
             rows = self._db.execute(
-                "SELECT id, embedding FROM faces WHERE model_id = ? AND id > ? ORDER BY id LIMIT ?",
+                f"SELECT id, {column} FROM faces WHERE model_id = ? AND id > ? AND {column} IS NOT NULL"
+                " ORDER BY id LIMIT ?",
                 (model_id, last_id, batch),
             ).fetchall()
             if not rows:
@@ -315,13 +331,15 @@ class SqliteCatalog:
             yield ids, vectors
             last_id = int(ids[-1])
 
-    def embeddings(self, face_ids: list[int]) -> np.ndarray:
+    def embeddings(self, face_ids: list[int], masked: bool = False) -> np.ndarray:
+        column = "masked_embedding" if masked else "embedding"
         found: dict[int, np.ndarray] = {}
         ids = [int(i) for i in face_ids]
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             rows = self._db.execute(
-                f"SELECT id, embedding FROM faces WHERE id IN ({','.join('?' * len(chunk))})", chunk
+                f"SELECT id, {column} FROM faces WHERE id IN ({','.join('?' * len(chunk))}) AND {column} IS NOT NULL",
+                chunk,
             ).fetchall()
             found.update({r[0]: np.frombuffer(r[1], dtype=np.float32) for r in rows})
         if not ids:

@@ -9,6 +9,7 @@ import numpy as np
 from facefind.pipeline.align import align_face
 from facefind.pipeline.detect import ScrfdDetector
 from facefind.pipeline.embed import OnnxArcFace, Recognizer
+from facefind.pipeline.occlusion import GALLERY_SHAPE, default_occlusion_classifier, draw_mask
 from facefind.pipeline.quality import Quality, assess_quality
 
 
@@ -20,6 +21,7 @@ class PipelineConfig:
     detection_threshold: float = 0.5
     min_face_px: float = 10.0
     threads: int | None = None
+    masked_templates: bool = True  # also embed each face wearing a synthetic mask, for covered probes
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class DetectedFace:
     quality: Quality
     embedding: np.ndarray  # (dim,) float32, unit length
     aligned: np.ndarray  # (112, 112, 3) uint8 RGB
+    masked_embedding: np.ndarray | None = None  # the same face wearing the gallery mask
 
     @property
     def area(self) -> float:
@@ -50,6 +53,9 @@ class FacePipeline:
             threads=self.config.threads,
         )
         self.recognizer = recognizer or OnnxArcFace(threads=self.config.threads)
+        classifier = default_occlusion_classifier()
+        # The classifier reads embeddings, so it only fits the recogniser it was trained with.
+        self.occlusion = classifier if classifier.provenance.get("model_id") == self.recognizer.model_id else None
 
     @property
     def model_id(self) -> str:
@@ -61,16 +67,23 @@ class FacePipeline:
         if not detections:
             return []
         crops = np.stack([align_face(rgb, d.landmarks) for d in detections])
-        embeddings = self.recognizer.embed(crops)
+        if self.config.masked_templates:  # one batch: the faces, then the same faces masked
+            masked_crops = np.stack([draw_mask(crop, GALLERY_SHAPE, seed=0) for crop in crops])
+            both = self.recognizer.embed(np.concatenate([crops, masked_crops]))
+            embeddings, masked = both[: len(crops)], list(both[len(crops) :])
+        else:
+            embeddings, masked = self.recognizer.embed(crops), [None] * len(crops)
+        occlusions = self.occlusion.predict(embeddings) if self.occlusion else [None] * len(crops)
         faces = [
             DetectedFace(
                 box=d.box.astype(np.float32),
                 landmarks=d.landmarks.astype(np.float32),
                 detection_score=d.score,
-                quality=assess_quality(d.box, d.landmarks, d.score, crop),
+                quality=assess_quality(d.box, d.landmarks, d.score, crop, occlusion),
                 embedding=embedding,
                 aligned=crop,
+                masked_embedding=masked_embedding,
             )
-            for d, crop, embedding in zip(detections, crops, embeddings)
+            for d, crop, embedding, masked_embedding, occlusion in zip(detections, crops, embeddings, masked, occlusions)
         ]
         return sorted(faces, key=lambda face: -face.area)

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
+from facefind.pipeline.occlusion import Occlusion
+
 MIN_GOOD_EYE_DISTANCE_PX = 30.0
 MIN_FAIR_EYE_DISTANCE_PX = 15.0
 MIN_GOOD_SHARPNESS = 60.0
@@ -39,6 +41,10 @@ class Quality:
     detection_score: float
     verdict: str  # "good", "fair" or "poor"
     reasons: list[str] = field(default_factory=list)
+    lower_face_covered: bool | None = None  # None: no occlusion classifier for this recogniser
+    lower_face_covered_score: float | None = None
+    eyes_covered: bool | None = None
+    eyes_covered_score: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,9 +55,17 @@ class Quality:
 
 
 def assess_quality(
-    box: np.ndarray, landmarks: np.ndarray, detection_score: float, aligned_rgb: np.ndarray
+    box: np.ndarray,
+    landmarks: np.ndarray,
+    detection_score: float,
+    aligned_rgb: np.ndarray,
+    occlusion: Occlusion | None = None,
 ) -> Quality:
-    """Measure size, sharpness (variance of the Laplacian on the aligned crop) and pose."""
+    """Measure size, sharpness (variance of the Laplacian on the aligned crop), pose and coverings.
+
+    Hidden eyes make a face poor: too little of it is left to support an identification. A
+    covered lower face makes it fair; such faces are matched and calibrated in their own mode.
+    """
     face_px = float(min(box[2] - box[0], box[3] - box[1]))
     left_eye, right_eye, nose, left_mouth, right_mouth = landmarks.astype(np.float64)
     eye_vector = right_eye - left_eye
@@ -67,6 +81,13 @@ def assess_quality(
     _grade(abs(pitch), MAX_GOOD_PITCH_DEG, MAX_FAIR_PITCH_DEG, "tilted up/down", poor, fair, higher_is_better=False)
     if detection_score < MIN_GOOD_DETECTION:
         fair.append(f"uncertain detection ({detection_score:.2f})")
+    covered = {}
+    if occlusion is not None:
+        if occlusion.eyes_covered:
+            poor.append(f"eyes covered ({occlusion.eyes_covered_score:.2f})")
+        if occlusion.lower_face_covered:
+            fair.append(f"lower face covered ({occlusion.lower_face_covered_score:.2f})")
+        covered = asdict(occlusion)
     verdict = "poor" if poor else "fair" if fair else "good"
     return Quality(
         face_px=round(face_px, 1),
@@ -78,6 +99,7 @@ def assess_quality(
         detection_score=round(float(detection_score), 4),
         verdict=verdict,
         reasons=poor + fair,
+        **covered,
     )
 
 
