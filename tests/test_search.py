@@ -154,3 +154,22 @@ def test_a_poor_probe_is_searched_but_cannot_support_a_claim(facefind, photo_fol
 def test_max_fmr_is_validated(facefind):
     with pytest.raises(FaceFindError, match="max-fmr"):
         facefind.search(probe_sample(), max_fmr=0)
+
+
+def test_a_masked_probe_is_matched_in_masked_mode_with_its_own_calibration(facefind, photo_folder, tmp_path, pipeline, sample_rgb):
+    from PIL import Image
+
+    from facefind.pipeline.occlusion import draw_mask
+    from tests.pipeline.test_occlusion import wear
+
+    facefind.index([photo_folder], workers=1)
+    face = pipeline.analyze(sample_rgb)[0]
+    probe = tmp_path / "masked.png"
+    Image.fromarray(wear(sample_rgb, face.landmarks, lambda crop: draw_mask(crop, "bandana", seed=5))).save(probe)
+    result = facefind.search(probe, show_all=True, top_k=3)
+    assert result.searched_face.quality.lower_face_covered
+    assert result.probe_assessment.calibration_table == "covered"
+    assert any("lower face is covered" in note for note in result.probe_assessment.notes)
+    best = result.matches[0]
+    assert Path(best.source.path).name == "players.jpg" and best.calibration_table == "covered"
+    assert best.similarity > result.matches[1].similarity + 0.1
