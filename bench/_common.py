@@ -35,3 +35,15 @@ def write_json(name: str, payload: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
     return path
+
+
+def tar_at_fmr(genuine, impostor, levels) -> dict:
+    """TAR at each FMR level, with the threshold taken from the impostor scores themselves."""
+    import numpy as np
+
+    ordered = np.sort(impostor)
+    result = {}
+    for level in levels:
+        threshold = float(ordered[int(np.ceil(len(ordered) * (1 - level)))])
+        result[f"{level:g}"] = {"threshold": threshold, "tar": float((genuine > threshold).mean())}
+    return result

@@ -19,11 +19,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, data_dir_or_exit, write_json  # noqa: E402
+from _common import RESULTS, data_dir_or_exit, tar_at_fmr, write_json  # noqa: E402
 
 from facefind.calibration import default_calibration  # noqa: E402
 from facefind.calibration.table import POSSIBLE_MAX_FMR, STRONG_MAX_FMR, WEAK_MAX_FMR  # noqa: E402
-from facefind.evaluation.lfw import LfwEmbeddings, embed_lfw, pair_scores, read_view2_pairs  # noqa: E402
+from facefind.evaluation.lfw import (  # noqa: E402
+    LfwEmbeddings,
+    embed_lfw,
+    pair_scores,
+    read_view2_pairs,
+)
 from facefind.search import DEFAULT_MAX_FMR  # noqa: E402
 
 TAR_LEVELS = (1e-3, 1e-4, 1e-5)
@@ -45,7 +50,7 @@ def view2_accuracy(lfw: LfwEmbeddings, pairs_file: Path) -> dict:
     missing = 0
     for fold in folds:
         fold_scores = []
-        for name1, n1, name2, n2, same in fold:
+        for name1, n1, name2, n2, _same in fold:
             a, b = lfw.index_of(name1, n1), lfw.index_of(name2, n2)
             if lfw.found[a] and lfw.found[b]:
                 fold_scores.append(float(lfw.embeddings[a] @ lfw.embeddings[b]))
@@ -58,7 +63,7 @@ def view2_accuracy(lfw: LfwEmbeddings, pairs_file: Path) -> dict:
     accuracies, thresholds = [], []
     for test in range(len(folds)):
         train_s = np.concatenate([s for i, s in enumerate(scores) if i != test])
-        train_l = np.concatenate([l for i, l in enumerate(labels) if i != test])
+        train_l = np.concatenate([labels_ for i, labels_ in enumerate(labels) if i != test])
         best = max(candidates, key=lambda t: ((train_s >= t) == train_l).mean())
         thresholds.append(float(best))
         accuracies.append(float(((scores[test] >= best) == labels[test]).mean()))
@@ -70,15 +75,6 @@ def view2_accuracy(lfw: LfwEmbeddings, pairs_file: Path) -> dict:
         "pairs_with_undetected_face": missing,
         "published_accuracy": PUBLISHED_LFW_ACCURACY,
     }
-
-
-def tar_at_fmr(genuine: np.ndarray, impostor: np.ndarray) -> dict:
-    impostor_sorted = np.sort(impostor)
-    result = {}
-    for level in TAR_LEVELS:
-        threshold = float(impostor_sorted[int(np.ceil(len(impostor_sorted) * (1 - level)))])
-        result[f"{level:g}"] = {"threshold": threshold, "tar": float((genuine > threshold).mean())}
-    return result
 
 
 def merge_aliases(lfw: LfwEmbeddings) -> LfwEmbeddings:
@@ -142,7 +138,7 @@ def main() -> None:
     print()
     view2 = view2_accuracy(lfw, data / "lfw_pairs.txt")
     genuine, impostor = pair_scores(lfw, np.arange(len(lfw.paths)))
-    tar = tar_at_fmr(genuine, impostor)
+    tar = tar_at_fmr(genuine, impostor, TAR_LEVELS)
     openset = open_set(lfw)
     openset["with_known_aliases_merged"] = open_set(merge_aliases(lfw))
     openset["with_known_aliases_merged"]["aliases"] = [list(pair) for pair in LFW_ALIASES]

@@ -23,25 +23,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, data_dir_or_exit, write_json  # noqa: E402
+from _common import RESULTS, data_dir_or_exit, tar_at_fmr, write_json  # noqa: E402
 
 from facefind.calibration import default_calibration  # noqa: E402
 from facefind.calibration.fit import check_table  # noqa: E402
-from facefind.evaluation.covered import MATCH_MODES, covered_pair_scores, embed_covered_lfw  # noqa: E402
+from facefind.evaluation.covered import (  # noqa: E402
+    MATCH_MODES,
+    covered_pair_scores,
+    embed_covered_lfw,
+)
 from facefind.evaluation.lfw import identity_split  # noqa: E402
 from facefind.pipeline import FacePipeline  # noqa: E402
 from facefind.pipeline.decode import decode_image  # noqa: E402
 
 LEVELS = (1e-3, 1e-4)
-
-
-def tar_at(genuine: np.ndarray, impostor: np.ndarray) -> dict:
-    ordered = np.sort(impostor)
-    out = {}
-    for level in LEVELS:
-        threshold = float(ordered[int(np.ceil(len(ordered) * (1 - level)))])
-        out[f"{level:g}"] = {"threshold": threshold, "tar": float((genuine > threshold).mean())}
-    return out
 
 
 def real_masked_photos(data: Path) -> dict:
@@ -73,8 +68,8 @@ def main() -> None:
     print()
     _, check_ids = identity_split(covered.names, 0)
     check = np.nonzero(np.isin(covered.identities, list(check_ids)))[0]
-    modes = {mode: tar_at(*covered_pair_scores(covered, check, "held_out_mask", mode)) for mode in MATCH_MODES}
-    clean = tar_at(*covered_pair_scores(covered, check, "plain", "plain"))
+    modes = {mode: tar_at_fmr(*covered_pair_scores(covered, check, "held_out_mask", mode), LEVELS) for mode in MATCH_MODES}
+    clean = tar_at_fmr(*covered_pair_scores(covered, check, "plain", "plain"), LEVELS)
     shipped = default_calibration().tables["covered"]
     claims = check_table(shipped, *covered_pair_scores(covered, check, "held_out_mask", shipped.match_mode))
     result = {

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from facefind.files import file_sha256
 from facefind.errors import FaceFindError, NotFoundError, UnreadableMediaError
+from facefind.files import file_sha256
 from facefind.library import Library
 from facefind.pipeline.align import align_face, template_landmarks
 from facefind.pipeline.decode import decode_image

@@ -32,7 +32,12 @@ from facefind.library import Library
 from facefind.pipeline import DetectedFace, FacePipeline, PipelineConfig
 from facefind.pipeline.decode import DEFAULT_MAX_PIXELS, decode_image, is_image_path
 from facefind.pipeline.track import FaceTracker
-from facefind.pipeline.video import DEFAULT_SAMPLE_FPS, is_video_path, sample_frames, video_info
+from facefind.pipeline.video import (
+    DEFAULT_SAMPLE_FPS,
+    is_video_path,
+    sample_frames,
+    video_info,
+)
 
 COMMIT_EVERY_FILES = 32
 COMMIT_EVERY_SECONDS = 2.0

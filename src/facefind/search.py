@@ -15,16 +15,21 @@ import numpy as np
 from facefind.calibration import CalibrationSet, CalibrationTable
 from facefind.calibration.table import format_fmr
 from facefind.catalog import FaceRecord
-from facefind.errors import FaceFindError, NoFaceError, NotFoundError, UnreadableMediaError
+from facefind.errors import (
+    FaceFindError,
+    NoFaceError,
+    NotFoundError,
+    UnreadableMediaError,
+)
 from facefind.library import Library
 from facefind.pipeline import DetectedFace, FacePipeline
 from facefind.pipeline.decode import decode_image
 from facefind.pipeline.occlusion import combine_scores
 from facefind.schema import (
+    Appearance,
     BoundingBox,
     Face,
     FaceMatch,
-    Appearance,
     FaceQuality,
     ProbeAssessment,
     SearchResponse,

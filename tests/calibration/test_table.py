@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from facefind.calibration import CalibrationSet, CalibrationTable, default_calibration, verdict_for_fmr
+from facefind.calibration import (
+    CalibrationSet,
+    CalibrationTable,
+    default_calibration,
+    verdict_for_fmr,
+)
 from facefind.calibration.table import MIN_IMPOSTOR_COUNT, format_fmr
 
 

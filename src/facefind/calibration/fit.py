@@ -20,7 +20,12 @@ import numpy as np
 from facefind.calibration.table import CalibrationSet, CalibrationTable
 from facefind.evaluation.covered import covered_pair_scores, embed_covered_lfw
 from facefind.evaluation.degrade import DEGRADATIONS, degrade
-from facefind.evaluation.lfw import LfwEmbeddings, embed_lfw, identity_split, pair_scores
+from facefind.evaluation.lfw import (
+    LfwEmbeddings,
+    embed_lfw,
+    identity_split,
+    pair_scores,
+)
 from facefind.pipeline.models import ARCFACE_MBF
 from facefind.pipeline.occlusion import HELD_OUT_SHAPES, TRAINING_SHAPES
 

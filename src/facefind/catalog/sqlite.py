@@ -11,7 +11,13 @@ from typing import Iterator
 
 import numpy as np
 
-from facefind.catalog.base import CommitResult, FaceRecord, MediaOutcome, MediaRecord, TrackRecord
+from facefind.catalog.base import (
+    CommitResult,
+    FaceRecord,
+    MediaOutcome,
+    MediaRecord,
+    TrackRecord,
+)
 
 SCHEMA_VERSION = 2
 

@@ -23,7 +23,14 @@ from facefind.ingest import init_worker, worker_pipeline
 from facefind.pipeline import PipelineConfig
 from facefind.pipeline.decode import decode_image
 from facefind.pipeline.models import ARCFACE_MBF
-from facefind.pipeline.occlusion import GALLERY_SHAPE, combine_scores, HELD_OUT_SHAPES, TRAINING_SHAPES, draw_mask, draw_sunglasses
+from facefind.pipeline.occlusion import (
+    GALLERY_SHAPE,
+    HELD_OUT_SHAPES,
+    TRAINING_SHAPES,
+    combine_scores,
+    draw_mask,
+    draw_sunglasses,
+)
 
 VARIANTS = ("plain", "train_mask", "held_out_mask", "gallery_mask", "sunglasses")
 

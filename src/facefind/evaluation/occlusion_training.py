@@ -22,7 +22,11 @@ import numpy as np
 from facefind.evaluation.covered import CoveredLfw, embed_covered_lfw
 from facefind.evaluation.lfw import identity_split
 from facefind.pipeline.models import ARCFACE_MBF
-from facefind.pipeline.occlusion import HELD_OUT_SHAPES, TRAINING_SHAPES, OcclusionClassifier
+from facefind.pipeline.occlusion import (
+    HELD_OUT_SHAPES,
+    TRAINING_SHAPES,
+    OcclusionClassifier,
+)
 
 MAX_FALSE_FLAGS = 0.01
 SEED = 0

@@ -9,7 +9,11 @@ import numpy as np
 from facefind.pipeline.align import align_face
 from facefind.pipeline.detect import ScrfdDetector
 from facefind.pipeline.embed import OnnxArcFace, Recognizer
-from facefind.pipeline.occlusion import GALLERY_SHAPE, default_occlusion_classifier, draw_mask
+from facefind.pipeline.occlusion import (
+    GALLERY_SHAPE,
+    default_occlusion_classifier,
+    draw_mask,
+)
 from facefind.pipeline.quality import Quality, assess_quality
 
 
