@@ -21,6 +21,8 @@ def test_video_is_indexed_as_tracks_with_templates(facefind, video_folder):
     assert report.indexed == 2 and report.failed == 0
     stored = facefind.faces(video_folder / "clip.mp4")
     assert stored.indexed and len(stored.faces) == 3  # one track, three templates
+    with facefind.open_library() as library:  # each template also has its masked twin, for covered probes
+        assert library.catalog.embeddings([f.face_id for f in stored.faces], masked=True).shape == (3, 512)
     again = facefind.index([video_folder], workers=1)
     assert again.unchanged == 2
 

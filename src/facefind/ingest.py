@@ -9,6 +9,7 @@ mtime, or same content hash) and resumes with the rest.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -272,7 +273,7 @@ def analyze_video(
         meta = video_info(Path(path))
         tracker = FaceTracker(1.0 / (options.video_fps or meta.average_fps or 25.0))
         for frame in sample_frames(Path(path), options.video_fps, options.max_pixels):
-            tracker.update(frame.time_s, pipeline.analyze(frame.pixels), frame.pixels)
+            tracker.update(frame.time_s, pipeline.analyze(frame.pixels, masked_templates=False), frame.pixels)
             frames += 1
             progress.footage(path, frames, frame.time_s, meta.duration_s)
     except UnreadableMediaError as error:
@@ -292,10 +293,13 @@ def analyze_video(
             observations=track.observations,
             frame_thumbnail=frame_name,
         ))
-        for template in templates:
+        masked = pipeline.masked_embeddings(np.stack([t.face.aligned for t in templates])) \
+            if pipeline.config.masked_templates else [None] * len(templates)
+        for template, masked_embedding in zip(templates, masked):
             name = f"{sha256[:2]}/{sha256}_{len(faces)}.jpg"
             thumbnails[name] = _jpeg(template.face.aligned)
-            faces.append(_new_face(template.face, len(faces), pipeline.model_id, name,
+            face = dataclasses.replace(template.face, masked_embedding=masked_embedding)
+            faces.append(_new_face(face, len(faces), pipeline.model_id, name,
                                    track_index=track_index, frame_time_s=template.time_s))
     status, reason = ("indexed", None) if faces else ("no_face", "no_face")
     return MediaOutcome(path=path, status=status, reason=reason, faces=faces, tracks=tracks, **known), thumbnails

@@ -65,15 +65,19 @@ class FacePipeline:
     def model_id(self) -> str:
         return self.recognizer.model_id
 
-    def analyze(self, rgb: np.ndarray) -> list[DetectedFace]:
-        """Every face in an RGB image, largest first."""
+    def analyze(self, rgb: np.ndarray, masked_templates: bool | None = None) -> list[DetectedFace]:
+        """Every face in an RGB image, largest first.
+
+        ``masked_templates`` overrides the config: video frames skip them, because only a
+        track's few chosen faces need one (see :meth:`masked_embeddings`).
+        """
         detections = self.detector.detect(rgb)
         if not detections:
             return []
         crops = np.stack([align_face(rgb, d.landmarks) for d in detections])
-        if self.config.masked_templates:  # one batch: the faces, then the same faces masked
-            masked_crops = np.stack([draw_mask(crop, GALLERY_SHAPE, seed=0) for crop in crops])
-            both = self.recognizer.embed(np.concatenate([crops, masked_crops]))
+        use_masked = self.config.masked_templates if masked_templates is None else masked_templates
+        if use_masked:  # one batch: the faces, then the same faces masked
+            both = self.recognizer.embed(np.concatenate([crops, self._masked(crops)]))
             embeddings, masked = both[: len(crops)], list(both[len(crops) :])
         else:
             embeddings, masked = self.recognizer.embed(crops), [None] * len(crops)
@@ -91,3 +95,11 @@ class FacePipeline:
             for d, crop, embedding, masked_embedding, occlusion in zip(detections, crops, embeddings, masked, occlusions)
         ]
         return sorted(faces, key=lambda face: -face.area)
+
+    @staticmethod
+    def _masked(crops: np.ndarray) -> np.ndarray:
+        return np.stack([draw_mask(crop, GALLERY_SHAPE, seed=0) for crop in crops])
+
+    def masked_embeddings(self, crops: np.ndarray) -> np.ndarray:
+        """Embeddings of aligned crops wearing the gallery mask: the templates covered probes meet."""
+        return self.recognizer.embed(self._masked(crops))
