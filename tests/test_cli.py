@@ -47,7 +47,7 @@ def test_a_users_session(library, photo_folder, tmp_path):
 
     page = tmp_path / "evidence.html"
     run(library, "export-evidence", search.matches[0].match_id, str(page))
-    assert page.read_text().count("data:image/png;base64,") == 4
+    assert page.read_text().count("data:image/png;base64,") == 6
 
     faces = FacesResponse.model_validate_json(run(library, "faces", str(photo_folder / "gdp.jpg"), "--json").stdout)
     assert faces.indexed and len(faces.faces) == 5

@@ -11,7 +11,7 @@ def test_evidence_page_shows_both_faces_with_provenance(facefind, photo_folder, 
     match = facefind.search(probe_sample()).matches[0]
     page = facefind.export_evidence(match.match_id, tmp_path / "out" / "evidence.html").read_text()
     images = re.findall(r'src="data:image/png;base64,', page)
-    assert len(images) == 4  # context + aligned crop, for probe and for match
+    assert len(images) == 6  # context, close-up and aligned crop, for probe and for match
     assert str(probe_sample().resolve()) in page and match.source.path in page
     assert match.source.sha256 in page
     assert f"{match.similarity:.4f}" in page

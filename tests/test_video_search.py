@@ -54,7 +54,7 @@ def test_video_evidence_shows_the_frame_and_time(facefind, video_folder, tmp_pat
     match = facefind.search(probe_sample(), within=video_folder).matches[0]
     page = facefind.export_evidence(match.match_id, tmp_path / "e.html").read_text()
     assert "frame time" in page and "track on screen" in page
-    assert page.count("data:image/png;base64,") == 4
+    assert page.count("data:image/png;base64,") == 6
 
 
 def test_bad_videos_are_recorded_and_the_run_goes_on(facefind, tmp_path, clip_with_a_cut):

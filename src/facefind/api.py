@@ -200,4 +200,4 @@ class FaceFind:
     def export_evidence(self, match_id: str, out: Path) -> Path:
         """Write a self-contained HTML evidence page for a match id printed by a search."""
         with self.open_library() as library:
-            return export_evidence(library, match_id, out, self.max_pixels)
+            return export_evidence(library, self.calibration, match_id, out, self.max_pixels)

@@ -19,14 +19,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from facefind.calibration import CalibrationSet
 from facefind.errors import FaceFindError, NotFoundError, UnreadableMediaError
 from facefind.files import file_sha256
 from facefind.library import Library
 from facefind.pipeline.align import align_face, template_landmarks
 from facefind.pipeline.decode import decode_image
 from facefind.pipeline.video import read_frame_at
+from facefind.search import calibrated, pair_table
 
 CONTEXT_MAX_SIDE = 720
+CLOSE_UP_SIDE = 300
 CROP_VIEW_SIZE = 224
 
 
@@ -47,19 +50,33 @@ def _png_data_uri(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _context_view(pixels: np.ndarray, box: list[float], landmarks: list[list[float]]) -> Image.Image:
-    """The whole image, downscaled, with the face box and landmarks drawn on it."""
+def _context_view(pixels: np.ndarray, box: list[float]) -> Image.Image:
+    """The whole image (or frame), downscaled, with the face boxed."""
     image = Image.fromarray(pixels)
     scale = min(1.0, CONTEXT_MAX_SIDE / max(image.size))
     if scale < 1.0:
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
-    draw = ImageDraw.Draw(image)
-    width = max(2, round(3 * max(image.size) / CONTEXT_MAX_SIDE))
-    draw.rectangle([v * scale for v in box], outline=(255, 200, 0), width=width)
-    for x, y in landmarks:
-        r = width + 1
-        draw.ellipse([x * scale - r, y * scale - r, x * scale + r, y * scale + r], fill=(0, 255, 120))
+    ImageDraw.Draw(image).rectangle([v * scale for v in box], outline=(255, 200, 0), width=3)
     return image
+
+
+def _close_up_view(pixels: np.ndarray, box: list[float], landmarks: list[list[float]]) -> Image.Image:
+    """The face and its surroundings (three face widths), enlarged, with box and landmarks."""
+    x1, y1, x2, y2 = box
+    side = 1.5 * max(x2 - x1, y2 - y1)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    left, top = max(0, int(cx - side)), max(0, int(cy - side))
+    right, bottom = min(pixels.shape[1], int(cx + side)), min(pixels.shape[0], int(cy + side))
+    region = Image.fromarray(pixels[top:bottom, left:right])
+    scale = CLOSE_UP_SIDE / max(region.size)
+    region = region.resize((max(1, round(region.width * scale)), max(1, round(region.height * scale))), Image.LANCZOS)
+    draw = ImageDraw.Draw(region)
+    draw.rectangle([(x1 - left) * scale, (y1 - top) * scale, (x2 - left) * scale, (y2 - top) * scale],
+                   outline=(255, 200, 0), width=2)
+    for x, y in landmarks:
+        px, py = (x - left) * scale, (y - top) * scale
+        draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=(0, 255, 120))
+    return region
 
 
 def _crop_view(pixels: np.ndarray, landmarks: list[list[float]]) -> Image.Image:
@@ -80,7 +97,7 @@ def _side(path: str | None, sha256: str | None, box, landmarks, max_pixels: int,
     """
     facts = {"path": path or "(uploaded image, not kept)", "sha256_at_index_time": sha256 or "unknown"}
     if path is None:
-        return {"facts": facts, "context": None, "crop": None, "note": "the probe was not a file"}
+        return {"facts": facts, "images": [], "note": "the probe was not a file"}
     try:
         if video_time_s is not None:
             pixels = read_frame_at(Path(path), video_time_s)
@@ -90,19 +107,24 @@ def _side(path: str | None, sha256: str | None, box, landmarks, max_pixels: int,
             pixels = decode_image(data, max_pixels=max_pixels).pixels
             current = hashlib.sha256(data).hexdigest()
     except (OSError, UnreadableMediaError) as error:
-        return {"facts": facts, "context": None, "crop": None, "note": f"source no longer readable: {error}"}
+        return {"facts": facts, "images": [], "note": f"source no longer readable: {error}"}
     facts["sha256_now"] = current
     note = "" if sha256 in (None, current) else "WARNING: the file changed since it was indexed"
     return {
         "facts": facts,
-        "context": _png_data_uri(_context_view(pixels, box, landmarks)),
-        "crop": _png_data_uri(_crop_view(pixels, landmarks)),
+        "images": [
+            ("in context", "context", _png_data_uri(_context_view(pixels, box))),
+            ("close-up with landmarks", "close-up", _png_data_uri(_close_up_view(pixels, box, landmarks))),
+            ("aligned 112x112 crop the model compared", "crop", _png_data_uri(_crop_view(pixels, landmarks))),
+        ],
         "note": note,
     }
 
 
-def export_evidence(library: Library, match_id: str, out: Path, max_pixels: int = 100_000_000) -> Path:
-    """Write the evidence page for ``match_id`` (SEARCH-RANK) to ``out``."""
+def export_evidence(
+    library: Library, calibration: CalibrationSet, match_id: str, out: Path, max_pixels: int = 100_000_000
+) -> Path:
+    """Write the evidence page for ``match_id`` (SEARCH-RANK) to ``out``, with the score calibrated as in search."""
     search_id, rank = parse_match_id(match_id)
     found = library.catalog.search_result(search_id, rank)
     if found is None:
@@ -125,11 +147,17 @@ def export_evidence(library: Library, match_id: str, out: Path, max_pixels: int 
             "track on screen": ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in match.track.time_ranges),
             "track best frame": f"{match.track.best_time_s:.2f} s",
         })
+    covered = bool(probe_face["quality"].get("lower_face_covered"))
+    table = pair_table(calibration, probe_face["quality"]["verdict"], match.quality["verdict"], covered)
+    fields = calibrated(table, score)
     template = resources.files("facefind").joinpath("templates/evidence.html").read_text()
     page = template.format(
         title=html.escape(f"facefind evidence {match_id}"),
         match_id=html.escape(match_id),
         score=f"{score:.4f}",
+        verdict=html.escape(fields["verdict"]),
+        fmr_text=html.escape(fields["fmr_text"]),
+        table=html.escape(table.name),
         search_id=search_id,
         rank=rank,
         generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -141,11 +169,21 @@ def export_evidence(library: Library, match_id: str, out: Path, max_pixels: int 
     return out
 
 
+def _text(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_text(v)}" for k, v in value.items() if v not in (None, [], ""))
+    if isinstance(value, list):
+        return "; ".join(_text(v) for v in value) if all(isinstance(v, str) for v in value) else str(value)
+    return str(value)
+
+
 def _render_side(label: str, side: dict) -> str:
     rows = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in side["facts"].items()
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_text(v))}</td></tr>" for k, v in side["facts"].items()
     )
-    context = f'<img class="context" src="{side["context"]}" alt="{label} in context">' if side["context"] else ""
-    crop = f'<img class="crop" src="{side["crop"]}" alt="{label} aligned crop">' if side["crop"] else ""
+    figures = "".join(
+        f'<figure><img class="{css}" src="{uri}" alt="{label} {caption}"><figcaption>{caption}</figcaption></figure>'
+        for caption, css, uri in side["images"]
+    )
     note = f'<p class="note">{html.escape(side["note"])}</p>' if side["note"] else ""
-    return f"<section><h2>{label}</h2>{note}{context}<div>{crop}</div><table>{rows}</table></section>"
+    return f"<section><h2>{label}</h2>{note}{figures}<table>{rows}</table></section>"

@@ -57,6 +57,13 @@ def calibrated(table: CalibrationTable, similarity: float) -> dict:
     }
 
 
+def pair_table(calibration: CalibrationSet, probe_verdict: str, match_verdict: str, covered: bool) -> CalibrationTable:
+    """The table a pair is scored with: a pair is only as good as its poorer face, and a covered probe
+    always uses the covered table."""
+    poorer = max(probe_verdict, match_verdict, key=QUALITY_RANK.__getitem__)
+    return calibration.table_for(poorer, covered)
+
+
 def assess_probe(face: DetectedFace, table: CalibrationTable) -> ProbeAssessment:
     """A poor probe is still searched, but the result says the claim is weak and why."""
     verdict = face.quality.verdict
@@ -218,9 +225,7 @@ def search_library(
             if record.track.id in seen_tracks:
                 continue  # a weaker template of a track already listed
             seen_tracks.add(record.track.id)
-        # A pair is only as good as its poorer face: a poor gallery face gets the low-quality table too.
-        poorer = max(probe_face.quality.verdict, record.quality["verdict"], key=QUALITY_RANK.__getitem__)
-        fields = calibrated(calibration.table_for(poorer, covered), score)
+        fields = calibrated(pair_table(calibration, probe_face.quality.verdict, record.quality["verdict"], covered), score)
         expected = gallery_size * fields["fmr"]
         within_limits = fields["fmr"] <= max_fmr and expected <= 1.0
         if within_limits or show_all:
