@@ -323,7 +323,7 @@ def faces(
     source = "from the library" if result.indexed else "detected now (file not indexed)"
     console.print(f"{len(result.faces)} face(s) in {result.path} ({result.width}x{result.height}), {source}")
     table = Table()
-    for column in ("#", "face id", "box (x1,y1,x2,y2)", "detection", "eye dist px", "sharpness", "yaw", "pitch", "quality"):
+    for column in ("#", "face id", "box (x1,y1,x2,y2)", "detection", "eye dist px", "sharpness", "yaw", "pitch", "covered", "quality"):
         table.add_column(column)
     for face in result.faces:
         q = face.quality
@@ -331,7 +331,9 @@ def faces(
             str(face.face_index), str(face.face_id or "-"),
             f"{face.box.x1:.0f},{face.box.y1:.0f},{face.box.x2:.0f},{face.box.y2:.0f}",
             f"{face.detection_score:.2f}", f"{q.eye_distance_px:.0f}", f"{q.sharpness:.0f}",
-            f"{q.yaw_deg:.0f}", f"{q.pitch_deg:.0f}", q.verdict + (f" ({'; '.join(q.reasons)})" if q.reasons else ""),
+            f"{q.yaw_deg:.0f}", f"{q.pitch_deg:.0f}",
+            ", ".join(part for part, on in (("lower face", q.lower_face_covered), ("eyes", q.eyes_covered)) if on) or "-",
+            q.verdict + (f" ({'; '.join(q.reasons)})" if q.reasons else ""),
         )
     console.print(table)
 
