@@ -74,8 +74,8 @@ def assess_probe(face: DetectedFace, table: CalibrationTable) -> ProbeAssessment
         notes.append(f"the lower face is covered: matched in masked mode ({table.match_mode}) with the calibration"
                      " for covered faces, whose uncertainty is wider")
     if verdict == "poor":
-        notes.append("probe quality is poor (" + "; ".join(face.quality.reasons) + "): scores use the wider"
-                     " low-quality calibration and cannot support an identification on their own")
+        notes.append("probe quality is poor (" + "; ".join(face.quality.reasons) + f"): scores use the wider"
+                     f" '{table.name}' calibration and cannot support an identification on their own")
     elif verdict == "fair":
         notes.append("probe quality is fair (" + "; ".join(face.quality.reasons) + ")")
     # A covered face with anything else wrong (small, blurred, turned, doubtful detection) shows too little.
