@@ -31,7 +31,7 @@ from facefind.errors import FaceFindError, UnreadableMediaError
 from facefind.files import file_sha256
 from facefind.library import Library
 from facefind.pipeline import DetectedFace, FacePipeline, PipelineConfig
-from facefind.pipeline.decode import DEFAULT_MAX_PIXELS, decode_image, is_image_path
+from facefind.pipeline.decode import DEFAULT_MAX_PIXELS, decode_image, encode_jpeg, is_image_path
 from facefind.pipeline.track import FaceTracker
 from facefind.pipeline.video import (
     DEFAULT_SAMPLE_FPS,
@@ -214,7 +214,7 @@ def analyze_file(
     new_faces = []
     for face_index, face in enumerate(faces):
         name = f"{sha256[:2]}/{sha256}_{face_index}.jpg"
-        thumbnails[name] = _jpeg(face.aligned)
+        thumbnails[name] = encode_jpeg(face.aligned)
         new_faces.append(_new_face(face, face_index, pipeline.model_id, name))
     status = "indexed" if new_faces else "no_face"
     reason = None if new_faces else "no_face"
@@ -225,12 +225,6 @@ def worker_pipeline() -> FacePipeline:
     """The pipeline :func:`init_worker` loaded in this worker process."""
     assert _worker_pipeline is not None, "worker not initialised"
     return _worker_pipeline
-
-
-def _jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
 
 
 def _new_face(face: DetectedFace, face_index: int, model_id: str, thumbnail: str, **video) -> NewFace:
@@ -297,7 +291,7 @@ def analyze_video(
             if pipeline.config.masked_templates else [None] * len(templates)
         for template, masked_embedding in zip(templates, masked):
             name = f"{sha256[:2]}/{sha256}_{len(faces)}.jpg"
-            thumbnails[name] = _jpeg(template.face.aligned)
+            thumbnails[name] = encode_jpeg(template.face.aligned)
             face = dataclasses.replace(template.face, masked_embedding=masked_embedding)
             faces.append(_new_face(face, len(faces), pipeline.model_id, name,
                                    track_index=track_index, frame_time_s=template.time_s))
@@ -310,9 +304,7 @@ def _frame_with_box(candidate) -> bytes:
     frame = Image.open(io.BytesIO(candidate.frame_jpeg)).convert("RGB")
     box = [v * candidate.frame_scale for v in candidate.face.box]
     ImageDraw.Draw(frame).rectangle(box, outline=(255, 200, 0), width=3)
-    buffer = io.BytesIO()
-    frame.save(buffer, format="JPEG", quality=85)
-    return buffer.getvalue()
+    return encode_jpeg(frame, quality=85)
 
 
 def _analyze_in_worker(path: str, previous_sha256: str | None, max_pixels: int):

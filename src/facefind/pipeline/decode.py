@@ -86,6 +86,16 @@ def decode_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     return DecodedImage(pixels=pixels, format=image_format, exif_time=exif_time)
 
 
+def encode_jpeg(pixels: np.ndarray | Image.Image, quality: int = 90) -> bytes:
+    """JPEG bytes of RGB pixels (thumbnails, stored frames)."""
+    import io
+
+    image = pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
 def _bytes_io(data: bytes):
     import io
 

@@ -11,15 +11,14 @@ fragments. Each track keeps only its few best faces (by quality) as templates.
 from __future__ import annotations
 
 import heapq
-import io
 import itertools
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from facefind.pipeline.core import DetectedFace
+from facefind.pipeline.decode import encode_jpeg
 from facefind.pipeline.quality import quality_score
 
 MIN_LINK_SIMILARITY = 0.15  # below this two faces are not the same person, whatever the overlap
@@ -91,9 +90,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 def _frame_jpeg(pixels: np.ndarray) -> tuple[bytes, float]:
     scale = min(1.0, FRAME_THUMBNAIL_SIDE / max(pixels.shape[:2]))
     small = cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else pixels
-    buffer = io.BytesIO()
-    Image.fromarray(small).save(buffer, format="JPEG", quality=85)
-    return buffer.getvalue(), scale
+    return encode_jpeg(small, quality=85), scale
 
 
 class FaceTracker:
