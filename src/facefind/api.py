@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from facefind.calibration import CalibrationSet, default_calibration
 from facefind.errors import FaceFindError, NotFoundError
@@ -52,6 +54,40 @@ class FaceFind:
         self._recognizer = recognizer
         self._pipeline: FacePipeline | None = None
         self._calibration = CalibrationSet.load(calibration) if isinstance(calibration, (str, Path)) else calibration
+        self._resident: Library | None = None
+
+    # -- a long-lived library (the HTTP service) -------------------------------------------------
+
+    def open(self) -> "FaceFind":
+        """Keep the library open: models loaded once, the index in memory, this process the one writer.
+
+        Every operation then uses the open library instead of reopening it, so a search costs only
+        the search. Operations may run from many threads; ingest batches become visible atomically.
+        """
+        if self._resident is None:
+            self._resident = self.open_library(writable=True)
+            self.pipeline  # load the models now, not on the first request
+        return self
+
+    def close(self) -> None:
+        if self._resident is not None:
+            self._resident.close()
+            self._resident = None
+
+    def __enter__(self) -> "FaceFind":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def _library(self, writable: bool = False) -> Iterator[Library]:
+        """The open library, or one opened for this call only (the CLI)."""
+        if self._resident is not None:
+            yield self._resident
+        else:
+            with self.open_library(writable=writable) as library:
+                yield library
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -108,7 +144,7 @@ class FaceFind:
         options = IngestOptions(
             workers=workers, max_pixels=self.max_pixels, pipeline=self.pipeline_config, video_fps=video_fps
         )
-        with self.open_library(writable=True) as library:
+        with self._library(writable=True) as library:
             return ingest(library, paths, options, progress, pipeline_factory=lambda: self.pipeline)
 
     def search(
@@ -126,7 +162,7 @@ class FaceFind:
         faces compared are returned, unless ``show_all``. ``within`` limits the search to the
         faces of one file or folder, e.g. a video: its appearances come back as time ranges.
         """
-        with self.open_library() as library:
+        with self._library() as library, library.reading():
             return search_library(
                 library, self.pipeline, self.calibration, probe, face, top_k, max_fmr, show_all, self.max_pixels,
                 within,
@@ -146,7 +182,7 @@ class FaceFind:
     def faces(self, path: Path) -> FacesResponse:
         """The faces of one file: from the catalog if indexed, else detected now."""
         absolute = str(path.absolute())
-        with self.open_library() as library:
+        with self._library() as library, library.reading():
             media = library.catalog.media_by_path(absolute)
             if media is not None and media.status != "failed":
                 return FacesResponse(
@@ -162,25 +198,26 @@ class FaceFind:
 
     def stats(self) -> dict:
         """Counts of files by status, unindexed files by reason, faces by quality, searches."""
-        with self.open_library() as library:
+        with self._library() as library, library.reading():
             return {"library": str(self.library_path), "index_size": len(library.index), **library.catalog.stats()}
 
     def remove(self, path: Path | None = None, face_ids: list[int] | None = None) -> int:
         """Remove a file (or a folder's files) or single faces from catalog and index; returns faces removed."""
         if (path is None) == (not face_ids):
             raise FaceFindError("give either a path or face ids to remove", reason="bad_argument")
-        with self.open_library(writable=True) as library:
-            if path is not None:
-                removed, thumbnails, files = library.catalog.remove_media(str(path.absolute()))
-                if files == 0:
-                    raise NotFoundError(f"{path} is not in the library")
-            else:
-                known = library.catalog.faces(face_ids or [])
-                missing = sorted(set(face_ids or []) - set(known))
-                if missing:
-                    raise NotFoundError(f"no face with id {', '.join(map(str, missing))} in the library")
-                removed, thumbnails = list(known), library.catalog.remove_faces(list(known))
-            library.remove_from_indexes(removed)
+        with self._library(writable=True) as library:
+            with library.writing():
+                if path is not None:
+                    removed, thumbnails, files = library.catalog.remove_media(str(path.absolute()))
+                    if files == 0:
+                        raise NotFoundError(f"{path} is not in the library")
+                else:
+                    known = library.catalog.faces(face_ids or [])
+                    missing = sorted(set(face_ids or []) - set(known))
+                    if missing:
+                        raise NotFoundError(f"no face with id {', '.join(map(str, missing))} in the library")
+                    removed, thumbnails = list(known), library.catalog.remove_faces(list(known))
+                library.remove_from_indexes(removed)
             library.save_index()
             library.delete_thumbnails(thumbnails)
             return len(removed)
@@ -199,5 +236,5 @@ class FaceFind:
 
     def export_evidence(self, match_id: str, out: Path) -> Path:
         """Write a self-contained HTML evidence page for a match id printed by a search."""
-        with self.open_library() as library:
+        with self._library() as library, library.reading():
             return export_evidence(library, self.calibration, match_id, out, self.max_pixels)

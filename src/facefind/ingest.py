@@ -349,7 +349,7 @@ class _Committer:
 
     def commit(self) -> None:
         if self.pending:
-            self.library.apply_commit(self.library.catalog.commit_outcomes(self.pending))
+            self.library.commit_outcomes(self.pending)
             self.pending = []
         self.last_commit = time.monotonic()
         if time.monotonic() - self.last_save > SAVE_INDEX_EVERY_SECONDS:

@@ -18,15 +18,61 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from filelock import FileLock, Timeout
 
 from facefind.catalog import Catalog, SqliteCatalog
-from facefind.catalog.base import CommitResult
+from facefind.catalog.base import CommitResult, MediaOutcome
 from facefind.errors import FaceFindError, LibraryBusyError
 from facefind.index import FaissFlatIndex, VectorIndex
+
+
+class ReadWriteLock:
+    """Many readers or one writer; a waiting writer goes before new readers, so ingest is never starved.
+
+    A long-lived library (the HTTP service) searches from many threads while an ingest job commits:
+    holding this lock around "commit to the catalog + mirror in the index" means a search sees the
+    state before a batch or after it, never half of it.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._condition:
+            while self._writer or self._writers_waiting:
+                self._condition.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._readers -= 1
+                self._condition.notify_all()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._condition:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._condition.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._writer = False
+                self._condition.notify_all()
 
 
 def default_library_path() -> Path:
@@ -51,6 +97,8 @@ class Library:
         self._masked_index_path = root / "index" / "faiss-masked.index"
         self._state_path = root / "index" / "state.json"
         self._lock: FileLock | None = None
+        self.access = ReadWriteLock()  # readers: searches; writer: a committed batch or a removal
+        self._save_lock = threading.Lock()  # one index save at a time (ingest thread vs. a removal)
         if writable:
             self._lock = FileLock(str(root / "write.lock"))
             try:
@@ -104,11 +152,27 @@ class Library:
 
     def save_index(self) -> None:
         """Write the indexes, then the state naming the revision they match (each atomically)."""
-        self.index.save(self._index_path)
-        self.masked_index.save(self._masked_index_path)
-        temporary = self._state_path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"revision": self.catalog.revision(), "model_id": self.model_id}))
-        os.replace(temporary, self._state_path)
+        with self._save_lock, self.reading():
+            self.index.save(self._index_path)
+            self.masked_index.save(self._masked_index_path)
+            temporary = self._state_path.with_suffix(".tmp")
+            temporary.write_text(json.dumps({"revision": self.catalog.revision(), "model_id": self.model_id}))
+            os.replace(temporary, self._state_path)
+
+    def reading(self):
+        """Hold while reading catalog and index together (a search), so no batch lands half-way through."""
+        return self.access.reading()
+
+    def writing(self):
+        """Hold while changing catalog and index together; readers wait until both agree again."""
+        return self.access.writing()
+
+    def commit_outcomes(self, outcomes: list[MediaOutcome]) -> CommitResult:
+        """Commit a batch of ingest outcomes to the catalog and mirror it in the indexes, atomically for readers."""
+        with self.writing():
+            result = self.catalog.commit_outcomes(outcomes)
+            self.apply_commit(result)
+            return result
 
     def apply_commit(self, result: CommitResult) -> None:
         """Mirror a committed catalog change in the in-memory indexes."""
