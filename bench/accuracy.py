@@ -1,18 +1,21 @@
-"""Accuracy report on LFW through facefind's own detection and alignment.
+"""Accuracy of each shipped model stack, side by side, through facefind's own detection and alignment.
 
-Prints and writes bench/results/accuracy.json, accuracy_det.png and accuracy_hist.png:
+Prints and writes bench/results/accuracy.json, accuracy_det.png (both stacks) and accuracy_hist.png /
+accuracy_hist_sface.png (score distributions with the verdict thresholds). For each stack:
 - LFW View-2 10-fold verification accuracy (threshold chosen on 9 folds, tested on the 10th);
-- TAR at FMR 1e-3, 1e-4, 1e-5 over all LFW pairs;
-- open-set 1:N (rank-1, FNIR at FPIR 0.01 / 0.001, and at facefind's default operating point);
-- the shipped calibration tables' claimed vs measured FMR on the held-out half of the people.
+- TAR at FMR 1e-3, 1e-4, 1e-5 over all LFW pairs, and over all celeba_dev pairs (in-the-wild photos);
+- open-set 1:N on LFW (rank-1, FNIR at FPIR 0.01 / 0.001, and at facefind's default operating point);
+- the shipped calibration tables' claimed vs measured FMR on the held-out half of the people;
+- pipeline speed (decode -> detect -> align -> quality -> embed, one thread) on the same photos.
 
-    python bench/accuracy.py [--cache DIR]
+    python bench/accuracy.py [--cache DIR] [--models arcface,sface]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +26,17 @@ from _common import RESULTS, data_dir_or_exit, tar_at_fmr, write_json  # noqa: E
 
 from facefind.calibration import default_calibration  # noqa: E402
 from facefind.calibration.table import POSSIBLE_MAX_FMR, STRONG_MAX_FMR, WEAK_MAX_FMR  # noqa: E402
+from facefind.calibration.table import CalibrationTable  # noqa: E402
 from facefind.evaluation.lfw import (  # noqa: E402
     LfwEmbeddings,
     embed_lfw,
+    list_images,
     pair_scores,
     read_view2_pairs,
 )
+from facefind.pipeline import FacePipeline, PipelineConfig  # noqa: E402
+from facefind.pipeline.decode import decode_image  # noqa: E402
+from facefind.pipeline.models import STACKS  # noqa: E402
 from facefind.search import DEFAULT_MAX_FMR  # noqa: E402
 
 TAR_LEVELS = (1e-3, 1e-4, 1e-5)
@@ -40,10 +48,11 @@ LFW_ALIASES = (
     ("Mireya_Moscoso", "Mireya_Elisa_Moscoso_Rodriguez"),
     ("Jon_Gruden", "John_Gruden"),
 )
-PUBLISHED_LFW_ACCURACY = 0.9970
+PUBLISHED_LFW_ACCURACY = {"arcface": 0.9970, "sface": 0.9940}  # InsightFace model zoo; OpenCV Zoo (fp32)
+SPEED_IMAGES = 60  # photos timed per stack: every 23rd celeba_dev photo (in-the-wild, 99 px to 4000+ px wide)
 
 
-def view2_accuracy(lfw: LfwEmbeddings, pairs_file: Path) -> dict:
+def view2_accuracy(lfw: LfwEmbeddings, pairs_file: Path, published: float | None = None) -> dict:
     """10-fold accuracy; a pair with an undetected face counts with score -1 (a likely error)."""
     folds = read_view2_pairs(pairs_file)
     scores, labels = [], []
@@ -73,7 +82,7 @@ def view2_accuracy(lfw: LfwEmbeddings, pairs_file: Path) -> dict:
         "fold_accuracies": accuracies,
         "fold_thresholds": thresholds,
         "pairs_with_undetected_face": missing,
-        "published_accuracy": PUBLISHED_LFW_ACCURACY,
+        "published_accuracy": published,
     }
 
 
@@ -87,7 +96,7 @@ def merge_aliases(lfw: LfwEmbeddings) -> LfwEmbeddings:
     return LfwEmbeddings(lfw.paths, identities, lfw.names, lfw.embeddings, lfw.quality)
 
 
-def open_set(lfw: LfwEmbeddings) -> dict:
+def open_set(lfw: LfwEmbeddings, table: CalibrationTable) -> dict:
     """Gallery: first image of each person with 2+ images, plus every single-image person (distractors).
 
     Mated probes: the other images of 2+ people. Non-mated searches: the same probes with their own
@@ -111,7 +120,6 @@ def open_set(lfw: LfwEmbeddings) -> dict:
         fnir = float(((mate_score < threshold) | (mate_score <= best_other)).mean())
         result[f"fnir_at_fpir_{fpir:g}"] = {"threshold": threshold, "fnir": fnir}
     # facefind's default: FMR <= 1e-5 and at most one expected false match in a gallery this size
-    table = default_calibration().tables["standard"]
     default_threshold = max(table.threshold_for_fmr(DEFAULT_MAX_FMR), table.threshold_for_fmr(1.0 / len(gallery)))
     result["default_operating_point"] = {
         "threshold": default_threshold,
@@ -123,45 +131,94 @@ def open_set(lfw: LfwEmbeddings) -> dict:
     return result
 
 
-def calibration_checks() -> dict:
-    shipped = default_calibration()
+def calibration_checks(model_id: str) -> dict:
+    shipped = default_calibration(model_id)
     return {"provenance": shipped.provenance, "checks": shipped.checks}
+
+
+def pipeline_speed(model: str, photos: list[Path]) -> dict:
+    """Seconds per photo through the whole pipeline (masked templates included, as at ingest), one thread."""
+    pipeline = FacePipeline(PipelineConfig(model=model, threads=1))
+    pipeline.analyze(decode_image(photos[0]).pixels)  # warm-up
+    faces, started = 0, time.perf_counter()
+    for photo in photos:
+        faces += len(pipeline.analyze(decode_image(photo).pixels))
+    seconds = time.perf_counter() - started
+    return {"photos": len(photos), "faces": faces, "seconds_per_photo": seconds / len(photos),
+            "photos_per_second": len(photos) / seconds}
+
+
+def evaluate(model: str, data: Path, cache: Path) -> tuple[dict, dict]:
+    """The report for one stack, and its score arrays for the plots."""
+    config = PipelineConfig(model=model, masked_templates=False)
+    stack = STACKS[model]
+
+    def progress(what: str):
+        return lambda done, total: print(f"\r{model}: embedding {what} {done}/{total}", end="", flush=True)
+
+    lfw = embed_lfw(data / "lfw", cache=cache / f"{model}-lfw-clean.npz", config=config, progress=progress("LFW"))
+    celeba = embed_lfw(data / "celeba_dev", cache=cache / f"{model}-celeba-dev.npz", config=config,
+                       progress=progress("celeba_dev"))
+    print()
+    genuine, impostor = pair_scores(lfw, np.arange(len(lfw.paths)))
+    celeba_genuine, celeba_impostor = pair_scores(celeba, np.arange(len(celeba.paths)))
+    table = default_calibration(stack.model_id).tables["standard"]
+    openset = open_set(lfw, table)
+    openset["with_known_aliases_merged"] = open_set(merge_aliases(lfw), table)
+    openset["with_known_aliases_merged"]["aliases"] = [list(pair) for pair in LFW_ALIASES]
+    photos = [data / "celeba_dev" / path for path in list_images(data / "celeba_dev")[::23][:SPEED_IMAGES]]
+    result = {
+        "model_id": stack.model_id,
+        "detector": stack.detector.model_id,
+        "licence": stack.licence,
+        "images": len(lfw.paths),
+        "images_without_face": int((~lfw.found).sum()),
+        "view2": view2_accuracy(lfw, data / "lfw_pairs.txt", PUBLISHED_LFW_ACCURACY.get(model)),
+        "all_pairs": {"genuine_pairs": int(len(genuine)), "impostor_pairs": int(len(impostor)),
+                      "tar_at_fmr": tar_at_fmr(genuine, impostor, TAR_LEVELS)},
+        "celeba_dev": {
+            "images": len(celeba.paths), "images_without_face": int((~celeba.found).sum()),
+            "genuine_pairs": int(len(celeba_genuine)), "impostor_pairs": int(len(celeba_impostor)),
+            "tar_at_fmr": tar_at_fmr(celeba_genuine, celeba_impostor, TAR_LEVELS),
+            "note": "all pairs of celeba_dev photos (face nearest the centre of each); official labels, a few known wrong",
+        },
+        "open_set": openset,
+        "speed": pipeline_speed(model, photos),
+        "calibration": calibration_checks(stack.model_id),
+    }
+    scores = {"lfw": (genuine, impostor), "celeba_dev": (celeba_genuine, celeba_impostor)}
+    return result, scores
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, default=RESULTS / "cache", help="embedding cache folder")
+    parser.add_argument("--models", default=",".join(STACKS), help="comma-separated model stacks")
     args = parser.parse_args()
     data = data_dir_or_exit()
-    lfw = embed_lfw(data / "lfw", cache=args.cache / "lfw-clean.npz",
-                    progress=lambda done, total: print(f"\rembedding LFW {done}/{total}", end="", flush=True))
-    print()
-    view2 = view2_accuracy(lfw, data / "lfw_pairs.txt")
-    genuine, impostor = pair_scores(lfw, np.arange(len(lfw.paths)))
-    tar = tar_at_fmr(genuine, impostor, TAR_LEVELS)
-    openset = open_set(lfw)
-    openset["with_known_aliases_merged"] = open_set(merge_aliases(lfw))
-    openset["with_known_aliases_merged"]["aliases"] = [list(pair) for pair in LFW_ALIASES]
-    result = {
-        "images": len(lfw.paths),
-        "images_without_face": int((~lfw.found).sum()),
-        "view2": view2,
-        "all_pairs": {"genuine_pairs": int(len(genuine)), "impostor_pairs": int(len(impostor)), "tar_at_fmr": tar},
-        "open_set": openset,
-        "calibration": calibration_checks(),
-    }
-    path = write_json("accuracy", result)
-    _plots(genuine, impostor)
-    _print(result)
+    results, scores = {}, {}
+    for model in args.models.split(","):
+        results[model], scores[model] = evaluate(model, data, args.cache)
+    path = write_json("accuracy", {"models": results})
+    _plots(scores)
+    for model, result in results.items():
+        _print(model, result)
     print(f"wrote {path}")
 
 
-def _print(result: dict) -> None:
+def _print(model: str, result: dict) -> None:
     view2 = result["view2"]
+    published = view2["published_accuracy"]
+    print(f"== {model} ({result['model_id']}; {result['licence']})")
     print(f"LFW View-2 10-fold accuracy: {view2['mean_accuracy'] * 100:.2f}% +- {view2['std_accuracy'] * 100:.2f}"
-          f" (published {PUBLISHED_LFW_ACCURACY * 100:.2f}%; {view2['pairs_with_undetected_face']} pairs lost to detection)")
+          f" (published {published * 100:.2f}%; {view2['pairs_with_undetected_face']} pairs lost to detection)")
     for level, row in result["all_pairs"]["tar_at_fmr"].items():
         print(f"TAR at FMR {level}: {row['tar'] * 100:.2f}% (threshold {row['threshold']:.3f})")
+    for level, row in result["celeba_dev"]["tar_at_fmr"].items():
+        print(f"celeba_dev TAR at FMR {level}: {row['tar'] * 100:.2f}% (threshold {row['threshold']:.3f})")
+    speed = result["speed"]
+    print(f"pipeline speed, one thread: {speed['seconds_per_photo'] * 1000:.0f} ms a photo ({speed['photos']} celeba_dev"
+          f" photos, {speed['faces']} faces)")
     openset = result["open_set"]
     print(f"Open-set 1:N, gallery {openset['gallery_size']}, {openset['mated_probes']} probes:"
           f" rank-1 {openset['rank1_identification_rate'] * 100:.2f}%,"
@@ -182,30 +239,38 @@ def _print(result: dict) -> None:
                   f" ratio {'-' if ratio is None else f'{ratio:.2f}'}")
 
 
-def _plots(genuine: np.ndarray, impostor: np.ndarray) -> None:
+def _plots(scores: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = default_calibration().tables["standard"]
     thresholds = np.linspace(-0.2, 1.0, 1201)
-    impostor_sorted, genuine_sorted = np.sort(impostor), np.sort(genuine)
-    fmr = 1 - np.searchsorted(impostor_sorted, thresholds) / len(impostor_sorted)
-    fnmr = np.searchsorted(genuine_sorted, thresholds) / len(genuine_sorted)
     fig, axis = plt.subplots(figsize=(6, 4.5))
-    keep = fmr > 0
-    axis.loglog(fmr[keep], np.maximum(fnmr[keep], 1e-5), label="facefind on LFW (all pairs)")
+    for model, by_set in scores.items():
+        for data_set, (genuine, impostor) in by_set.items():
+            fmr = 1 - np.searchsorted(np.sort(impostor), thresholds) / len(impostor)
+            fnmr = np.searchsorted(np.sort(genuine), thresholds) / len(genuine)
+            keep = fmr > 0
+            axis.loglog(fmr[keep], np.maximum(fnmr[keep], 1e-5), label=f"{model} on {data_set} (all pairs)",
+                        linestyle="-" if data_set == "lfw" else "--")
     for level in TAR_LEVELS:
         axis.axvline(level, color="grey", linestyle=":", linewidth=0.8)
     axis.set_xlabel("false match rate (FMR)")
     axis.set_ylabel("false non-match rate (FNMR)")
-    axis.set_title("DET curve, LFW through facefind's pipeline")
+    axis.set_title("DET curves through facefind's pipeline")
     axis.grid(True, which="both", alpha=0.3)
-    axis.legend()
+    axis.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(RESULTS / "accuracy_det.png", dpi=110)
+    for model, by_set in scores.items():
+        _histogram(model, *by_set["lfw"])
 
+
+def _histogram(model: str, genuine: np.ndarray, impostor: np.ndarray) -> None:
+    import matplotlib.pyplot as plt
+
+    table = default_calibration(STACKS[model].model_id).tables["standard"]
     fig, axis = plt.subplots(figsize=(7, 4))
     bins = np.linspace(-0.3, 1.0, 131)
     axis.hist(impostor, bins=bins, density=True, alpha=0.6, label=f"different people ({len(impostor):,} pairs)", log=True)
@@ -216,10 +281,10 @@ def _plots(genuine: np.ndarray, impostor: np.ndarray) -> None:
                      label=f"'{label}' from {threshold:.3f} (FMR <= {level:g})")
     axis.set_xlabel("cosine similarity")
     axis.set_ylabel("density (log)")
-    axis.set_title("Score distributions and verdict thresholds")
+    axis.set_title(f"{model}: LFW score distributions and verdict thresholds")
     axis.legend(loc="lower left", fontsize=7)
     fig.tight_layout()
-    fig.savefig(RESULTS / "accuracy_hist.png", dpi=110)
+    fig.savefig(RESULTS / ("accuracy_hist.png" if model == "arcface" else f"accuracy_hist_{model}.png"), dpi=110)
 
 
 if __name__ == "__main__":

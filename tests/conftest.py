@@ -49,6 +49,7 @@ def facefind(tmp_path: Path, pipeline: FacePipeline) -> FaceFind:
     """A FaceFind over an empty library in a temporary folder, sharing the loaded models."""
     instance = FaceFind(tmp_path / "library")
     instance._pipeline = pipeline
+    instance.open_library(writable=True).close()  # read-only commands refuse a library that does not exist
     return instance
 
 

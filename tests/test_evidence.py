@@ -1,7 +1,11 @@
+import errno
+import os
 import re
+from pathlib import Path
 
 import pytest
 
+from facefind import evidence
 from facefind.errors import FaceFindError, NotFoundError
 from facefind.samples import probe_sample
 
@@ -32,3 +36,54 @@ def test_unknown_and_malformed_match_ids(facefind, tmp_path):
         facefind.export_evidence("banana", tmp_path / "x.html")
     with pytest.raises(NotFoundError):
         facefind.export_evidence("99-1", tmp_path / "x.html")
+
+
+@pytest.mark.parametrize("match_id", ["99999999999999999999-1", "1-99999999999999999999", "0-1", "-1-1", "1-1-1",
+                                      " 1-1", "1_0-1", "\uff11-1", "1-"])
+def test_an_id_no_search_can_have_is_a_bad_argument(match_id):
+    """Before: an id past SQLite's integers raised OverflowError; int() also took '1_0' and full-width digits."""
+    with pytest.raises(FaceFindError, match="not a match id") as refused:
+        evidence.parse_match_id(match_id)
+    assert refused.value.reason == "bad_argument"
+
+
+@pytest.fixture
+def match_id(facefind, photo_folder) -> str:
+    facefind.index([photo_folder], workers=1)
+    return facefind.search(probe_sample()).matches[0].match_id
+
+
+@pytest.mark.parametrize("where", ["a folder", "under a file", "in /proc"])
+def test_a_page_that_cannot_be_written_is_a_clear_error(where, facefind, match_id, tmp_path):
+    """Before: a traceback (IsADirectoryError, NotADirectoryError, ...)."""
+    (tmp_path / "file").write_text("x")
+    out = {"a folder": tmp_path, "under a file": tmp_path / "file" / "page.html", "in /proc": Path("/proc/page.html")}
+    with pytest.raises(FaceFindError, match="folder|cannot write") as refused:
+        facefind.export_evidence(match_id, out[where])
+    assert refused.value.reason == "cannot_write"
+
+
+def test_a_failed_write_leaves_the_old_page_and_no_part_of_the_new(facefind, match_id, tmp_path, monkeypatch):
+    page = tmp_path / "out" / "page.html"
+    page.parent.mkdir()
+    page.write_text("the page from before")
+
+    def disk_full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(evidence.os, "replace", disk_full)
+    with pytest.raises(FaceFindError, match="No space left"):
+        facefind.export_evidence(match_id, page)
+    assert page.read_text() == "the page from before"
+    assert [p.name for p in page.parent.iterdir()] == ["page.html"]  # no temporary file left
+
+
+def test_a_name_that_is_not_utf8_still_gives_a_whole_page(facefind, photo_folder, tmp_path):
+    """Before: UnicodeEncodeError after the file was opened, leaving a 0-byte page."""
+    facefind.index([photo_folder], workers=1)
+    probe = Path(os.fsdecode(os.fsencode(tmp_path) + b"/probe-\xe9.jpg"))
+    probe.write_bytes(probe_sample().read_bytes())
+    match = facefind.search(probe).matches[0]
+    page = facefind.export_evidence(match.match_id, tmp_path / "page.html").read_text()
+    assert "probe-\\xe9.jpg" in page and page.count("data:image/png;base64,") == 6  # the name's text form
+

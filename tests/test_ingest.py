@@ -4,6 +4,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -11,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import facefind.ingest as ingest_module
 from facefind.api import FaceFind
 from facefind.errors import LibraryBusyError
 from facefind.library import Library
@@ -60,10 +60,14 @@ def test_permission_denied_is_recorded(facefind, tmp_path, sample_rgb, monkeypat
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "locked.jpg").write_bytes(_jpeg_bytes(sample_rgb))
 
-    def refuse(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
+    real_open = os.open
 
-    monkeypatch.setattr(ingest_module, "open", refuse, raising=False)  # root ignores chmod, so refuse in code
+    def refuse_locked(path, *args, **kwargs):
+        if os.fspath(path).endswith("locked.jpg"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refuse_locked)  # root ignores chmod, so refuse in code
     report = facefind.index([tmp_path / "in"], workers=1)
     assert [r for _, r, _ in report.failures] == ["permission_denied"]
 
@@ -144,3 +148,109 @@ def test_kill_9_mid_ingest_leaves_a_consistent_library_that_resumes(tmp_path, sa
     finished = reopened.index([photos], workers=1)
     assert finished.unchanged == stats["files"]
     assert reopened.stats()["faces"] == reopened.stats()["index_size"] == 60
+
+
+def _last_ingest_status(library_path: Path) -> str:
+    with sqlite3.connect(library_path / "catalog.sqlite3") as db:
+        return db.execute("SELECT status FROM ingest_log ORDER BY id DESC LIMIT 1").fetchone()[0]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cancel_commits_what_is_done_and_logs_cancelled(facefind, tmp_path, sample_rgb, workers):
+    photos = tmp_path / "many"
+    photos.mkdir()
+    for i in range(12):
+        (photos / f"{i:03d}.jpg").write_bytes(_jpeg_bytes(np.roll(sample_rgb, i, axis=1)))
+    cancel = threading.Event()
+
+    class CancelAfterFirstFile:
+        def started(self, total_files):
+            pass
+
+        def file_done(self, path, status, faces):
+            cancel.set()
+
+    report = facefind.index([photos], workers=workers, progress=CancelAfterFirstFile(), cancel=cancel)
+    assert report.cancelled and not report.interrupted
+    assert 1 <= report.indexed < 12
+    assert _last_ingest_status(facefind.library_path) == "cancelled"
+    stats = facefind.stats()
+    assert stats["files"] == report.indexed and stats["faces"] == stats["index_size"] == report.faces_added
+    resumed = facefind.index([photos], workers=1)
+    assert resumed.unchanged == report.indexed and resumed.indexed == 12 - report.indexed
+    assert not resumed.cancelled and _last_ingest_status(facefind.library_path) == "finished"
+
+
+def test_cancel_drops_a_half_analysed_video(facefind, clip_with_a_cut, tmp_path):
+    cancel = threading.Event()
+
+    class CancelDuringFootage:
+        def started(self, total_files):
+            pass
+
+        def file_done(self, path, status, faces):
+            pass
+
+        def footage(self, path, frames, seconds_done, seconds_total):
+            if frames == 3:
+                cancel.set()
+
+    report = facefind.index([clip_with_a_cut], workers=1, progress=CancelDuringFootage(), cancel=cancel)
+    assert report.cancelled and report.processed == 0
+    assert facefind.stats()["files"] == 0  # nothing half-done recorded: the next run does the whole video
+    assert facefind.index([clip_with_a_cut], workers=1).indexed == 1
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        found |= {int(child) for child in (task / "children").read_text().split()}
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running, not merely a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the workers")
+def test_workers_die_with_a_killed_parent(tmp_path, sample_rgb):
+    photos = tmp_path / "many"
+    photos.mkdir()
+    for i in range(40):
+        (photos / f"{i:03d}.jpg").write_bytes(_jpeg_bytes(np.roll(sample_rgb, i, axis=1)))
+    command = [sys.executable, "-m", "facefind", "--library", str(tmp_path / "lib"), "index", str(photos),
+               "--workers", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: set[int] = set()
+    deadline = time.monotonic() + 120
+    while len(workers) < 2 and time.monotonic() < deadline and process.poll() is None:
+        workers = {pid for pid in _children(process.pid)
+                   if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
+        time.sleep(0.1)
+    assert len(workers) == 2, "the run should have started two workers"
+    time.sleep(1.0)  # let them start work
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    survivors = [pid for pid in workers if _alive(pid)]
+    for pid in survivors:  # clean up before failing
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, "worker processes outlived their killed parent"
+
+
+def test_a_video_fps_that_never_advances_is_refused_before_the_run(facefind, clip_with_a_cut):
+    from facefind.errors import FaceFindError
+    from facefind.ingest import IngestOptions, ingest
+
+    with facefind.open_library(writable=True) as library:
+        for fps in (0, -1.0, float("nan")):
+            with pytest.raises(FaceFindError) as caught:
+                ingest(library, [clip_with_a_cut], IngestOptions(workers=1, video_fps=fps))
+            assert caught.value.reason == "bad_argument"

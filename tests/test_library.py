@@ -1,10 +1,17 @@
 import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
 from facefind.catalog import MediaOutcome, NewFace
-from facefind.errors import FaceFindError, LibraryBusyError
+from facefind.errors import DamagedLibraryError, DiskFullError, FaceFindError, LibraryBusyError, NotFoundError
+from facefind.index import FaissFlatIndex
 from facefind.library import Library
 
 
@@ -55,3 +62,269 @@ def test_a_library_refuses_another_model(tmp_path):
     Library(tmp_path, "model-a", 4, writable=True).close()
     with pytest.raises(FaceFindError, match="cannot be compared"):
         Library(tmp_path, "model-b", 4)
+
+
+# -- the index is verified against the catalog, and rebuilt when it does not verify -------------------
+
+
+def _library_with_faces(root, count: int = 3) -> list[int]:
+    with Library(root, "m", 4, writable=True) as library:
+        ids = _add_faces(library, "/a.jpg", count)
+        library.save_index()
+    return ids
+
+
+def _replace_index_file(root, ids: np.ndarray, vectors: np.ndarray) -> None:
+    """Overwrite faiss.index behind the library's back, leaving state.json naming the current revision."""
+    damaged = FaissFlatIndex(4)
+    damaged.add(ids, vectors)
+    damaged.save(root / "index" / "faiss.index")
+
+
+@pytest.mark.parametrize("writable", [False, True])
+@pytest.mark.parametrize("damage", ["vectors", "id_map", "bytes", "missing"])
+def test_a_damaged_index_is_not_trusted_but_rebuilt(tmp_path, damage, writable):
+    ids = _library_with_faces(tmp_path)
+    index_file = tmp_path / "index" / "faiss.index"
+    if damage == "vectors":  # same ids, one vector changed: a correct match would silently disappear
+        vectors = np.eye(4, dtype=np.float32)[:3]
+        vectors[1] = vectors[2]
+        _replace_index_file(tmp_path, np.asarray(ids), vectors)
+    elif damage == "id_map":  # ids no face has: every search used to crash with KeyError
+        _replace_index_file(tmp_path, np.asarray(ids) + 100, np.eye(4, dtype=np.float32)[:3])
+    elif damage == "bytes":
+        index_file.write_bytes(b"\0" * 10)
+    else:
+        index_file.unlink()
+    with Library(tmp_path, "m", 4, writable=writable) as reopened:
+        assert reopened.index_problem and reopened.rebuilt_index
+        assert sorted(reopened.index.ids().tolist()) == ids
+        assert np.array_equal(reopened.index.vectors(np.asarray(ids)), np.eye(4, dtype=np.float32)[:3])
+    if writable:  # the repaired index was saved: the next open trusts it
+        with Library(tmp_path, "m", 4) as again:
+            assert again.index_problem is None and not again.rebuilt_index
+
+
+def test_a_flipped_byte_in_the_index_file_fails_its_checksum(tmp_path):
+    _library_with_faces(tmp_path)
+    index_file = tmp_path / "index" / "faiss.index"
+    data = bytearray(index_file.read_bytes())
+    data[-40] ^= 0x01  # inside the id map: the file still loads
+    index_file.write_bytes(bytes(data))
+    with Library(tmp_path, "m", 4) as reader:
+        assert reader.index_problems() and "SHA-256" in reader.index_problems()[0]
+    with Library(tmp_path, "m", 4, writable=True) as writer:  # a writer (index, remove) checks and repairs
+        assert writer.index_problem and writer.index_problems() == []
+
+
+def _corrupt_embedding(root, face_id: int, factor: float = 1e13) -> None:
+    with sqlite3.connect(root / "catalog.sqlite3") as db:
+        blob = db.execute("SELECT embedding FROM faces WHERE id = ?", (face_id,)).fetchone()[0]
+        vector = np.frombuffer(blob, np.float32) * np.float32(factor)
+        db.execute("UPDATE faces SET embedding = ? WHERE id = ?", (vector.tobytes(), face_id))
+
+
+@pytest.mark.parametrize("factor", [1e13, float("nan"), 0.5])
+def test_a_damaged_stored_embedding_is_refused_and_kept_out_of_the_index(tmp_path, factor):
+    ids = _library_with_faces(tmp_path)
+    _corrupt_embedding(tmp_path, ids[1], factor)
+    with Library(tmp_path, "m", 4) as library:
+        assert sorted(library.index.ids().tolist()) == [ids[0], ids[2]]
+        assert library.skipped_face_ids == {ids[1]}
+        with pytest.raises(DamagedLibraryError, match=f"face {ids[1]}.*check --repair") as raised:
+            library.embeddings(ids)
+        assert raised.value.reason == "damaged_library"
+
+
+def test_a_face_removed_meanwhile_is_left_out_not_a_key_error(tmp_path):
+    ids = _library_with_faces(tmp_path)
+    with Library(tmp_path, "m", 4) as reader, Library(tmp_path, "m", 4, writable=True) as writer:
+        writer.remove_faces([ids[0]])  # another process removes a face the reader's index still holds
+        found, vectors = reader.embeddings(ids)
+        assert found.tolist() == ids[1:] and vectors.shape == (2, 4)
+
+
+# -- what a read-only open must not do ---------------------------------------------------------------
+
+
+def test_a_reader_refuses_a_library_that_does_not_exist(tmp_path):
+    with pytest.raises(NotFoundError, match="no facefind library at .*nowhere") as raised:
+        Library(tmp_path / "nowhere", "m", 4)
+    assert raised.value.reason == "no_library" and not (tmp_path / "nowhere").exists()
+    with pytest.raises(NotFoundError):
+        Library(tmp_path / "nowhere", "m", 4, writable=True, create=False)
+    Library(tmp_path / "new", "m", 4, writable=True).close()  # `index` creates one
+
+
+def test_a_reader_writes_nothing(tmp_path, monkeypatch):
+    """Opening for a search or stats used to write (schema version): on a full disk, or behind a busy
+    writer, even `stats` then failed."""
+    _library_with_faces(tmp_path)
+    other = sqlite3.connect(tmp_path / "catalog.sqlite3", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # a writer mid-transaction: a reader that writes would have to wait
+    connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda path, **options: connect(path, **{**options, "timeout": 0}))
+    with Library(tmp_path, "m", 4) as reader:
+        assert len(reader.index) == 3 and reader.catalog.stats()["faces"] == 3
+    other.execute("ROLLBACK")
+    other.close()
+
+
+def test_a_damaged_catalog_file_is_a_clear_error(tmp_path):
+    _library_with_faces(tmp_path)
+    (tmp_path / "catalog.sqlite3").write_bytes(b"this is not a database" * 100)
+    for name in ("catalog.sqlite3-wal", "catalog.sqlite3-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    with pytest.raises(DamagedLibraryError, match="catalog .* is damaged.*check --repair"):
+        Library(tmp_path, "m", 4)
+
+
+# -- crash leftovers -----------------------------------------------------------------------------------
+
+
+def test_a_writer_cleans_up_what_a_killed_writer_left(tmp_path):
+    ids = _library_with_faces(tmp_path)
+    with Library(tmp_path, "m", 4, writable=True) as library:
+        library.catalog.start_ingest(["/photos"])  # then kill -9: the log says running forever
+        library.write_thumbnails({"ab/never-committed.jpg": b"crop"})
+        library._uncommitted_thumbnails.clear()  # as if the process died here (close() would delete it)
+    (tmp_path / "index" / f"faiss.index.tmp{12345}").write_bytes(b"half an index")
+    (tmp_path / "thumbs" / "ab" / "kept.jpg").write_bytes(b"crop")
+    with sqlite3.connect(tmp_path / "catalog.sqlite3") as db:
+        db.execute("UPDATE faces SET thumbnail = 'ab/kept.jpg' WHERE id = ?", (ids[0],))
+    with Library(tmp_path, "m", 4) as reader:  # a reader changes nothing
+        assert reader.catalog.stats()["last_ingest"]["status"] == "running"
+    with Library(tmp_path, "m", 4, writable=True) as writer:
+        assert writer.died_ingests == 1
+        assert writer.catalog.stats()["last_ingest"]["status"] == "died"
+        assert writer.orphan_files() == []
+    assert not (tmp_path / "index" / "faiss.index.tmp12345").exists()
+    assert not (tmp_path / "thumbs" / "ab" / "never-committed.jpg").exists()
+    assert (tmp_path / "thumbs" / "ab" / "kept.jpg").exists()
+
+
+def test_a_failed_index_save_leaves_no_temporary_and_the_old_index(tmp_path, monkeypatch):
+    _library_with_faces(tmp_path)
+    before = (tmp_path / "index" / "faiss.index").read_bytes()
+
+    def full_disk(index, path):
+        Path(path).write_bytes(b"partial")
+        raise RuntimeError("Error in FileIOWriter: write error: No space left on device")
+
+    with Library(tmp_path, "m", 4, writable=True) as library:
+        _add_faces(library, "/b.jpg", 1)
+        monkeypatch.setattr(faiss, "write_index", full_disk)
+        with pytest.raises(DiskFullError, match="disk is full"):
+            library.save_index()
+    assert sorted(p.name for p in (tmp_path / "index").iterdir()) == ["faiss-masked.index", "faiss.index", "state.json"]
+    assert (tmp_path / "index" / "faiss.index").read_bytes() == before
+    monkeypatch.undo()
+    with Library(tmp_path, "m", 4) as reader:  # the catalog had the commit: the index is rebuilt with it
+        assert len(reader.index) == 4
+
+
+# -- thumbnails are deleted only when nothing refers to them -------------------------------------------
+
+
+def _commit(library: Library, path: str, thumbnails: list[str], seed: int = 0):
+    vectors = np.roll(np.eye(4, dtype=np.float32), seed, axis=1)
+    faces = [NewFace(i, [0, 0, 1, 1], [[0, 0]] * 5, 0.9, {"verdict": "good"}, "m", vectors[i], name)
+             for i, name in enumerate(thumbnails)]
+    library.write_thumbnails({name: b"crop" for name in thumbnails})
+    return library.commit_outcomes([MediaOutcome(path=path, status="indexed", faces=faces)])
+
+
+def test_byte_identical_files_keep_their_shared_thumbnails_until_both_are_removed(tmp_path):
+    with Library(tmp_path, "m", 4, writable=True) as library:
+        _commit(library, "/a.jpg", ["ab/same_0.jpg"])
+        _commit(library, "/copy-of-a.jpg", ["ab/same_0.jpg"])
+        library.remove_media("/a.jpg")
+        assert (tmp_path / "thumbs" / "ab" / "same_0.jpg").exists()  # the copy still shows it
+        library.remove_media("/copy-of-a.jpg")
+        assert not (tmp_path / "thumbs" / "ab" / "same_0.jpg").exists()
+
+
+def test_reindexing_a_changed_file_deletes_its_old_crops(tmp_path):
+    with Library(tmp_path, "m", 4, writable=True) as library:
+        _commit(library, "/a.jpg", ["aa/old_0.jpg", "aa/old_1.jpg"])
+        result = _commit(library, "/a.jpg", ["bb/new_0.jpg"], seed=1)
+        assert sorted(result.released_thumbnails) == ["aa/old_0.jpg", "aa/old_1.jpg"]
+    assert sorted(p.name for p in (tmp_path / "thumbs").rglob("*.jpg")) == ["new_0.jpg"]
+
+
+def test_a_removal_interrupted_before_the_unlink_is_finished_by_the_next_writer(tmp_path):
+    with Library(tmp_path, "m", 4, writable=True) as library:
+        _commit(library, "/a.jpg", ["ab/a_0.jpg"])
+        library.catalog.remove_media("/a.jpg")  # committed; then the process dies before deleting files
+    assert (tmp_path / "thumbs" / "ab" / "a_0.jpg").exists()
+    with Library(tmp_path, "m", 4, writable=True) as library:
+        assert library.catalog.pending_deletions() == []
+    assert not (tmp_path / "thumbs" / "ab" / "a_0.jpg").exists()
+
+
+# -- a full disk: a real one (a 2 MB tmpfs in a private mount namespace) -------------------------------
+
+_DISK_FULL = '''
+import json, os, sys
+from pathlib import Path
+import numpy as np
+from facefind.catalog import MediaOutcome, NewFace
+from facefind.errors import DiskFullError
+from facefind.library import Library
+
+disk = Path(sys.argv[1])
+root = disk / "library"
+
+def outcome(path, seed, faces=2):
+    vectors = np.random.default_rng(seed).normal(size=(faces, 512)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return MediaOutcome(path=path, status="indexed", faces=[
+        NewFace(i, [0, 0, 1, 1], [[0, 0]] * 5, 0.9, {"verdict": "good"}, "m", vectors[i], None) for i in range(faces)])
+
+result = {}
+with Library(root, "m", 512, writable=True) as library:
+    library.commit_outcomes([outcome(f"/committed{i}.jpg", i) for i in range(5)])
+    library.save_index()
+    with open(disk / "filler", "wb", buffering=0) as filler:
+        try:
+            while True:
+                filler.write(bytes(65536))
+        except OSError:
+            pass
+    errors = []
+    for attempt in (lambda: library.write_thumbnails({"ab/x.jpg": os.urandom(200_000)}),
+                    lambda: library.commit_outcomes([outcome(f"/more{i}.jpg", 100 + i, 4) for i in range(100)]),
+                    lambda: library.save_index()):
+        try:
+            attempt()
+            errors.append(None)
+        except DiskFullError as error:
+            errors.append(error.reason)
+    result["errors"] = errors
+result["index_files"] = sorted(p.name for p in (root / "index").iterdir())
+result["thumbnails"] = sorted(str(p) for p in (root / "thumbs").rglob("*") if p.is_file())
+with Library(root, "m", 512) as reader:  # the disk is still full
+    result["faces"], result["index"] = reader.catalog.stats()["faces"], len(reader.index)
+print(json.dumps(result))
+'''
+
+
+def test_a_full_disk_is_a_clear_error_loses_nothing_and_reads_still_work(tmp_path):
+    if shutil.which("unshare") is None or subprocess.run(
+        ["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs unprivileged user and mount namespaces (unshare -rm) to mount a small tmpfs")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = tmp_path / "disk_full.py"
+    script.write_text(_DISK_FULL)
+    run = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", 'mount -t tmpfs -o size=2m none "$1" && exec "$2" "$3" "$1"', "sh",
+         str(disk), sys.executable, str(script)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["errors"] == ["disk_full", "disk_full", "disk_full"]  # thumbnail, catalog commit, index save
+    assert result["index_files"] == ["faiss-masked.index", "faiss.index", "state.json"]  # no temporaries
+    assert result["thumbnails"] == []  # crops of the batch that never committed are gone
+    assert result["faces"] == result["index"] == 10  # what was committed before is all there

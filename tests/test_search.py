@@ -152,7 +152,7 @@ def test_a_poor_probe_is_searched_but_cannot_support_a_claim(facefind, photo_fol
 
 
 def test_max_fmr_is_validated(facefind):
-    with pytest.raises(FaceFindError, match="max-fmr"):
+    with pytest.raises(FaceFindError, match="max.fmr"):
         facefind.search(probe_sample(), max_fmr=0)
 
 
@@ -173,3 +173,35 @@ def test_a_masked_probe_is_matched_in_masked_mode_with_its_own_calibration(facef
     best = result.matches[0]
     assert Path(best.source.path).name == "players.jpg" and best.calibration_table == "covered"
     assert best.similarity > result.matches[1].similarity + 0.1
+
+
+def test_a_search_racing_a_removal_drops_the_vanished_faces(facefind, photo_folder):
+    """Another process removes a file between the index lookup and the catalog read: no KeyError."""
+    from facefind.search import search_library
+
+    facefind.index([photo_folder], workers=1)
+    with facefind.open_library() as stale:  # its in-memory index still holds players.jpg's faces
+        facefind.remove(photo_folder / "players.jpg")
+        result = search_library(stale, facefind.pipeline, facefind.calibration, probe_sample(), show_all=True, top_k=50)
+    assert result.matches and all(Path(m.source.path).name == "gdp.jpg" for m in result.matches)
+
+
+def test_a_corrupted_stored_embedding_is_refused_not_scored(facefind, photo_folder):
+    """Bytes flipped in a stored embedding were reported as similarity 1.1e26, verdict strong."""
+    import sqlite3
+
+    import numpy as np
+
+    from facefind.errors import DamagedLibraryError
+
+    facefind.index([photo_folder], workers=1)
+    best = facefind.search(probe_sample()).matches[0].face.face_id
+    with sqlite3.connect(facefind.library_path / "catalog.sqlite3") as db:
+        blob = db.execute("SELECT embedding FROM faces WHERE id = ?", (best,)).fetchone()[0]
+        damaged = bytearray(blob)
+        damaged[3] ^= 0x7F  # the exponent byte of the first component
+        db.execute("UPDATE faces SET embedding = ? WHERE id = ?", (bytes(damaged), best))
+    assert not np.isclose(np.linalg.norm(np.frombuffer(bytes(damaged), np.float32)), 1.0)
+    for within in (None, photo_folder):
+        with pytest.raises(DamagedLibraryError, match=f"face {best}.*check --repair"):
+            facefind.search(probe_sample(), within=within)

@@ -1,5 +1,5 @@
 """`python -m facefind` runs the CLI."""
 
-from facefind.cli import app
+from facefind.cli import run
 
-app(prog_name="facefind")
+run()

@@ -10,31 +10,95 @@
 
 from __future__ import annotations
 
+import math
+import os
+import tempfile
+import threading
 from contextlib import contextmanager
+from dataclasses import replace
+from numbers import Integral, Real
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 from facefind.calibration import CalibrationSet, default_calibration
-from facefind.errors import FaceFindError, NotFoundError
-from facefind.evidence import export_evidence
+from facefind.catalog import MediaRecord
+from facefind.check import CheckReport, check_library, unopenable_report
+from facefind.errors import DamagedLibraryError, FaceFindError, NotFoundError
+from facefind.evidence import export_evidence, parse_match_id
+from facefind.files import file_sha256, path_from_text, path_to_text
 from facefind.ingest import IngestOptions, IngestProgress, IngestReport, ingest
-from facefind.library import Library, default_library_path
+from facefind.jobs import IndexJobs
+from facefind.library import Library, default_library_path, recorded_model_id
 from facefind.pipeline import FacePipeline, PipelineConfig
 from facefind.pipeline.decode import DEFAULT_MAX_PIXELS, decode_image
 from facefind.pipeline.embed import Recognizer
-from facefind.pipeline.models import ARCFACE_MBF
+from facefind.pipeline.models import ModelStack, stack_for_model_id, stack_named
 from facefind.pipeline.video import DEFAULT_SAMPLE_FPS
-from facefind.schema import FacesResponse, SearchResponse, VerifyResponse
+from facefind.schema import (
+    EvidenceResponse,
+    Face,
+    FaceMatch,
+    FacesResponse,
+    IndexJob,
+    MediaItem,
+    MediaPage,
+    SearchLogEntry,
+    SearchLogPage,
+    SearchResponse,
+    Source,
+    VerifyResponse,
+)
 from facefind.search import (
     DEFAULT_MAX_FMR,
+    appearances,
+    assess_probe,
+    calibrated,
     detected_to_face,
+    pair_table,
     read_probe,
     record_to_face,
     search_library,
     verify_pair,
+    video_hit,
 )
 
-DEFAULT_EMBEDDING_DIM = 512
+
+# option -> (whole numbers only, test, what is allowed): the rules every face of the API gets.
+_NUMBER_RULES: dict[str, tuple[bool, Callable[[float], bool], str]] = {
+    "max_pixels": (True, lambda v: v >= 1, "a whole number of pixels, at least 1"),
+    "detection_size": (True, lambda v: v >= 32, "a whole number of pixels, at least 32"),
+    "detection_threshold": (False, lambda v: 0 <= v <= 1, "between 0 and 1"),
+    "min_face_px": (False, lambda v: v >= 0, "at least 0"),
+    "threads": (True, lambda v: v >= 1, "a whole number, at least 1"),
+    "workers": (True, lambda v: v >= 0, "a whole number, 0 (one per core) or more"),
+    "video_fps": (False, lambda v: v > 0, "more than 0 frames per second"),
+    "top_k": (True, lambda v: v >= 1, "a whole number, at least 1"),
+    "face": (True, lambda v: v >= 0, "a face number, 0 or more"),
+    "face_a": (True, lambda v: v >= 0, "a face number, 0 or more"),
+    "face_b": (True, lambda v: v >= 0, "a face number, 0 or more"),
+    "max_fmr": (False, lambda v: 0 < v <= 1, "a false match rate above 0 and at most 1, e.g. 1e-5"),
+}
+
+
+def _check_numbers(**values: float | None) -> None:
+    """Refuse a numeric option that would give wrong answers or never end, before any work starts.
+
+    Checked here, at the one door, so the CLI and the HTTP service refuse alike: a detection size
+    of 0 made every file `no_face` (never retried), a video fps of 0 looped forever, and a max-fmr
+    of NaN called identical faces different people. ``None`` means "the default" and passes.
+    """
+    for name, value in values.items():
+        if value is None:
+            continue
+        whole, allowed, wanted = _NUMBER_RULES[name]
+        right_kind = isinstance(value, Integral) if whole else isinstance(value, Real)
+        if (
+            isinstance(value, bool)
+            or not right_kind
+            or not (isinstance(value, Integral) or math.isfinite(value))
+            or not allowed(value)
+        ):
+            raise FaceFindError(f"{name} must be {wanted}, not {value}", reason="bad_argument")
 
 
 class FaceFind:
@@ -47,14 +111,23 @@ class FaceFind:
         recognizer: Recognizer | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         calibration: CalibrationSet | Path | None = None,
+        model: str | None = None,
     ) -> None:
+        """``model`` picks the model stack (``models.STACKS``) of a new library; left out, an existing
+        library uses the one it was built with."""
         self.library_path = (Path(library) if library is not None else default_library_path()).absolute()
+        self._stack = stack_named(model) if model is not None else None
         self.pipeline_config = pipeline_config or PipelineConfig()
+        config = self.pipeline_config
+        _check_numbers(max_pixels=max_pixels, detection_size=config.detection_size,
+                       detection_threshold=config.detection_threshold, min_face_px=config.min_face_px,
+                       threads=config.threads)
         self.max_pixels = max_pixels
         self._recognizer = recognizer
         self._pipeline: FacePipeline | None = None
         self._calibration = CalibrationSet.load(calibration) if isinstance(calibration, (str, Path)) else calibration
         self._resident: Library | None = None
+        self._jobs: IndexJobs | None = None  # the service's background index jobs
 
     # -- a long-lived library (the HTTP service) -------------------------------------------------
 
@@ -81,12 +154,12 @@ class FaceFind:
         self.close()
 
     @contextmanager
-    def _library(self, writable: bool = False) -> Iterator[Library]:
-        """The open library, or one opened for this call only (the CLI)."""
+    def _library(self, writable: bool = False, create: bool | None = None) -> Iterator[Library]:
+        """The open library, or one opened for this call only (the CLI); only ``create`` starts a new one."""
         if self._resident is not None:
             yield self._resident
         else:
-            with self.open_library(writable=writable) as library:
+            with self.open_library(writable=writable, create=create) as library:
                 yield library
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -95,7 +168,7 @@ class FaceFind:
     def pipeline(self) -> FacePipeline:
         """Models are loaded on first use, so stats/remove stay instant."""
         if self._pipeline is None:
-            self._pipeline = FacePipeline(self.pipeline_config, self._recognizer)
+            self._pipeline = FacePipeline(self.resolved_config, self._recognizer)
         return self._pipeline
 
     @property
@@ -107,7 +180,7 @@ class FaceFind:
                     "a plugged-in recogniser needs its own calibration: run `facefind calibrate` and pass calibration=",
                     reason="no_calibration",
                 )
-            self._calibration = default_calibration()
+            self._calibration = default_calibration(self.model_id)
         if self._calibration.model_id != self.model_id:
             raise FaceFindError(
                 f"calibration is for {self._calibration.model_id}, not {self.model_id}", reason="no_calibration"
@@ -115,15 +188,29 @@ class FaceFind:
         return self._calibration
 
     @property
+    def stack(self) -> ModelStack:
+        """The detector + recogniser: as asked, else the one the library was built with, else the config's."""
+        if self._stack is None:
+            recorded = stack_for_model_id(recorded_model_id(self.library_path) or "")
+            self._stack = recorded or stack_named(self.pipeline_config.model)
+        return self._stack
+
+    @property
+    def resolved_config(self) -> PipelineConfig:
+        """The pipeline settings with the model stack this library uses."""
+        return replace(self.pipeline_config, model=self.stack.name)
+
+    @property
     def model_id(self) -> str:
-        return self._recognizer.model_id if self._recognizer else ARCFACE_MBF.model_id
+        return self._recognizer.model_id if self._recognizer else self.stack.model_id
 
     @property
     def embedding_dim(self) -> int:
-        return self._recognizer.dim if self._recognizer else DEFAULT_EMBEDDING_DIM
+        return self._recognizer.dim if self._recognizer else self.stack.dim
 
-    def open_library(self, writable: bool = False) -> Library:
-        return Library(self.library_path, self.model_id, self.embedding_dim, writable=writable)
+    def open_library(self, writable: bool = False, create: bool | None = None) -> Library:
+        """The library; a missing one is created only when ``create`` (default: ``writable``), else NotFoundError."""
+        return Library(self.library_path, self.model_id, self.embedding_dim, writable=writable, create=create)
 
     # -- the operations ------------------------------------------------------------------------
 
@@ -133,19 +220,23 @@ class FaceFind:
         workers: int = 0,
         progress: IngestProgress | None = None,
         video_fps: float | None = DEFAULT_SAMPLE_FPS,
+        cancel: threading.Event | None = None,
     ) -> IngestReport:
         """Find and store every face in the images and videos under ``paths``; re-runs only do new or changed files.
+
+        Setting ``cancel`` stops the run between files; what is done stays committed (report.cancelled).
 
         Videos are sampled at ``video_fps`` frames per second of footage (None: every frame) and their
         faces tracked; each track keeps a few best faces as templates.
         """
+        _check_numbers(workers=workers, video_fps=video_fps)
         if self._recognizer is not None:
             workers = 1  # a plugged-in recogniser lives in this process only
         options = IngestOptions(
-            workers=workers, max_pixels=self.max_pixels, pipeline=self.pipeline_config, video_fps=video_fps
+            workers=workers, max_pixels=self.max_pixels, pipeline=self.resolved_config, video_fps=video_fps
         )
         with self._library(writable=True) as library:
-            return ingest(library, paths, options, progress, pipeline_factory=lambda: self.pipeline)
+            return ingest(library, paths, options, progress, pipeline_factory=lambda: self.pipeline, cancel=cancel)
 
     def search(
         self,
@@ -162,6 +253,7 @@ class FaceFind:
         faces compared are returned, unless ``show_all``. ``within`` limits the search to the
         faces of one file or folder, e.g. a video: its appearances come back as time ranges.
         """
+        _check_numbers(face=face, top_k=top_k, max_fmr=max_fmr)
         with self._library() as library, library.reading():
             return search_library(
                 library, self.pipeline, self.calibration, probe, face, top_k, max_fmr, show_all, self.max_pixels,
@@ -177,11 +269,12 @@ class FaceFind:
         max_fmr: float = DEFAULT_MAX_FMR,
     ) -> VerifyResponse:
         """How likely one face of A and one face of B are the same person, as a calibrated FMR."""
+        _check_numbers(face_a=face_a, face_b=face_b, max_fmr=max_fmr)
         return verify_pair(self.pipeline, self.calibration, a, b, face_a, face_b, max_fmr, self.max_pixels)
 
     def faces(self, path: Path) -> FacesResponse:
         """The faces of one file: from the catalog if indexed, else detected now."""
-        absolute = str(path.absolute())
+        absolute = path_to_text(path.absolute())  # as the catalog stores it: valid UTF-8
         with self._library() as library, library.reading():
             media = library.catalog.media_by_path(absolute)
             if media is not None and media.status != "failed":
@@ -205,32 +298,40 @@ class FaceFind:
         """Remove a file (or a folder's files) or single faces from catalog and index; returns faces removed."""
         if (path is None) == (not face_ids):
             raise FaceFindError("give either a path or face ids to remove", reason="bad_argument")
-        with self._library(writable=True) as library:
-            with library.writing():
-                if path is not None:
-                    removed, thumbnails, files = library.catalog.remove_media(str(path.absolute()))
-                    if files == 0:
-                        raise NotFoundError(f"{path} is not in the library")
-                else:
-                    known = library.catalog.faces(face_ids or [])
-                    missing = sorted(set(face_ids or []) - set(known))
-                    if missing:
-                        raise NotFoundError(f"no face with id {', '.join(map(str, missing))} in the library")
-                    removed, thumbnails = list(known), library.catalog.remove_faces(list(known))
-                library.remove_from_indexes(removed)
-            library.save_index()
-            library.delete_thumbnails(thumbnails)
+        with self._library(writable=True, create=False) as library:
+            if path is not None:
+                removed, files = library.remove_media(path_to_text(path.absolute()))
+                if files == 0:
+                    raise NotFoundError(f"{path} is not in the library")
+            else:
+                missing = sorted(set(face_ids or []) - set(library.catalog.faces(face_ids or [])))
+                if missing:
+                    raise NotFoundError(f"no face with id {', '.join(map(str, missing))} in the library")
+                removed = library.remove_faces(face_ids or [])  # a video face takes its whole track
             return len(removed)
+
+    def check(self, repair: bool = False) -> CheckReport:
+        """Check catalog, index, thumbnails and stored embeddings; with ``repair``, rebuild what can be rebuilt.
+
+        The index is rebuilt from the catalog, thumbnails from the source files (stored landmarks, no
+        re-detection), damaged embeddings are dropped and their files re-analysed by the next `index`.
+        """
+        try:
+            with self._library(writable=repair, create=False) as library:
+                return check_library(library, repair, self.max_pixels)
+        except DamagedLibraryError as error:  # the catalog cannot even be opened
+            return unopenable_report(self.library_path, repair, error)
 
     def calibrate(
         self, lfw_dir: Path, out: Path, cache_dir: Path | None = None, workers: int = 0, progress=None
     ) -> CalibrationSet:
         """Fit calibration tables on an LFW-layout folder (half the people) and check them on the rest."""
+        _check_numbers(workers=workers)
         from facefind.calibration.fit import calibrate
 
         if self._recognizer is not None:
             raise FaceFindError("calibrate runs the bundled recogniser only", reason="bad_argument")
-        result = calibrate(lfw_dir, cache_dir, workers, progress)
+        result = calibrate(lfw_dir, cache_dir, workers, progress, model=self.stack.name)
         result.save(out)
         return result
 
@@ -238,3 +339,198 @@ class FaceFind:
         """Write a self-contained HTML evidence page for a match id printed by a search."""
         with self._library() as library, library.reading():
             return export_evidence(library, self.calibration, match_id, out, self.max_pixels)
+
+    # -- for the service (HTTP API, web UI): access rules, listings, the search log, evidence, jobs --
+
+    def allowed_path(self, path: Path | str, roots: Sequence[Path]) -> Path:
+        """``path`` with links resolved, if it lies inside one of ``roots``; else a ``forbidden_path`` error.
+
+        A server reads and indexes only under the folders it was started with (``--allow-root``);
+        resolving first means neither ``..`` nor a symbolic link leads out of them.
+        """
+        if not Path(path).is_absolute():
+            raise FaceFindError(f"{path} is not an absolute path", reason="bad_argument")
+        real = Path(os.path.realpath(path))
+        if any(real.is_relative_to(os.path.realpath(root)) for root in roots):
+            return real
+        raise FaceFindError(f"{path} is outside the folders this server may read", reason="forbidden_path")
+
+    def media_page(self, status: str | None = None, offset: int = 0, limit: int = 50) -> MediaPage:
+        """One page of the library's files, by path, optionally only those of one status."""
+        if offset < 0 or not 1 <= limit <= MAX_PAGE:
+            raise FaceFindError(f"offset must be >= 0 and limit 1..{MAX_PAGE}", reason="bad_argument")
+        with self._library() as library, library.reading():
+            records, total = library.catalog.list_media(status, offset, limit)
+        return MediaPage(total=total, offset=offset, limit=limit, items=[_media_item(r) for r in records])
+
+    def media_item(self, path: Path | str) -> MediaItem:
+        """What the catalog knows of one file (its path as stored)."""
+        with self._library() as library, library.reading():
+            record = library.catalog.media_by_path(str(path))
+        if record is None:
+            raise NotFoundError(f"{path} is not in the library")
+        return _media_item(record)
+
+    def media_file(self, path: Path | str) -> Path:
+        """The file on disk of a catalogued image or video: the service streams only files it has indexed."""
+        stored = Path(self.media_item(path).path)
+        if not stored.is_file():
+            raise NotFoundError(f"{stored} is in the library but no longer on disk")
+        return stored
+
+    def thumbnail_file(self, name: str) -> Path:
+        """A stored crop or video frame by its name under thumbs/; nothing outside that folder."""
+        thumbs = (self.library_path / "thumbs").resolve()
+        target = (thumbs / name).resolve()
+        if not target.is_relative_to(thumbs) or not target.is_file():
+            raise NotFoundError(f"no thumbnail {name}")
+        return target
+
+    def search_log(self, offset: int = 0, limit: int = 50) -> SearchLogPage:
+        """The search log, newest first: who was searched for, how, and how many results came back."""
+        if offset < 0 or not 1 <= limit <= MAX_PAGE:
+            raise FaceFindError(f"offset must be >= 0 and limit 1..{MAX_PAGE}", reason="bad_argument")
+        with self._library() as library, library.reading():
+            rows, total = library.catalog.list_searches(offset, limit)
+        items = [
+            SearchLogEntry(
+                search_id=search_id, created_at=created_at, probe_path=probe.get("path"), probe_sha256=probe["sha256"],
+                face_index=probe["face"]["face_index"], top_k=params["top_k"], max_fmr=params["max_fmr"],
+                show_all=params["show_all"], gallery_size=params["gallery_size"], searched_in=params.get("within"),
+                results=results,
+            )
+            for search_id, created_at, probe, params, results in rows
+        ]
+        return SearchLogPage(total=total, offset=offset, limit=limit, items=items)
+
+    def reopen_search(self, search_id: int) -> SearchResponse:
+        """A past search's results as they were ranked, scored again with the calibration now in use.
+
+        The probe is not analysed again (an uploaded probe is not kept): its stored face, score
+        per result and parameters are enough. Faces removed since are left out.
+        """
+        with self._library() as library, library.reading():
+            entry = library.catalog.search_log_entry(search_id)
+            if entry is None:
+                raise NotFoundError(f"no search {search_id} in the log")
+            _, probe, params, results = entry
+            probe_face = Face.model_validate(probe["face"])
+            records = library.catalog.faces([face_id for _, face_id, _ in results])
+            matches = []
+            for rank, face_id, score in results:
+                if face_id not in records:
+                    continue
+                record = records[face_id]
+                fields = self._stored_score(probe_face, record.quality["verdict"], score)
+                expected = params["gallery_size"] * fields["fmr"]
+                matches.append(FaceMatch(
+                    match_id=f"{search_id}-{rank}", rank=rank, **fields,
+                    expected_false_matches=float(f"{expected:.3g}"),
+                    within_limits=fields["fmr"] <= params["max_fmr"] and expected <= 1.0,
+                    face=record_to_face(record, library.thumbs_dir),
+                    source=Source(path=record.path, sha256=record.sha256, width=record.media_width,
+                                  height=record.media_height),
+                    video=video_hit(record, library.thumbs_dir),
+                ))
+        covered = bool(probe_face.quality.lower_face_covered)
+        table = self.calibration.table_for(probe_face.quality.verdict, covered)
+        return SearchResponse(
+            search_id=search_id, probe_path=probe.get("path"), searched_face=probe_face, faces_in_probe=[probe_face],
+            gallery_size=params["gallery_size"], model_id=self.model_id, top_k=params["top_k"],
+            max_fmr=params["max_fmr"], show_all=params["show_all"],
+            probe_assessment=assess_probe(probe_face, table),  # reads only .quality, which Face carries too
+            searched_in=params.get("within"), matches=matches, appearances=appearances(matches),
+        )
+
+    def _stored_score(self, probe_face: Face, match_verdict: str, score: float) -> dict:
+        """Calibrated fields of a logged score, with the table the search itself would pick."""
+        covered = bool(probe_face.quality.lower_face_covered)
+        return calibrated(pair_table(self.calibration, probe_face.quality.verdict, match_verdict, covered), score)
+
+    def evidence(self, match_id: str) -> EvidenceResponse:
+        """The evidence page's content as JSON: probe and match faces, score, provenance."""
+        search_id, rank = parse_match_id(match_id)
+        with self._library() as library, library.reading():
+            entry = library.catalog.search_log_entry(search_id)
+            found = library.catalog.search_result(search_id, rank)
+            if entry is None or found is None:
+                raise NotFoundError(f"no match {match_id}: search {search_id} has no rank {rank}")
+            probe, _, face_id, score = found
+            record = library.catalog.faces([face_id]).get(face_id)
+            if record is None:
+                raise NotFoundError(f"match {match_id} refers to face {face_id}, which has since been removed")
+            probe_face = Face.model_validate(probe["face"])
+            match_face, video = record_to_face(record, library.thumbs_dir), video_hit(record, library.thumbs_dir)
+        try:
+            changed = None if record.sha256 is None else file_sha256(path_from_text(record.path)) != record.sha256
+        except OSError:
+            changed = None
+        return EvidenceResponse(
+            **self._stored_score(probe_face, record.quality["verdict"], score),
+            match_id=match_id, search_id=search_id, rank=rank, searched_at=entry[0],
+            probe_path=probe.get("path"), probe_sha256=probe["sha256"], probe_face=probe_face, face=match_face,
+            source=Source(path=record.path, sha256=record.sha256, width=record.media_width, height=record.media_height),
+            video=video, source_changed=changed,
+        )
+
+    def evidence_html(self, match_id: str) -> str:
+        """The self-contained evidence page (as `export_evidence` writes it), as text."""
+        with tempfile.TemporaryDirectory(prefix="facefind-evidence-") as folder:
+            return self.export_evidence(match_id, Path(folder) / "evidence.html").read_text(encoding="utf-8")
+
+    def start_index_job(
+        self, paths: list[Path | str], roots: Sequence[Path], started_by: str, workers: int = 0,
+        video_fps: float | None = DEFAULT_SAMPLE_FPS,
+    ) -> IndexJob:
+        """Index ``paths`` (each inside ``roots``) in a background thread; progress via :meth:`index_job`."""
+        if not paths:
+            raise FaceFindError("give at least one folder or file to index", reason="bad_argument")
+        _check_numbers(workers=workers, video_fps=video_fps)
+        allowed = [self.allowed_path(path, roots) for path in paths]
+        if self._jobs is None:
+            self._jobs = IndexJobs()
+
+        def run(progress: IngestProgress, cancel: threading.Event) -> IngestReport:
+            return self.index(allowed, workers=workers, progress=progress, video_fps=video_fps, cancel=cancel)
+
+        return self._jobs.start(allowed, started_by, run)
+
+    def index_job(self, job_id: int) -> IndexJob:
+        if self._jobs is None:
+            raise NotFoundError(f"no index job {job_id}")
+        return self._jobs.get(job_id)
+
+    def index_jobs(self) -> list[IndexJob]:
+        """Jobs of this process, newest first."""
+        return [] if self._jobs is None else self._jobs.all()
+
+    def cancel_index_job(self, job_id: int) -> IndexJob:
+        """Stop a job between files; what it committed stays searchable."""
+        if self._jobs is None:
+            raise NotFoundError(f"no index job {job_id}")
+        return self._jobs.cancel(job_id)
+
+    def faces_in_upload(self, data: bytes) -> FacesResponse:
+        """The faces detected in uploaded image bytes; nothing is stored."""
+        image = decode_image(data, max_pixels=self.max_pixels)
+        detected = self.pipeline.analyze(image.pixels)
+        return FacesResponse(
+            path="(uploaded image)", indexed=False, width=image.width, height=image.height,
+            faces=[detected_to_face(f, i) for i, f in enumerate(detected)],
+        )
+
+    def stop_index_jobs(self) -> None:
+        """Cancel running jobs and wait until they have committed (before :meth:`close`)."""
+        if self._jobs is not None:
+            self._jobs.shutdown()
+
+
+MAX_PAGE = 500
+
+
+def _media_item(record: MediaRecord) -> MediaItem:
+    return MediaItem(
+        path=record.path, kind=record.kind, status=record.status, reason=record.reason, message=record.message,
+        face_count=record.face_count, width=record.width, height=record.height, duration_s=record.duration_s,
+        sha256=record.sha256, ingested_at=record.ingested_at,
+    )

@@ -6,14 +6,20 @@ Every command takes ``--library`` (or $FACEFIND_LIBRARY) and most take
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
 import shutil
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -41,11 +47,17 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # a message stays one line, whatever the width
 
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
+
+# What a file name may hold that must not reach the terminal as it is: C0/C1 controls (escape
+# sequences), bidirectional overrides, and the surrogates that stand for bytes that are not UTF-8.
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _State:
@@ -75,17 +87,48 @@ def main(
     state.detection_size = detection_size
 
 
-def _facefind() -> FaceFind:
-    return FaceFind(state.library, PipelineConfig(detection_size=state.detection_size), max_pixels=state.max_pixels)
+def _facefind(model: str | None = None) -> FaceFind:
+    return FaceFind(state.library, PipelineConfig(detection_size=state.detection_size), max_pixels=state.max_pixels,
+                    model=model)
+
+
+def _visible(value: object) -> str:
+    """User data as plain text with every control character shown escaped (ESC as \\x1b).
+
+    Paths, names and messages come from files on disk: printed raw, an escape sequence would
+    drive the terminal. A byte that is not UTF-8 is shown as the byte (\\xff).
+    """
+    return _INVISIBLE.sub(_escaped, str(value))
+
+
+def _escaped(match: re.Match) -> str:
+    """One invisible character as text: \\x1b, \\u202e, or \\xff for a byte that is not UTF-8."""
+    char = match.group()
+    if "\udc80" <= char <= "\udcff":  # how Python keeps such a byte of a file name
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return char.encode("unicode_escape").decode("ascii")
+
+
+def _plain(value: object, style: str = "") -> Text:
+    """User data as a Rich Text: never parsed as markup (a `[bold]` or `[/]` in a name stays as it is)."""
+    return Text(_visible(value), style=style)
 
 
 def _fail(error: FaceFindError) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {error}")
+    _print_error(error)
     return typer.Exit(EXIT_USAGE)
 
 
+def _print_error(error: FaceFindError) -> None:
+    errors.print(Text.assemble(("error:", "bold red"), " ", _plain(error)))
+
+
 def _print_json(model) -> None:
-    sys.stdout.write((model.model_dump_json(indent=2) if hasattr(model, "model_dump_json") else json.dumps(model, indent=2)) + "\n")
+    """JSON on stdout. A byte of a file name that is not UTF-8 is written as the text \\xff: JSON has
+    no way to carry it, and a lone surrogate escape is refused by strict parsers."""
+    data = model.model_dump(mode="json") if hasattr(model, "model_dump") else model
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    sys.stdout.write(_SURROGATE.sub(lambda match: _escaped(match).replace("\\", "\\\\"), text) + "\n")
 
 
 class _RichProgress:
@@ -110,7 +153,7 @@ class _RichProgress:
             self.video_task = None
 
     def footage(self, path: str, frames: int, seconds_done: float, seconds_total: float) -> None:
-        label = f"{Path(path).name}: {frames} frames, {seconds_done:.1f}/{seconds_total:.1f} s of footage"
+        label = f"{escape(_visible(Path(path).name))}: {frames} frames, {seconds_done:.1f}/{seconds_total:.1f} s of footage"
         if self.video_task is None:
             self.video_task = self.progress.add_task(label, total=max(seconds_total, 0.001), kind="video")
         self.progress.update(self.video_task, completed=seconds_done, description=label)
@@ -158,6 +201,9 @@ def index(
     video_fps: Annotated[float, typer.Option(help="Video frames analysed per second of footage.")] = 5.0,
     all_frames: Annotated[bool, typer.Option("--all-frames", help="Analyse every video frame (slow).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run report as JSON.")] = False,
+    model: Annotated[Optional[str], typer.Option(
+        help="Models of a NEW library: arcface (default; weights for non-commercial research only) or sface"
+             " (YuNet + SFace, Apache-2.0). An existing library keeps the models it was built with.")] = None,
 ) -> None:
     """Find every face in the images and videos under PATHS and store it.
 
@@ -168,7 +214,7 @@ def index(
     crash) resumes where it stopped. Exit code 0: all files processed;
     1: some files could not be read (see `facefind stats`); 130: interrupted.
     """
-    facefind = _facefind()
+    facefind = _facefind(model)
     try:
         with _progress_bar() as bar:
             report = facefind.index(paths, workers=workers, progress=_RichProgress(bar),
@@ -185,7 +231,8 @@ def index(
             f" {report.failed} failed, {report.unchanged} unchanged; {rate:.1f} files/s"
         )
         for path, reason, message in report.failures[:20]:
-            errors.print(f"[red]failed[/] {path}: [bold]{reason}[/] {message}")
+            errors.print(Text.assemble(("failed", "red"), " ", _plain(path), ": ", _plain(reason, "bold"), " ",
+                                       _plain(message)))
         if len(report.failures) > 20:
             errors.print(f"... and {len(report.failures) - 20} more; `facefind stats` counts them by reason")
     if report.interrupted:
@@ -231,7 +278,7 @@ def _print_assessment(assessment) -> None:
     if not assessment.supports_identification:
         console.print("[bold red]This probe cannot support an identification on its own.[/]")
     for note in assessment.notes:
-        console.print(f"  [yellow]note:[/] {note}")
+        console.print(Text.assemble(("  note:", "yellow"), " ", _plain(note)))
 
 
 def _ranges(ranges: list[list[float]]) -> str:
@@ -269,12 +316,12 @@ def _print_search(result: SearchResponse) -> None:
         where = f"box {box.x1:.0f},{box.y1:.0f},{box.x2:.0f},{box.y2:.0f}"
         if match.video:
             where += f"  on screen {_ranges(match.video.time_ranges)}"
-        console.print(f"        {match.source.path}  {where}", highlight=False)
+        console.print(Text.assemble("        ", _plain(match.source.path), f"  {where}"))
         thumbnail = (match.video.frame_thumbnail if match.video else None) or match.face.thumbnail
-        console.print(f"        thumbnail {thumbnail}", style="dim", highlight=False)
+        console.print(Text.assemble("        thumbnail ", _plain(thumbnail), style="dim"))
     for appearance in result.appearances:
-        console.print(f"[bold]{appearance.path}[/]: on screen {_ranges(appearance.time_ranges)}"
-                      f" ({appearance.verdict}, best match {appearance.best_match_id})")
+        console.print(Text.assemble(_plain(appearance.path, "bold"), f": on screen {_ranges(appearance.time_ranges)}"
+                                    f" ({appearance.verdict}, best match {appearance.best_match_id})"))
     console.print(
         "FMR: how often two different people score this high. A match is a lead to check, not an identification:"
         " `facefind export-evidence MATCH_ID out.html` shows both faces side by side."
@@ -321,7 +368,8 @@ def faces(
         _print_json(result)
         return
     source = "from the library" if result.indexed else "detected now (file not indexed)"
-    console.print(f"{len(result.faces)} face(s) in {result.path} ({result.width}x{result.height}), {source}")
+    console.print(Text.assemble(f"{len(result.faces)} face(s) in ", _plain(result.path),
+                                f" ({result.width}x{result.height}), {source}"))
     table = Table()
     for column in ("#", "face id", "box (x1,y1,x2,y2)", "detection", "eye dist px", "sharpness", "yaw", "pitch", "covered", "quality"):
         table.add_column(column)
@@ -333,7 +381,7 @@ def faces(
             f"{face.detection_score:.2f}", f"{q.eye_distance_px:.0f}", f"{q.sharpness:.0f}",
             f"{q.yaw_deg:.0f}", f"{q.pitch_deg:.0f}",
             ", ".join(part for part, on in (("lower face", q.lower_face_covered), ("eyes", q.eyes_covered)) if on) or "-",
-            q.verdict + (f" ({'; '.join(q.reasons)})" if q.reasons else ""),
+            _plain(q.verdict + (f" ({'; '.join(q.reasons)})" if q.reasons else "")),
         )
     console.print(table)
 
@@ -348,17 +396,17 @@ def stats(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if as_json:
         _print_json(result)
         return
-    console.print(f"library: {result['library']}")
-    console.print(f"files: {result['files']} ({', '.join(f'{k} {v}' for k, v in result['files_by_status'].items()) or 'none'})")
-    console.print(f"faces: {result['faces']} in index: {result['index_size']}"
-                  f" (quality: {', '.join(f'{k} {v}' for k, v in result['faces_by_quality'].items()) or '-'})")
+    console.print(Text.assemble("library: ", _plain(result["library"])))
+    console.print(_plain(f"files: {result['files']} ({', '.join(f'{k} {v}' for k, v in result['files_by_status'].items()) or 'none'})"))
+    console.print(_plain(f"faces: {result['faces']} in index: {result['index_size']}"
+                         f" (quality: {', '.join(f'{k} {v}' for k, v in result['faces_by_quality'].items()) or '-'})"))
     console.print(f"searches logged: {result['searches']}")
     if result["unindexed_by_reason"]:
         table = Table(title="files not indexed, by reason")
         table.add_column("reason")
         table.add_column("files", justify="right")
         for reason, count in result["unindexed_by_reason"].items():
-            table.add_row(reason, str(count))
+            table.add_row(_plain(reason), str(count))
         console.print(table)
 
 
@@ -375,6 +423,37 @@ def remove(
     console.print(f"removed {removed} face(s)")
 
 
+@app.command()
+def check(
+    repair: Annotated[bool, typer.Option(
+        "--repair", help="Rebuild the index from the catalog and thumbnails from the source files; drop damaged"
+        " faces (their files are re-analysed by the next `index`) and files nothing refers to.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Check the library: catalog file, stored embeddings, index, thumbnails, orphan files.
+
+    Exit code 0 when healthy, 1 when problems were found (or are left after --repair).
+    """
+    try:
+        report = _facefind().check(repair)
+    except FaceFindError as error:
+        raise _fail(error) from None
+    if as_json:
+        _print_json(report)
+    else:
+        for problem in report.problems:
+            mark = ("repaired", "green") if problem.repaired else ("problem", "bold red")
+            console.print(Text.assemble(mark, f" {problem.part}: ", _plain(problem.detail)))
+        left = sum(not problem.repaired for problem in report.problems)
+        checked = ", ".join(f"{count} {what.replace('_', ' ')}" for what, count in report.checked.items())
+        summary = "healthy" if not report.problems else (
+            f"{len(report.problems) - left} problem(s) repaired, {left} left" if repair else
+            f"{left} problem(s) found; `facefind check --repair` fixes what can be fixed")
+        console.print(Text.assemble(_plain(report.library), f": {summary}" + (f" (checked {checked})" if checked else "")))
+    if not report.healthy:
+        raise typer.Exit(EXIT_FAILURES)
+
+
 @app.command("export-evidence")
 def export_evidence(
     match_id: Annotated[str, typer.Argument(help="A match id printed by `facefind search`, e.g. 3-1.")],
@@ -385,7 +464,7 @@ def export_evidence(
         written = _facefind().export_evidence(match_id, out)
     except FaceFindError as error:
         raise _fail(error) from None
-    console.print(f"wrote {written}")
+    console.print(Text.assemble("wrote ", _plain(written)))
 
 
 @app.command()
@@ -424,7 +503,10 @@ def calibrate(
                           f"{row['measured_fmr']:.2g}", "-" if ratio is None else f"{ratio:.2f}",
                           "-" if row["tar"] is None else f"{row['tar']:.4f}")
         console.print(table)
-    console.print(f"wrote {out}")
+    console.print(Text.assemble("wrote ", _plain(out)))
+
+
+DEMO_OUTPUTS = {"library", "evidence.html"}
 
 
 @app.command()
@@ -435,9 +517,13 @@ def demo(
     from facefind.samples import gallery_samples, probe_sample
 
     if out.exists():
-        shutil.rmtree(out)
+        if not out.is_dir() or {entry.name for entry in out.iterdir()} - DEMO_OUTPUTS:
+            raise _fail(FaceFindError(f"{out} exists and is not an earlier demo's folder; pick another --out",
+                                      reason="bad_argument"))
+        shutil.rmtree(out)  # only an earlier demo's library and page
     facefind = FaceFind(out / "library", max_pixels=state.max_pixels)
-    console.print(f"[bold]1. index[/] {', '.join(p.name for p in gallery_samples())} into {out / 'library'}")
+    console.print(Text.assemble(("1. index", "bold"), f" {', '.join(p.name for p in gallery_samples())} into ",
+                                _plain(out / "library")))
     with _progress_bar() as bar:
         report = facefind.index(gallery_samples(), workers=1, progress=_RichProgress(bar))
     console.print(f"   {report.faces_added} faces in {report.indexed} photos")
@@ -446,4 +532,85 @@ def demo(
     _print_search(result)
     if result.matches:
         page = facefind.export_evidence(result.matches[0].match_id, out / "evidence.html")
-        console.print(f"[bold]3. evidence[/] for the best match: {page}")
+        console.print(Text.assemble(("3. evidence", "bold"), " for the best match: ", _plain(page)))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on. Until accounts exist, keep it on this machine.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    library: Annotated[Optional[Path], typer.Option("--library", "-L", help="Library folder (else the global --library).")] = None,
+    allow_root: Annotated[Optional[list[Path]], typer.Option(
+        "--allow-root", help="A server folder that may be indexed or read as a probe (repeatable); nothing else may.")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest uploaded image, in MB (413 above).")] = 25.0,
+    workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes for index jobs (0 = one per core).")] = 0,
+) -> None:
+    """Serve the web UI and the HTTP API (/api/v1, documented at /docs) on one library, until Ctrl-C.
+
+    The models load once and the index stays in memory, so a search costs only the search; index
+    jobs run inside the server, which is the library's one writer.
+    """
+    import uvicorn
+    from pydantic import ValidationError
+
+    from facefind.service import ServiceSettings, create_app
+
+    roots = [root.resolve() for root in allow_root or []]
+    for root in roots:
+        if not root.is_dir():
+            raise _fail(FaceFindError(f"--allow-root {root} is not a folder", reason="bad_argument"))
+    try:
+        settings = ServiceSettings(
+            library=library or state.library, host=host, port=port, allow_roots=tuple(roots),
+            max_upload_bytes=max(1, int(max_upload_mb * 1024 * 1024)), max_pixels=state.max_pixels,
+            index_workers=workers,
+        )
+    except ValidationError as error:
+        raise _fail(FaceFindError(f"bad option: {error.errors()[0]['loc'][0]}: {error.errors()[0]['msg']}",
+                                  reason="bad_argument")) from None
+    if not settings.is_loopback():
+        errors.print(Text.assemble(("warning:", "bold yellow"), f" listening on {host}: anyone who can reach this"
+                                   " address can search and index; facefind has no accounts yet."))
+    facefind = FaceFind(settings.library, PipelineConfig(detection_size=state.detection_size),
+                        max_pixels=settings.max_pixels)
+    try:
+        facefind.open()  # fails now, not at the first request, if another process is the library's writer
+    except FaceFindError as error:
+        raise _fail(error) from None
+    console.print(Text.assemble("facefind: serving ", _plain(facefind.library_path), f" at http://{host}:{port}/",
+                                " (API docs at /docs); Ctrl-C stops"))
+    uvicorn.run(create_app(settings, facefind), host=host, port=port, log_level="warning")
+
+
+def run(args: list[str] | None = None) -> None:
+    """The `facefind` program: the app with a last-resort handler, so a user never sees a traceback.
+
+    A FaceFindError that escaped a command is a usage error (exit 2). Anything else is a bug: one
+    line on stderr, the traceback in a file for the report, exit 3. Ctrl-C exits 130.
+    """
+    try:
+        app(args=args, prog_name="facefind")
+    except FaceFindError as error:
+        _print_error(error)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as error:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            _print_error(FaceFindError(f"the disk is full: {error}", reason="disk_full"))
+            sys.exit(EXIT_USAGE)
+        errors.print(Text.assemble(("internal error:", "bold red"), " ", _plain(f"{type(error).__name__}: {error}")))
+        errors.print(_plain(_save_traceback(error, sys.argv[1:] if args is None else args)))
+        sys.exit(EXIT_INTERNAL)
+
+
+def _save_traceback(error: Exception, args: list[str]) -> str:
+    """Write the traceback to a file in the temp folder; returns the line that tells the user where."""
+    try:
+        handle, report = tempfile.mkstemp(prefix="facefind-error-", suffix=".txt")
+        with os.fdopen(handle, "w", encoding="utf-8", errors="backslashreplace") as file:
+            file.write(f"facefind {' '.join(args)}\n\n")
+            traceback.print_exception(error, file=file)
+    except OSError as failure:
+        return f"This is a bug in facefind; its details could not be saved ({failure})."
+    return f"This is a bug in facefind. Details are in {report}; please include them in a report."

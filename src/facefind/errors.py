@@ -46,3 +46,15 @@ class NotFoundError(FaceFindError):
     """A face, file or match id the user named is not in the catalog."""
 
     reason = "not_found"
+
+
+class DamagedLibraryError(FaceFindError):
+    """Stored data failed a check: a damaged catalog file, a corrupted stored embedding, an unreadable index."""
+
+    reason = "damaged_library"
+
+
+class DiskFullError(FaceFindError):
+    """A write to the library failed for lack of space; what was committed before it is intact."""
+
+    reason = "disk_full"

@@ -9,9 +9,11 @@ search id and time). Images are embedded, so the page survives being mailed.
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 import io
+import os
+import re
+import tempfile
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -21,7 +23,7 @@ from PIL import Image, ImageDraw
 
 from facefind.calibration import CalibrationSet
 from facefind.errors import FaceFindError, NotFoundError, UnreadableMediaError
-from facefind.files import file_sha256
+from facefind.files import file_sha256, path_from_text
 from facefind.library import Library
 from facefind.pipeline.align import align_face, template_landmarks
 from facefind.pipeline.decode import decode_image
@@ -31,17 +33,18 @@ from facefind.search import calibrated, pair_table
 CONTEXT_MAX_SIDE = 720
 CLOSE_UP_SIDE = 300
 CROP_VIEW_SIZE = 224
+LARGEST_ID = 2**63 - 1  # SQLite's largest integer: a longer id cannot name a stored search
 
 
 def parse_match_id(match_id: str) -> tuple[int, int]:
-    try:
-        search_id, rank = (int(part) for part in match_id.split("-"))
-    except ValueError:
+    """(search id, rank) from SEARCH-RANK; anything else, or an id no catalog could hold, is a bad argument."""
+    parsed = re.fullmatch(r"([0-9]+)-([0-9]+)", match_id)
+    if parsed is None or not all(0 < int(part) <= LARGEST_ID for part in parsed.groups()):
         raise FaceFindError(
             f"{match_id!r} is not a match id; use the SEARCH-RANK id printed by `facefind search`",
             reason="bad_argument",
-        ) from None
-    return search_id, rank
+        )
+    return int(parsed[1]), int(parsed[2])
 
 
 def _png_data_uri(image: Image.Image) -> str:
@@ -99,13 +102,12 @@ def _side(path: str | None, sha256: str | None, box, landmarks, max_pixels: int,
     if path is None:
         return {"facts": facts, "images": [], "note": "the probe was not a file"}
     try:
+        source = path_from_text(path)  # the real file behind a name shown with \xNN escapes
+        current = file_sha256(source)  # streamed; refuses a FIFO swapped in for the file
         if video_time_s is not None:
-            pixels = read_frame_at(Path(path), video_time_s)
-            current = file_sha256(path)
+            pixels = read_frame_at(Path(source), video_time_s)
         else:
-            data = Path(path).read_bytes()
-            pixels = decode_image(data, max_pixels=max_pixels).pixels
-            current = hashlib.sha256(data).hexdigest()
+            pixels = decode_image(Path(source), max_pixels=max_pixels).pixels
     except (OSError, UnreadableMediaError) as error:
         return {"facts": facts, "images": [], "note": f"source no longer readable: {error}"}
     facts["sha256_now"] = current
@@ -126,6 +128,8 @@ def export_evidence(
 ) -> Path:
     """Write the evidence page for ``match_id`` (SEARCH-RANK) to ``out``, with the score calibrated as in search."""
     search_id, rank = parse_match_id(match_id)
+    if out.is_dir():
+        raise FaceFindError(f"{out} is a folder; give the name of the HTML file to write", reason="cannot_write")
     found = library.catalog.search_result(search_id, rank)
     if found is None:
         raise NotFoundError(f"no match {match_id}: search {search_id} has no rank {rank}")
@@ -164,9 +168,29 @@ def export_evidence(
         probe=_render_side("Probe", probe_side),
         match=_render_side("Match", match_side),
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    _write_atomically(out, page.encode("utf-8", "backslashreplace"))  # a stray lone surrogate shows, never fails
     return out
+
+
+def _write_atomically(out: Path, data: bytes) -> None:
+    """Write ``out`` whole or not at all: a temporary file beside it, then a rename over it.
+
+    A failure part-way (disk full, no permission, a folder in the way) is a clear error and never
+    leaves an empty or half-written page behind.
+    """
+    temporary: str | None = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, out)
+    except OSError as error:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+        raise FaceFindError(
+            f"cannot write the evidence page to {out}: {error.strerror or error}", reason="cannot_write"
+        ) from None
 
 
 def _text(value) -> str:

@@ -9,12 +9,17 @@ mtime, or same content hash) and resumes with the rest.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import hashlib
 import io
+import math
+import multiprocessing
 import os
 import signal
-import stat
+import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -28,22 +33,25 @@ from PIL import Image, ImageDraw
 
 from facefind.catalog import MediaOutcome, NewFace, NewTrack
 from facefind.errors import FaceFindError, UnreadableMediaError
-from facefind.files import file_sha256
+from facefind.files import READ_WHOLE_MAX_BYTES, open_regular, path_to_text, stream_sha256
 from facefind.library import Library
 from facefind.pipeline import DetectedFace, FacePipeline, PipelineConfig
 from facefind.pipeline.decode import DEFAULT_MAX_PIXELS, decode_image, encode_jpeg, is_image_path
 from facefind.pipeline.track import FaceTracker
 from facefind.pipeline.video import (
     DEFAULT_SAMPLE_FPS,
+    Coverage,
     is_video_path,
     sample_frames,
     video_info,
 )
 
 COMMIT_EVERY_FILES = 32
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 COMMIT_EVERY_SECONDS = 2.0
 SAVE_INDEX_EVERY_SECONDS = 60.0
 UNCHANGED = "unchanged"
+TRUNCATION_TOLERANCE_S = 0.5  # footage missing beyond this, against the header's duration, is truncation
 MAX_POOL_RESTARTS = 3
 
 
@@ -71,6 +79,7 @@ class IngestReport:
     unchanged: int = 0
     faces_added: int = 0
     interrupted: bool = False
+    cancelled: bool = False  # stopped on request (``cancel`` set): what was done is committed
     seconds: float = 0.0
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (path, reason, message)
 
@@ -134,27 +143,19 @@ def discover(paths: Iterable[Path]) -> Iterator[tuple[str, MediaOutcome | None]]
 
 
 def _walk(root: Path, seen_dirs: set[tuple[int, int]]) -> Iterator[tuple[str, MediaOutcome | None]]:
-    try:
-        info = root.stat()
-    except OSError as error:
-        yield str(root), _failure(str(root), "unreadable_folder", str(error))
-        return
-    key = (info.st_dev, info.st_ino)
-    if key in seen_dirs:
-        if root.is_symlink():
-            yield str(root), _failure(str(root), "symlink_loop", "folder link leads back to a folder already walked")
-        return
-    seen_dirs.add(key)
-    try:
-        entries = sorted(os.scandir(root), key=lambda e: e.name)
-    except OSError as error:
-        yield str(root), _failure(str(root), "unreadable_folder", str(error))
-        return
-    for entry in entries:
+    """Depth-first in name order, with an explicit stack of open folders: a tree thousands of
+    folders deep must not exhaust Python's recursion limit (it ended the whole run)."""
+    open_folders: list[Iterator[os.DirEntry]] = []
+    yield from _enter(root, seen_dirs, open_folders)
+    while open_folders:
+        entry = next(open_folders[-1], None)
+        if entry is None:
+            open_folders.pop()
+            continue
         full = Path(entry.path)
         try:
             if entry.is_dir(follow_symlinks=True):
-                yield from _walk(full, seen_dirs)
+                yield from _enter(full, seen_dirs, open_folders)
             elif is_image_path(full) or is_video_path(full):
                 if entry.is_symlink() and not full.exists():
                     yield str(full), _failure(str(full), "broken_link", "symbolic link points nowhere")
@@ -163,6 +164,29 @@ def _walk(root: Path, seen_dirs: set[tuple[int, int]]) -> Iterator[tuple[str, Me
         except OSError as error:  # e.g. ELOOP on a self-referencing link
             reason = "symlink_loop" if entry.is_symlink() else "unreadable"
             yield str(full), _failure(str(full), reason, str(error))
+
+
+def _enter(
+    folder: Path, seen_dirs: set[tuple[int, int]], open_folders: list[Iterator[os.DirEntry]]
+) -> Iterator[tuple[str, MediaOutcome | None]]:
+    """Push ``folder``'s entries, sorted by name, unless it cannot be read or was walked already."""
+    try:
+        info = folder.stat()
+    except OSError as error:
+        yield str(folder), _failure(str(folder), "unreadable_folder", str(error))
+        return
+    key = (info.st_dev, info.st_ino)
+    if key in seen_dirs:
+        if folder.is_symlink():
+            yield str(folder), _failure(str(folder), "symlink_loop", "folder link leads back to a folder already walked")
+        return
+    seen_dirs.add(key)
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as error:
+        yield str(folder), _failure(str(folder), "unreadable_folder", str(error))
+        return
+    open_folders.append(iter(entries))
 
 
 def _failure(path: str, reason: str, message: str, **known) -> MediaOutcome:
@@ -175,34 +199,79 @@ _worker_pipeline: FacePipeline | None = None
 
 
 def init_worker(config: PipelineConfig) -> None:
-    """Load models once per worker; leave Ctrl-C to the parent, which commits before exiting."""
+    """Load models once per worker; leave Ctrl-C to the parent, which commits before exiting.
+
+    A worker must not outlive its parent: killed with -9, the parent cannot stop it, and each
+    worker holds a few hundred MB of models.
+    """
     global _worker_pipeline
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     _worker_pipeline = FacePipeline(config)
+
+
+def _die_with_parent() -> None:
+    """Have the kernel kill this process when its parent dies (Linux PR_SET_PDEATHSIG), and also
+    watch the parent once a second (other systems, or a parent that died before prctl)."""
+    spawner = multiprocessing.parent_process()
+    parent = spawner.pid if spawner is not None and spawner.pid else os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watch below still ends the worker
+
+    def watch_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch_parent, name="watch-parent", daemon=True).start()
 
 
 def analyze_file(
     pipeline: FacePipeline, path: str, previous_sha256: str | None, max_pixels: int
 ) -> tuple[MediaOutcome, dict[str, bytes]]:
-    """Hash, decode and analyse one file; returns the outcome and the thumbnails to write."""
+    """Hash, decode and analyse one file; returns the outcome and the thumbnails to write.
+
+    Whatever goes wrong with this one file (a decoder bug, a model failure, memory) becomes
+    its ``analysis_failed`` outcome: one hostile file must never end the run.
+    """
     try:
-        info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode):
-            return _failure(path, "not_a_file", "not a regular file"), {}
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except PermissionError as error:
-        return _failure(path, "permission_denied", str(error)), {}
+        return _analyze_file(pipeline, path, previous_sha256, max_pixels)
+    except Exception as error:
+        return _failure(path, "analysis_failed", f"{type(error).__name__}: {error}"), {}
+
+
+def _analyze_file(
+    pipeline: FacePipeline, path: str, previous_sha256: str | None, max_pixels: int
+) -> tuple[MediaOutcome, dict[str, bytes]]:
+    """Small files are read once (hash and decode share the bytes); large ones are decoded from the
+    path, header first, and hashed in blocks, so no file is ever held in memory whole."""
+    try:
+        handle, info = open_regular(path)
+        with handle:
+            data = handle.read() if info.st_size <= READ_WHOLE_MAX_BYTES else None
+    except FaceFindError as error:
+        return _failure(path, error.reason, str(error)), {}
     except OSError as error:
         return _failure(path, "unreadable", str(error)), {}
-    sha256 = hashlib.sha256(data).hexdigest()
-    known = {"sha256": sha256, "size": info.st_size, "mtime_ns": info.st_mtime_ns}
-    if sha256 == previous_sha256:
-        return MediaOutcome(path=path, status=UNCHANGED, **known), {}
-    if not data:
+    known = {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
+    if info.st_size == 0:
         return _failure(path, "empty", "file is empty", **known), {}
     try:
-        image = decode_image(data, max_pixels=max_pixels)
+        if data is None:  # large: refuse a non-image or oversized picture from its header before hashing GBs
+            image = decode_image(Path(path), max_pixels=max_pixels)
+            with open_regular(path)[0] as handle:
+                sha256 = stream_sha256(handle)
+        else:
+            sha256 = hashlib.sha256(data).hexdigest()
+        known["sha256"] = sha256
+        if sha256 == previous_sha256:
+            return MediaOutcome(path=path, status=UNCHANGED, **known), {}
+        if data is not None:
+            image = decode_image(data, max_pixels=max_pixels)
     except UnreadableMediaError as error:
         return _failure(path, error.reason, str(error), **known), {}
     image_info = {"width": image.width, "height": image.height, "format": image.format, "exif_time": image.exif_time}
@@ -248,31 +317,61 @@ def analyze_video(
     previous_sha256: str | None,
     options: IngestOptions,
     progress: IngestProgress,
-) -> tuple[MediaOutcome, dict[str, bytes]]:
-    """Sample, detect, track; keep each track's best faces as templates and its best frame as thumbnail."""
+    cancel: threading.Event | None = None,
+) -> tuple[MediaOutcome, dict[str, bytes]] | None:
+    """Sample, detect, track; keep each track's best faces as templates and its best frame as thumbnail.
+
+    Returns None when ``cancel`` is set part-way: a half-analysed video is not recorded. Any
+    exception while analysing it becomes its ``analysis_failed`` outcome, as for images.
+    """
     try:
-        info = os.stat(path)
-        sha256 = file_sha256(path)
-    except PermissionError as error:
-        return _failure(path, "permission_denied", str(error)), {}
+        return _analyze_video(pipeline, path, previous_sha256, options, progress, cancel)
+    except Exception as error:
+        return _failure(path, "analysis_failed", f"{type(error).__name__}: {error}", kind="video"), {}
+
+
+def _analyze_video(
+    pipeline: FacePipeline,
+    path: str,
+    previous_sha256: str | None,
+    options: IngestOptions,
+    progress: IngestProgress,
+    cancel: threading.Event | None,
+) -> tuple[MediaOutcome, dict[str, bytes]] | None:
+    try:
+        handle, info = open_regular(path)  # a FIFO named .mp4 is refused before anything blocks on it
+        with handle:
+            sha256 = stream_sha256(handle)
+    except FaceFindError as error:
+        return _failure(path, error.reason, str(error), kind="video"), {}
     except OSError as error:
-        return _failure(path, "unreadable", str(error)), {}
+        return _failure(path, "unreadable", str(error), kind="video"), {}
     known = {"sha256": sha256, "size": info.st_size, "mtime_ns": info.st_mtime_ns, "kind": "video"}
     if sha256 == previous_sha256:
         return MediaOutcome(path=path, status=UNCHANGED, **known), {}
     if info.st_size == 0:
         return _failure(path, "empty", "file is empty", **known), {}
     frames = 0
+    coverage = Coverage()
+    shown = path_to_text(path)
     try:
         meta = video_info(Path(path))
         tracker = FaceTracker(1.0 / (options.video_fps or meta.average_fps or 25.0))
-        for frame in sample_frames(Path(path), options.video_fps, options.max_pixels):
+        for frame in sample_frames(Path(path), options.video_fps, options.max_pixels, coverage):
+            if cancel is not None and cancel.is_set():
+                return None
             tracker.update(frame.time_s, pipeline.analyze(frame.pixels, masked_templates=False), frame.pixels)
             frames += 1
-            progress.footage(path, frames, frame.time_s, meta.duration_s)
+            progress.footage(shown, frames, frame.time_s, meta.duration_s)
     except UnreadableMediaError as error:
         return _failure(path, error.reason, str(error), **known), {}
-    known.update(width=meta.width, height=meta.height, format=meta.codec, duration_s=round(meta.duration_s, 3))
+    duration, message = meta.duration_s, None
+    if coverage.damage is not None or meta.duration_s - coverage.decoded_until_s > TRUNCATION_TOLERANCE_S:
+        duration = coverage.decoded_until_s  # what was analysed, not what the header promised
+        message = (f"truncated video: decoded {coverage.decoded_until_s:.1f} s of the {meta.duration_s:.1f} s"
+                   " its header gives")
+    known.update(width=meta.width, height=meta.height, format=meta.codec, duration_s=round(duration, 3),
+                 message=message)
     thumbnails: dict[str, bytes] = {}
     faces, tracks = [], []
     for track_index, track in enumerate(tracker.finish()):
@@ -326,14 +425,13 @@ class _Committer:
         self.last_save = time.monotonic()
 
     def accept(self, outcome: MediaOutcome, thumbnails: dict[str, bytes]) -> None:
+        """Record one file's outcome; its path is stored (and reported) in its valid-UTF-8 text form."""
+        outcome = dataclasses.replace(outcome, path=path_to_text(outcome.path))
         if outcome.status == UNCHANGED:
             self.library.catalog.touch_media(outcome.path, outcome.size or 0, outcome.mtime_ns or 0)
             self.report.unchanged += 1
         else:
-            for name, data in thumbnails.items():  # written before the catalog refers to them
-                target = self.library.thumbs_dir / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
+            self.library.write_thumbnails(thumbnails)  # written before the catalog refers to them
             self.pending.append(outcome)
             if outcome.status == "failed":
                 self.report.failed += 1
@@ -363,37 +461,24 @@ def ingest(
     options: IngestOptions | None = None,
     progress: IngestProgress | None = None,
     pipeline_factory: Callable[[], FacePipeline] | None = None,
+    cancel: threading.Event | None = None,
 ) -> IngestReport:
-    """Index every image under ``paths`` into ``library``; safe to interrupt and re-run."""
+    """Index every image under ``paths`` into ``library``; safe to interrupt and re-run.
+
+    Setting ``cancel`` (from another thread, e.g. an HTTP job) stops the run between
+    files: no new file is started, what is done is committed and the index saved, and
+    the run is logged ``cancelled``. A video being analysed is dropped and retried next run.
+    """
+    cancel = cancel or threading.Event()
     options = options or IngestOptions()
+    if options.video_fps is not None and not (math.isfinite(options.video_fps) and options.video_fps > 0):
+        raise FaceFindError(f"video fps must be more than 0, not {options.video_fps}", reason="bad_argument")
     progress = progress or _NoProgress()
     report = IngestReport()
     started = time.monotonic()
     committer = _Committer(library, report, progress)
-    ingest_id = library.catalog.start_ingest([str(p) for p in paths])
-
-    tasks: list[tuple[str, str | None]] = []
-    walk_failures: list[MediaOutcome] = []
-    for path, failure in discover(paths):
-        if failure is not None:
-            walk_failures.append(failure)
-            continue
-        previous = library.catalog.media_by_path(path)
-        if previous is not None and previous.status != "failed":
-            try:
-                info = os.stat(path)
-            except OSError:
-                info = None
-            if info is not None and (info.st_size, info.st_mtime_ns) == (previous.size, previous.mtime_ns):
-                report.unchanged += 1
-                continue
-        retry_failed = previous is None or previous.status == "failed"  # failures are retried in full
-        tasks.append((path, None if retry_failed else previous.sha256))
-    report.discovered = len(tasks) + report.unchanged + len(walk_failures)
-    progress.started(len(tasks) + len(walk_failures))
+    ingest_id = library.catalog.start_ingest([path_to_text(p) for p in paths])
     status = "finished"
-    video_tasks = [task for task in tasks if is_video_path(Path(task[0]))]
-    image_tasks = [task for task in tasks if not is_video_path(Path(task[0]))]
     loaded: list[FacePipeline] = []
 
     def shared_pipeline() -> FacePipeline:
@@ -403,30 +488,89 @@ def ingest(
         return loaded[0]
 
     try:
+        tasks, walk_failures = _plan(library, paths, report)
+        progress.started(len(tasks) + len(walk_failures))
+        video_tasks = [task for task in tasks if is_video_path(Path(task[0]))]
+        image_tasks = [task for task in tasks if not is_video_path(Path(task[0]))]
         for failure in walk_failures:
             committer.accept(failure, {})
         workers = min(options.worker_count(), max(1, len(image_tasks)))
         if workers == 1 or len(image_tasks) < 2:
             for path, previous_sha in image_tasks:
+                if cancel.is_set():
+                    break
                 committer.accept(*analyze_file(shared_pipeline(), path, previous_sha, options.max_pixels))
         else:
-            _run_pool(image_tasks, workers, options, committer)
+            _run_pool(image_tasks, workers, options, committer, cancel)
         # Videos run here, one at a time, with every core: frames of one file must be tracked in order.
         for path, previous_sha in video_tasks:
-            committer.accept(*analyze_video(shared_pipeline(), path, previous_sha, options, progress))
+            if cancel.is_set():
+                break
+            analysed = analyze_video(shared_pipeline(), path, previous_sha, options, progress, cancel)
+            if analysed is not None:
+                committer.accept(*analysed)
+        if cancel.is_set():
+            report.cancelled = True
+            status = "cancelled"
     except KeyboardInterrupt:
         report.interrupted = True
         status = "interrupted"
+    except BaseException:
+        status = "failed"  # the run is logged as what it was, never `finished`
+        raise
     finally:
-        committer.commit()
-        library.save_index()
-        report.seconds = time.monotonic() - started
-        library.catalog.finish_ingest(ingest_id, report.as_counts(), status)
+        try:
+            committer.commit()
+            library.save_index()
+        except BaseException:
+            status = "failed"
+            raise
+        finally:
+            report.seconds = time.monotonic() - started
+            library.catalog.finish_ingest(ingest_id, report.as_counts(), status)
     return report
 
 
-def _run_pool(tasks: list[tuple[str, str | None]], workers: int, options: IngestOptions, committer: _Committer) -> None:
+def _plan(
+    library: Library, paths: list[Path], report: IngestReport
+) -> tuple[list[tuple[str, str | None]], list[MediaOutcome]]:
+    """The files to analyse (with the hash they had, to spot touched-but-same files) and walk failures.
+
+    Files whose size and mtime match the catalog are counted unchanged and skipped; failures are
+    retried in full.
+    """
+    tasks: list[tuple[str, str | None]] = []
+    walk_failures: list[MediaOutcome] = []
+    for path, failure in discover(paths):
+        if failure is not None:
+            walk_failures.append(failure)
+            continue
+        previous = library.catalog.media_by_path(path_to_text(path))
+        if previous is not None and previous.status != "failed":
+            try:
+                info = os.stat(path)
+            except OSError:
+                info = None
+            if info is not None and (info.st_size, info.st_mtime_ns) == (previous.size, previous.mtime_ns):
+                report.unchanged += 1
+                continue
+        retry_failed = previous is None or previous.status == "failed"
+        tasks.append((path, None if retry_failed else previous.sha256))
+    report.discovered = len(tasks) + report.unchanged + len(walk_failures)
+    return tasks, walk_failures
+
+
+def _run_pool(
+    tasks: list[tuple[str, str | None]],
+    workers: int,
+    options: IngestOptions,
+    committer: _Committer,
+    cancel: threading.Event,
+) -> None:
     """Fan files out to ``workers`` processes, each with its share of CPU threads.
+
+    Once ``cancel`` is set, no new file is submitted and queued ones are dropped;
+    files a worker already started are finished and committed.
 
     If a worker dies (out of memory, a crash in native code), the files it had in
     flight are recorded as ``worker_crashed`` (and retried by the next run), a new
@@ -442,7 +586,10 @@ def _run_pool(tasks: list[tuple[str, str | None]], workers: int, options: Ingest
         in_flight: dict[Future, str] = {}
         try:
             while True:
-                while len(in_flight) < workers * 4:
+                if cancel.is_set():
+                    for future in [f for f in in_flight if f.cancel()]:
+                        del in_flight[future]
+                while len(in_flight) < workers * 4 and not cancel.is_set():
                     task = next(queue, None)
                     if task is None:
                         break

@@ -2,23 +2,26 @@
 
 Layout of a library folder::
 
-    catalog.sqlite3     media, faces (with embeddings), ingest and search logs
-    index/faiss.index   the vector index, a cache derived from the catalog
-    index/state.json    the catalog revision and model the index file matches
-    thumbs/             aligned 112x112 crops of every face
+    catalog.sqlite3     media, faces (with embeddings), ingest and search logs, pending deletions
+    index/faiss.index   the vector index (and faiss-masked.index), a cache derived from the catalog
+    index/state.json    the catalog revision, counts and SHA-256 the index files match
+    thumbs/             aligned 112x112 crops of every face, boxed best frames of video tracks
     write.lock          held by the one process allowed to change the library
 
-The catalog is the source of truth. The index file records the catalog
-revision it reflects; if a crash left it behind, it is rebuilt from the stored
-embeddings when the library is opened, so a search never sees an index and a
-catalog that disagree.
+The catalog is the source of truth. The index is verified against it on every
+open (count, id sum, a sample of vectors; a writer also checks the files'
+SHA-256) and rebuilt from the stored embeddings when it does not verify, so a
+search never sees an index and a catalog that disagree. Stored embeddings that
+are not unit vectors are damage: refused, never indexed or scored.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -28,8 +31,13 @@ from filelock import FileLock, Timeout
 
 from facefind.catalog import Catalog, SqliteCatalog
 from facefind.catalog.base import CommitResult, MediaOutcome
-from facefind.errors import FaceFindError, LibraryBusyError
+from facefind.errors import DamagedLibraryError, DiskFullError, FaceFindError, LibraryBusyError, NotFoundError
+from facefind.files import file_sha256
 from facefind.index import FaissFlatIndex, VectorIndex
+
+INDEX_SAMPLE = 256  # vectors compared with the catalog on every open (``check`` compares them all)
+NORM_TOLERANCE = 1e-3
+CHECKPOINT_PATIENCE_S = 2.0  # how long a removal retries truncating the WAL while searches read  # stored embeddings are unit vectors; float32 rounding is far below this
 
 
 class ReadWriteLock:
@@ -83,22 +91,90 @@ def default_library_path() -> Path:
     return data_home / "facefind" / "library"
 
 
-class Library:
-    """Opens (and if needed repairs) a library folder; writers hold an exclusive lock."""
+def recorded_model_id(root: Path) -> str | None:
+    """The recogniser a library was built with, read without opening it (None: no library there yet)."""
+    catalog_path = root / "catalog.sqlite3"
+    if not catalog_path.is_file():
+        return None
+    catalog = SqliteCatalog(catalog_path, writable=False)
+    try:
+        return catalog.get_meta("model_id")
+    finally:
+        catalog.close()
 
-    def __init__(self, root: Path, model_id: str, dim: int, writable: bool = False) -> None:
+
+class IndexMismatch(Exception):
+    """Why the index files on disk cannot be trusted (the index is then rebuilt from the catalog)."""
+
+
+def damaged_rows(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """Which rows cannot be a stored face embedding: the wrong size, not finite, or not of unit length.
+
+    Embeddings are stored L2-normalised; anything else is damage (a flipped bit once scored 1.1e26,
+    "strong"), and must be refused, never scored.
+    """
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        return np.ones(len(vectors), dtype=bool)
+    with np.errstate(over="ignore", invalid="ignore"):
+        norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+    return ~np.isfinite(vectors).all(axis=1) | ~(np.abs(norms - 1.0) <= NORM_TOLERANCE)
+
+
+def damaged_face_error(face_id: int) -> DamagedLibraryError:
+    return DamagedLibraryError(
+        f"the stored embedding of face {face_id} is damaged (not a unit vector); refusing to score it."
+        " Run `facefind check --repair` to drop it and re-analyse its file on the next `facefind index`"
+    )
+
+
+def write_error(error: OSError, what: str) -> FaceFindError:
+    """A failed write as the error a user can act on: ``disk_full`` for ENOSPC."""
+    if error.errno == errno.ENOSPC or "No space left" in str(error):
+        return DiskFullError(
+            f"the disk is full: cannot write {what}. Nothing committed was lost; free some space and run the command"
+            " again"
+        )
+    return FaceFindError(f"cannot write {what}: {error}", reason="write_failed")
+
+
+class Library:
+    """Opens (and if needed repairs) a library folder; writers hold an exclusive lock.
+
+    ``create`` (default: ``writable``) allows starting a new library; otherwise a folder without a
+    catalog is refused, so a mistyped ``--library`` is an error rather than an empty answer.
+    """
+
+    def __init__(
+        self, root: Path, model_id: str, dim: int, writable: bool = False, create: bool | None = None
+    ) -> None:
         self.root = root
         self.model_id = model_id
         self.dim = dim
         self.writable = writable
+        catalog_path = root / "catalog.sqlite3"
+        if not (writable if create is None else create) and not catalog_path.is_file():
+            raise NotFoundError(
+                f"there is no facefind library at {root}: check --library (or $FACEFIND_LIBRARY), or create one"
+                " with `facefind index FOLDER`",
+                reason="no_library",
+            )
         root.mkdir(parents=True, exist_ok=True)
         self.thumbs_dir = root / "thumbs"
-        self._index_path = root / "index" / "faiss.index"
-        self._masked_index_path = root / "index" / "faiss-masked.index"
-        self._state_path = root / "index" / "state.json"
+        self._index_dir = root / "index"
+        self._index_path = self._index_dir / "faiss.index"
+        self._masked_index_path = self._index_dir / "faiss-masked.index"
+        self._state_path = self._index_dir / "state.json"
         self._lock: FileLock | None = None
         self.access = ReadWriteLock()  # readers: searches; writer: a committed batch or a removal
         self._save_lock = threading.Lock()  # one index save at a time (ingest thread vs. a removal)
+        self._files_lock = threading.Lock()
+        self._uncommitted_thumbnails: set[str] = set()  # written, not yet referred to by the catalog
+        self.index_problem: str | None = None  # why the index files were not used on open, if they were not
+        self.skipped_face_ids: set[int] = set()  # faces whose stored embedding is damaged: kept out of the index
+        self.died_ingests = 0
+        self.rebuilt_index = False
+        self.index: VectorIndex
+        self.masked_index: VectorIndex  # masked templates of the same faces, for covered probes
         if writable:
             self._lock = FileLock(str(root / "write.lock"))
             try:
@@ -108,12 +184,20 @@ class Library:
                     f"another facefind process is changing the library at {root}; wait for it to finish"
                     " (searches can run meanwhile)"
                 ) from None
-        self.catalog: Catalog = SqliteCatalog(root / "catalog.sqlite3")
-        self._check_model()
-        self.rebuilt_index = False
-        self.index: VectorIndex
-        self.masked_index: VectorIndex  # masked templates of the same faces, for covered probes
-        self._load_or_rebuild_indexes()
+        catalog: SqliteCatalog | None = None
+        try:
+            catalog = SqliteCatalog(catalog_path, writable=writable)
+            self.catalog: Catalog = catalog
+            self._check_model()
+            if writable:
+                self._clean_up_after_crash()
+            self._load_or_rebuild_indexes()
+        except BaseException:
+            if catalog is not None:
+                catalog.close()
+            if self._lock is not None:
+                self._lock.release()
+            raise
 
     def _check_model(self) -> None:
         stored = self.catalog.get_meta("model_id")
@@ -127,37 +211,145 @@ class Library:
                 reason="model_mismatch",
             )
 
+    def _clean_up_after_crash(self) -> None:
+        """What a killed (or disk-full) writer leaves: index temporaries, an ingest logged as running,
+        crops of files never committed, and thumbnail deletions committed but not done. We hold the
+        write lock, so nothing else can be writing any of these."""
+        for leftover in self._index_dir.glob("*.tmp*"):
+            leftover.unlink(missing_ok=True)
+        self.died_ingests = self.catalog.mark_abandoned_ingests()
+        if self.died_ingests:
+            self.delete_orphans([p for p in self.orphan_files() if self.thumbs_dir in p.parents])
+        self.finish_deletions()
+
+    # -- the vector indexes ------------------------------------------------------------------------
+
     def _load_or_rebuild_indexes(self) -> None:
-        revision = self.catalog.revision()
+        """Use the index files if they verify against the catalog, else rebuild from the catalog.
+
+        Every open compares counts and id sums with the catalog and a random sample of vectors with
+        the stored embeddings; a writer also checks the files' SHA-256 (``check`` compares every vector).
+        """
+        try:
+            self.index, self.masked_index, self.skipped_face_ids = self._verified_indexes(
+                checksum=self.writable, full=False
+            )
+        except IndexMismatch as problem:
+            self.index_problem = str(problem)
+            self.rebuild_index()
+
+    def index_problems(self) -> list[str]:
+        """Every way the index files on disk disagree with the catalog (checksums, ids, each vector)."""
+        try:
+            self._verified_indexes(checksum=True, full=True)
+        except IndexMismatch as problem:
+            return [str(problem)]
+        return []
+
+    def _verified_indexes(self, checksum: bool, full: bool) -> tuple[VectorIndex, VectorIndex, set[int]]:
+        """The index files, loaded, if they match the catalog; raises IndexMismatch saying why not."""
         try:
             state = json.loads(self._state_path.read_text())
-            if state.get("revision") == revision and state.get("model_id") == self.model_id:
-                index, masked = FaissFlatIndex.load(self._index_path), FaissFlatIndex.load(self._masked_index_path)
-                if index.dim == masked.dim == self.dim:
-                    self.index, self.masked_index = index, masked
-                    return
-        except (OSError, ValueError, RuntimeError):
-            pass  # missing, stale or damaged: the catalog has everything needed to rebuild
-        self.rebuild_index()
+        except FileNotFoundError:
+            raise IndexMismatch("the index files are missing") from None
+        except (OSError, ValueError) as error:
+            raise IndexMismatch(f"index/state.json is unreadable ({error})") from None
+        if not isinstance(state, dict) or state.get("model_id") != self.model_id:
+            raise IndexMismatch("index/state.json is damaged or names another model")
+        revision = self.catalog.revision()
+        if state.get("revision") != revision:
+            raise IndexMismatch(
+                f"the index reflects catalog revision {state.get('revision')}, the catalog is at {revision}"
+                " (a writer stopped before saving it)"
+            )
+        paths = {"plain": self._index_path, "masked": self._masked_index_path}
+        if checksum:
+            for path in paths.values():
+                try:
+                    actual = file_sha256(path)
+                except OSError as error:
+                    raise IndexMismatch(f"index/{path.name} is unreadable ({error})") from None
+                if actual != (state.get("sha256") or {}).get(path.name):
+                    raise IndexMismatch(f"index/{path.name} does not match its recorded SHA-256 (damaged on disk)")
+        try:
+            index, masked = FaissFlatIndex.load(paths["plain"]), FaissFlatIndex.load(paths["masked"])
+        except (OSError, ValueError, RuntimeError) as error:
+            raise IndexMismatch(f"the index files cannot be read ({error})") from None
+        if not index.dim == masked.dim == self.dim:
+            raise IndexMismatch(f"the index holds vectors of size {index.dim}, the model makes {self.dim}")
+        skipped = {int(i) for i in state.get("skipped", [])}
+        for target, is_masked in ((index, False), (masked, True)):
+            self._compare_with_catalog(target, is_masked, skipped, full)
+        return index, masked, skipped
+
+    def _compare_with_catalog(self, index: VectorIndex, masked: bool, skipped: set[int], full: bool) -> None:
+        name = "faiss-masked.index" if masked else "faiss.index"
+        ids = index.ids()
+        count, id_sum = self.catalog.fingerprint(self.model_id, masked, sorted(skipped))
+        if len(ids) != count or int(ids.sum()) != id_sum or len(np.unique(ids)) != len(ids):
+            raise IndexMismatch(f"index/{name} holds {len(ids)} face ids, not the catalog's {count}")
+        if not full and len(ids) > INDEX_SAMPLE:
+            ids = np.random.default_rng().choice(ids, INDEX_SAMPLE, replace=False)
+        for start in range(0, len(ids), 10_000):
+            chunk = ids[start : start + 10_000]
+            found, stored = self.catalog.stored_embeddings(chunk.tolist(), masked, self.dim)
+            if len(found) != len(chunk):
+                raise IndexMismatch(f"index/{name} holds face ids the catalog does not have (damaged id map)")
+            if not np.allclose(index.vectors(found), stored, rtol=0, atol=1e-5):
+                raise IndexMismatch(f"index/{name} holds vectors that differ from the catalog's (damaged)")
 
     def rebuild_index(self) -> None:
-        """Rebuild both vector indexes from the catalog's stored embeddings (and save them when writable)."""
+        """Rebuild both vector indexes from the catalog's stored embeddings (and save them when writable).
+
+        Damaged stored embeddings are left out (``skipped_face_ids``): they are refused, never indexed.
+        """
         self.index, self.masked_index = FaissFlatIndex(self.dim), FaissFlatIndex(self.dim)
+        skipped: set[int] = set()
         for target, masked in ((self.index, False), (self.masked_index, True)):
-            for ids, vectors in self.catalog.iter_embeddings(self.model_id, masked=masked):
-                target.add(ids, vectors)
+            for ids, vectors in self.catalog.iter_embeddings(self.model_id, masked=masked, dim=self.dim):
+                keep = ~damaged_rows(vectors, self.dim) & ~np.isin(ids, list(skipped))
+                skipped.update(int(i) for i in ids[~keep])
+                target.add(ids[keep], vectors[keep])
+        self.index.remove(np.asarray(sorted(skipped), np.int64))  # a damaged masked template takes its face out too
+        self.skipped_face_ids = skipped
         self.rebuilt_index = True
         if self.writable:
             self.save_index()
 
     def save_index(self) -> None:
-        """Write the indexes, then the state naming the revision they match (each atomically)."""
+        """Write the indexes, then the state naming the revision, counts and checksums they match (each atomically)."""
         with self._save_lock, self.reading():
-            self.index.save(self._index_path)
-            self.masked_index.save(self._masked_index_path)
-            temporary = self._state_path.with_suffix(".tmp")
-            temporary.write_text(json.dumps({"revision": self.catalog.revision(), "model_id": self.model_id}))
-            os.replace(temporary, self._state_path)
+            try:
+                checksums = {}
+                for index, path in ((self.index, self._index_path), (self.masked_index, self._masked_index_path)):
+                    index.save(path)
+                    checksums[path.name] = file_sha256(path)
+                temporary = self._state_path.with_suffix(".tmp")
+                try:
+                    temporary.write_text(json.dumps({
+                        "revision": self.catalog.revision(), "model_id": self.model_id,
+                        "count": len(self.index), "masked_count": len(self.masked_index),
+                        "skipped": sorted(self.skipped_face_ids), "sha256": checksums,
+                    }))
+                    os.replace(temporary, self._state_path)
+                finally:
+                    temporary.unlink(missing_ok=True)
+            except OSError as error:  # the old files (or none) stay; the next open rebuilds from the catalog
+                raise write_error(error, f"the index in {self._index_dir}") from None
+
+    def embeddings(self, face_ids: list[int], masked: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, stored embeddings) of the faces still in the catalog, in the order given.
+
+        A face removed since an index lookup is simply left out (a search racing a removal); a damaged
+        stored embedding raises DamagedLibraryError naming the face.
+        """
+        ids, vectors = self.catalog.stored_embeddings(face_ids, masked, self.dim)
+        bad = damaged_rows(vectors, self.dim)
+        if bad.any():
+            raise damaged_face_error(int(ids[np.argmax(bad)]))
+        return ids, vectors
+
+    # -- changes -----------------------------------------------------------------------------------
 
     def reading(self):
         """Hold while reading catalog and index together (a search), so no batch lands half-way through."""
@@ -167,35 +359,138 @@ class Library:
         """Hold while changing catalog and index together; readers wait until both agree again."""
         return self.access.writing()
 
+    def write_thumbnails(self, thumbnails: dict[str, bytes], referenced: bool = False) -> None:
+        """Write face crops (atomically each), normally before the catalog refers to them: until committed
+        they count as in use, so no deletion or orphan sweep of this process takes them. ``referenced``:
+        the catalog already names them (a repair)."""
+        for name, data in thumbnails.items():
+            target = self.thumbs_dir / name
+            temporary = target.with_name(target.name + ".tmp")
+            if not referenced:
+                with self._files_lock:
+                    self._uncommitted_thumbnails.add(name)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                temporary.write_bytes(data)
+                os.replace(temporary, target)
+            except OSError as error:
+                temporary.unlink(missing_ok=True)
+                raise write_error(error, f"thumbnail {target}") from None
+
     def commit_outcomes(self, outcomes: list[MediaOutcome]) -> CommitResult:
-        """Commit a batch of ingest outcomes to the catalog and mirror it in the indexes, atomically for readers."""
+        """Commit a batch of ingest outcomes to the catalog and mirror it in the indexes, atomically for readers;
+        then delete the crops of replaced faces that nothing refers to any more."""
         with self.writing():
             result = self.catalog.commit_outcomes(outcomes)
             self.apply_commit(result)
-            return result
+        with self._files_lock:
+            for outcome in outcomes:
+                self._uncommitted_thumbnails.difference_update(
+                    [face.thumbnail for face in outcome.faces] + [track.frame_thumbnail for track in outcome.tracks]
+                )
+        if result.released_thumbnails:
+            self.finish_deletions()
+        return result
 
     def apply_commit(self, result: CommitResult) -> None:
-        """Mirror a committed catalog change in the in-memory indexes."""
+        """Mirror a committed catalog change in the in-memory indexes (damaged new vectors are refused)."""
         self.remove_from_indexes(result.removed_ids)
-        if result.added_ids:
-            self.index.add(np.asarray(result.added_ids, dtype=np.int64), result.added_vectors)
-        if result.added_masked_ids:
-            self.masked_index.add(np.asarray(result.added_masked_ids, dtype=np.int64), result.added_masked_vectors)
+        added = [
+            (self.index, np.asarray(result.added_ids, dtype=np.int64), result.added_vectors),
+            (self.masked_index, np.asarray(result.added_masked_ids, dtype=np.int64), result.added_masked_vectors),
+        ]
+        bad = [int(i) for _, ids, vectors in added if len(ids) for i in ids[damaged_rows(vectors, self.dim)]]
+        self.skipped_face_ids.update(bad)
+        for target, ids, vectors in added:
+            if len(ids):
+                keep = ~np.isin(ids, bad)
+                target.add(ids[keep], vectors[keep])
 
     def remove_from_indexes(self, face_ids: list[int]) -> None:
         if face_ids:
             ids = np.asarray(face_ids, dtype=np.int64)
             self.index.remove(ids)
             self.masked_index.remove(ids)
+            self.skipped_face_ids.difference_update(int(i) for i in face_ids)
 
-    def delete_thumbnails(self, names: list[str]) -> None:
+    def remove_media(self, path: str) -> tuple[list[int], int]:
+        """Erase a file (or a folder's files): catalog rows, search-log traces, index entries, thumbnails.
+
+        Returns (face ids removed, files removed). The thumbnails to delete are queued in the same
+        catalog transaction, so a crash before they are gone is finished by the next writable open.
+        """
+        with self.writing():
+            removed, _, files = self.catalog.remove_media(path)
+            self.remove_from_indexes(removed)
+        self._after_removal()
+        return removed, files
+
+    def remove_faces(self, face_ids: list[int]) -> list[int]:
+        """Erase single faces (a video face takes its whole track); returns the face ids removed."""
+        with self.writing():
+            removed, _ = self.catalog.remove_faces(face_ids)
+            self.remove_from_indexes(removed)
+        self._after_removal()
+        return removed
+
+    def drop_damaged_faces(self, face_ids: list[int]) -> list[int]:
+        """Drop the faces of files holding damaged embeddings and mark those files for re-analysis."""
+        with self.writing():
+            removed, _ = self.catalog.mark_damaged(face_ids)
+            self.remove_from_indexes(removed)
+        self._after_removal()
+        return removed
+
+    def _after_removal(self) -> None:
+        """Save the index, delete released thumbnails, then truncate the catalog's WAL: the log still holds
+        the erased rows' old pages (and the deletion queue's names) until then. A search reading at that
+        moment can hold the checkpoint back, so it is retried for a while."""
+        self.save_index()
+        self.finish_deletions()
+        deadline = time.monotonic() + CHECKPOINT_PATIENCE_S
+        while not self.catalog.checkpoint() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    # -- files nothing refers to -------------------------------------------------------------------
+
+    def finish_deletions(self) -> None:
+        """Delete the released thumbnails the catalog has queued (none in use by an uncommitted batch)."""
+        pending = self.catalog.pending_deletions()
+        with self._files_lock:
+            names = [name for name in pending if name not in self._uncommitted_thumbnails]
         for name in names:
             (self.thumbs_dir / name).unlink(missing_ok=True)
+        self.catalog.deletions_done(names)
+
+    def orphan_files(self) -> list[Path]:
+        """Files in the library folder nothing refers to: thumbnails of no face or track, index temporaries."""
+        used = self.catalog.referenced_thumbnails()
+        with self._files_lock:
+            used |= self._uncommitted_thumbnails
+        orphans = []
+        if self.thumbs_dir.is_dir():
+            for path in sorted(self.thumbs_dir.rglob("*")):
+                if path.is_file() and path.relative_to(self.thumbs_dir).as_posix() not in used:
+                    orphans.append(path)
+        return orphans + sorted(self._index_dir.glob("*.tmp*"))
+
+    def delete_orphans(self, paths: list[Path]) -> None:
+        for path in paths:
+            path.unlink(missing_ok=True)
 
     def close(self) -> None:
-        self.catalog.close()
-        if self._lock is not None:
-            self._lock.release()
+        """Close; a writer first deletes crops it wrote for files it never committed (a failed ingest)."""
+        try:
+            with self._files_lock:
+                leftovers = self._uncommitted_thumbnails - self.catalog.referenced_thumbnails() \
+                    if self._uncommitted_thumbnails else set()
+                self._uncommitted_thumbnails.clear()
+            for name in leftovers:
+                (self.thumbs_dir / name).unlink(missing_ok=True)
+        finally:
+            self.catalog.close()
+            if self._lock is not None:
+                self._lock.release()
 
     def __enter__(self) -> "Library":
         return self

@@ -43,6 +43,9 @@ class FaceQuality(BaseModel):
     lower_face_covered_score: float | None = None
     eyes_covered: bool | None = Field(None, description="Sunglasses, slit...: the face cannot support an identification")
     eyes_covered_score: float | None = None
+    usable: bool = Field(True, description="False: not a face the recogniser can read (a false detection, eyes a"
+                         " few pixels apart); never matched as strong or possible")
+    feature_norm: float | None = Field(None, description="The recogniser's output norm before normalisation")
 
 
 class Face(BaseModel):
@@ -154,6 +157,93 @@ class FacesResponse(BaseModel):
     width: int | None
     height: int | None
     faces: list[Face]
+
+
+# -- the service's shapes (HTTP API): listings, logs, jobs, evidence ----------------------------------
+
+
+class MediaItem(BaseModel):
+    """A file as the catalog remembers it: indexed, without a face, or failed with a reason."""
+
+    path: str
+    kind: str = Field(description="image or video")
+    status: str = Field(description="indexed, no_face or failed")
+    reason: str | None = Field(None, description="Why it is not indexed (the reason codes `facefind stats` counts)")
+    message: str | None = None
+    face_count: int
+    width: int | None
+    height: int | None
+    duration_s: float | None = None
+    sha256: str | None
+    ingested_at: str
+
+
+class MediaPage(BaseModel):
+    total: int = Field(description="Files matching the filter, over all pages")
+    offset: int
+    limit: int
+    items: list[MediaItem]
+
+
+class SearchLogEntry(BaseModel):
+    """One search of the log: what was searched, how, and how many results it returned."""
+
+    search_id: int
+    created_at: str
+    probe_path: str | None = Field(description="None for an uploaded probe (its bytes are not kept)")
+    probe_sha256: str
+    face_index: int
+    top_k: int
+    max_fmr: float
+    show_all: bool
+    gallery_size: int
+    searched_in: str | None
+    results: int
+
+
+class SearchLogPage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    items: list[SearchLogEntry]
+
+
+class IndexJob(BaseModel):
+    """An index run in the service: progress while it runs, its report when it ends."""
+
+    job_id: int
+    paths: list[str]
+    status: str = Field(description="running, finished, cancelled or failed")
+    started_by: str = Field(description="The actor who started it")
+    started_at: str
+    finished_at: str | None = None
+    total_files: int | None = Field(None, description="Files to process, known once discovery ends")
+    files_done: int = 0
+    faces: int = 0
+    no_face: int = 0
+    failed: int = 0
+    files_per_s: float = 0.0
+    current_file: str | None = None
+    footage: str | None = Field(None, description="Progress within the video being read")
+    error: str | None = None
+    error_reason: str | None = None
+
+
+class EvidenceResponse(Calibrated):
+    """Probe and match of one search result, with the score calibrated as the search did (JSON of the evidence page)."""
+
+    schema_version: str = SCHEMA_VERSION
+    match_id: str
+    search_id: int
+    rank: int
+    searched_at: str
+    probe_path: str | None
+    probe_sha256: str
+    probe_face: Face
+    face: Face
+    source: Source
+    video: VideoHit | None = None
+    source_changed: bool | None = Field(None, description="True when the file's SHA-256 now differs; None if unreadable")
 
 
 def json_schemas() -> dict:

@@ -21,7 +21,8 @@ from facefind.errors import (
     NotFoundError,
     UnreadableMediaError,
 )
-from facefind.library import Library
+from facefind.files import path_to_text, read_bounded
+from facefind.library import Library, damaged_face_error
 from facefind.pipeline import DetectedFace, FacePipeline
 from facefind.pipeline.decode import decode_image
 from facefind.pipeline.occlusion import combine_scores
@@ -65,9 +66,16 @@ def pair_table(calibration: CalibrationSet, probe_verdict: str, match_verdict: s
 
 
 def assess_probe(face: DetectedFace, table: CalibrationTable) -> ProbeAssessment:
-    """A poor probe is still searched, but the result says the claim is weak and why."""
+    """A poor probe is still searched, but the result says the claim is weak and why.
+
+    Poor covers a detection that is not a usable face and a covered face that shows too little
+    (see quality.assess_quality); the tables cap such pairs' verdicts at 'weak' (table_for).
+    """
     verdict = face.quality.verdict
     notes = []
+    if not getattr(face.quality, "usable", True):
+        notes.append("this detection is not a usable face: it cannot support an identification, and is never"
+                     " matched as strong or possible")
     if face.quality.eyes_covered:
         notes.append("the eyes are covered: too little of the face shows to support an identification")
     if face.quality.lower_face_covered:
@@ -75,16 +83,12 @@ def assess_probe(face: DetectedFace, table: CalibrationTable) -> ProbeAssessment
                      " for covered faces, whose uncertainty is wider")
     if verdict == "poor":
         notes.append("probe quality is poor (" + "; ".join(face.quality.reasons) + f"): scores use the wider"
-                     f" '{table.name}' calibration and cannot support an identification on their own")
+                     f" '{table.name}' calibration, verdicts are at most 'weak', and they cannot support an"
+                     " identification on their own")
     elif verdict == "fair":
         notes.append("probe quality is fair (" + "; ".join(face.quality.reasons) + ")")
-    # A covered face with anything else wrong (small, blurred, turned, doubtful detection) shows too little.
-    too_little = bool(face.quality.lower_face_covered) and len(face.quality.reasons) > 1
-    if too_little:
-        notes.append("a covered face that is also " + "; ".join(
-            r for r in face.quality.reasons if not r.startswith("lower face covered")) + " shows too little of itself")
     return ProbeAssessment(
-        supports_identification=verdict != "poor" and not too_little,
+        supports_identification=verdict != "poor",
         quality_verdict=verdict,
         calibration_table=table.name,
         notes=notes,
@@ -114,15 +118,19 @@ def record_to_face(record: FaceRecord, thumbs_dir: Path) -> Face:
 
 
 def read_probe(probe: Path | bytes) -> bytes:
-    """The probe's bytes, with a clear error for a missing or unreadable file."""
+    """The probe's bytes, with a clear error for a missing, unreadable or oversized file.
+
+    A FIFO or device (``/dev/zero``) is refused as ``not_a_file`` before it is opened for
+    reading, and a file above files.READ_WHOLE_MAX_BYTES as ``too_large``: a probe is one photo.
+    """
     if isinstance(probe, bytes):
         return probe
     try:
-        return probe.read_bytes()
-    except FileNotFoundError:
-        raise NotFoundError(f"no such file: {probe}") from None
+        return read_bounded(probe)
+    except UnreadableMediaError as error:
+        raise UnreadableMediaError(f"{path_to_text(probe)}: {error}", reason=error.reason) from None
     except OSError as error:
-        raise UnreadableMediaError(f"cannot read {probe}: {error}", reason="unreadable") from None
+        raise UnreadableMediaError(f"cannot read {path_to_text(probe)}: {error}", reason="unreadable") from None
 
 
 def probe_faces(pipeline: FacePipeline, data: bytes, name: str, max_pixels: int) -> list[DetectedFace]:
@@ -138,7 +146,7 @@ def probe_faces(pipeline: FacePipeline, data: bytes, name: str, max_pixels: int)
 
 
 def _name(probe: Path | bytes) -> str:
-    return str(probe) if isinstance(probe, Path) else "the probe image"
+    return path_to_text(probe) if isinstance(probe, Path) else "the probe image"
 
 
 def pick_face(faces: list[DetectedFace], face_index: int | None, label: str = "probe") -> int:
@@ -162,9 +170,13 @@ def _candidates(
     faces, their masked templates, or both combined. Over the whole library the vector indexes
     propose candidates, which are then scored exactly from the catalog; restricted to a file or
     folder, every face there is scored. Extra candidates are fetched because a video track
-    contributes several templates and only its best one is kept.
+    contributes several templates and only its best one is kept. A face removed by another process
+    between the index lookup and the catalog read is dropped; a damaged stored embedding (also one
+    the index left out), or a score outside [-1, 1], is refused (DamagedLibraryError), never ranked.
     """
     if within is None:
+        if library.skipped_face_ids:  # a face the index had to leave out could be the match: say so
+            raise damaged_face_error(min(library.skipped_face_ids))
         proposed: set[int] = set()
         for index in ([library.index] if mode == "plain" else [library.index, library.masked_index]):
             _, ids = index.search(embedding[None, :], top_k * 4)
@@ -177,11 +189,20 @@ def _candidates(
         gallery_size = len(face_ids)
     if not face_ids:
         return [], gallery_size
-    plain = library.catalog.embeddings(face_ids) @ embedding
-    masked = library.catalog.embeddings(face_ids, masked=True) @ embedding if mode != "plain" else plain
+    ids, vectors = library.embeddings(face_ids)
+    plain = vectors @ embedding
+    if mode == "plain":
+        masked = plain
+    else:  # faces without a masked template cannot be compared in this mode
+        masked_ids, masked_vectors = library.embeddings(ids.tolist(), masked=True)
+        keep = np.isin(ids, masked_ids)
+        ids, plain, masked = ids[keep], plain[keep], masked_vectors @ embedding
     scores = combine_scores(plain, masked, mode)
+    impossible = ~(np.abs(scores) <= 1.0 + 1e-3)  # unit vectors: anything else is damage
+    if impossible.any():
+        raise damaged_face_error(int(ids[np.argmax(impossible)]))
     order = np.argsort(-scores)[: top_k * 4]
-    return [(face_ids[i], float(scores[i])) for i in order], gallery_size
+    return [(int(ids[i]), float(scores[i])) for i in order], gallery_size
 
 
 def search_library(
@@ -232,7 +253,7 @@ def search_library(
             hits.append((record, score, fields, expected, within_limits))
         if len(hits) == top_k:
             break
-    probe_path = str(Path(probe).resolve()) if isinstance(probe, Path) else None
+    probe_path = path_to_text(Path(probe).resolve()) if isinstance(probe, Path) else None
     searched = detected_to_face(probe_face, chosen)
     search_id = library.catalog.record_search(
         probe={"path": probe_path, "sha256": hashlib.sha256(data).hexdigest(), "face": searched.model_dump()},
@@ -250,7 +271,7 @@ def search_library(
             within_limits=within_limits,
             face=record_to_face(record, library.thumbs_dir),
             source=Source(path=record.path, sha256=record.sha256, width=record.media_width, height=record.media_height),
-            video=_video_hit(record, library.thumbs_dir),
+            video=video_hit(record, library.thumbs_dir),
         )
         for rank, (record, score, fields, expected, within_limits) in enumerate(hits, start=1)
     ]
@@ -271,7 +292,7 @@ def search_library(
     )
 
 
-def _video_hit(record: FaceRecord, thumbs_dir: Path) -> VideoHit | None:
+def video_hit(record: FaceRecord, thumbs_dir: Path) -> VideoHit | None:
     track = record.track
     if track is None:
         return None

@@ -98,3 +98,55 @@ def test_permission_denied(tmp_path, gradient):
     with pytest.raises(UnreadableMediaError) as caught:
         decode_image(path)
     assert caught.value.reason == "permission_denied"
+
+
+def _float_gradient() -> np.ndarray:
+    return np.tile(np.linspace(0.0, 1.0, 64, dtype=np.float32), (48, 1))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda g: Image.fromarray(g, mode="F"), id="grey 0-1"),
+        pytest.param(lambda g: Image.fromarray(g * 255.0, mode="F"), id="grey 0-255"),
+        pytest.param(lambda g: Image.fromarray(g * 5100.0 - 100.0, mode="F"), id="grey HDR -100..5000"),
+        pytest.param(lambda g: np.stack([g] * 3, axis=2), id="RGB 0-1"),
+    ],
+)
+def test_float_tiffs_are_scaled_by_their_range_not_black(tmp_path, make):
+    import tifffile
+
+    path = tmp_path / "float.tif"
+    made = make(_float_gradient())
+    if isinstance(made, Image.Image):
+        made.save(path)
+    else:
+        tifffile.imwrite(path, made, photometric="rgb")  # Pillow cannot read RGB float at all
+    pixels = decode_image(path).pixels
+    assert pixels.shape == (48, 64, 3)
+    assert pixels[:, 0].max() <= 1 and pixels[:, -1].min() >= 254  # the full range, dark to light
+
+
+def test_our_pixel_limit_is_the_only_limit(tmp_path):
+    """Pillow's own 89.5 MP bomb limit used to refuse pictures below --max-pixels."""
+    path = tmp_path / "large.png"
+    Image.new("1", (9500, 9500)).save(path)  # 90.25 MP, a few KB on disk
+    assert decode_image(path, max_pixels=100_000_000).pixels.shape == (9500, 9500, 3)
+    with pytest.raises(UnreadableMediaError) as caught:
+        decode_image(path, max_pixels=90_000_000)
+    assert caught.value.reason == "too_large"
+
+
+def test_malformed_exif_keeps_the_picture_and_its_orientation(tmp_path, gradient):
+    """A broken tag beside the orientation made Pillow's EXIF rewrite raise; the turn must still happen."""
+    import struct
+
+    entries = [(0x0112, 3, 1, b"\x06\x00\x00\x00"), (0x010F, 5, 1, b"\x00\x00\x00\x00")]  # Make as RATIONAL
+    block = b"II*\x00\x08\x00\x00\x00" + struct.pack("<H", len(entries))
+    block += b"".join(struct.pack("<HHI", *entry[:3]) + entry[3] for entry in entries) + b"\x00" * 68
+    buffer = io.BytesIO()
+    gradient.save(buffer, format="JPEG")
+    data = buffer.getvalue()
+    segment = b"Exif\x00\x00" + block
+    data = data[:2] + b"\xff\xe1" + struct.pack(">H", len(segment) + 2) + segment + data[2:]
+    assert decode_image(data).pixels.shape == (64, 48, 3)

@@ -1,9 +1,13 @@
+import os
+import threading
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from facefind.errors import UnreadableMediaError
 from facefind.pipeline.track import FaceTracker
-from facefind.pipeline.video import read_frame_at, sample_frames, video_info
+from facefind.pipeline.video import Coverage, read_frame_at, sample_frames, video_info
 from tests.conftest import face_scene, set_display_rotation, write_video
 
 
@@ -54,16 +58,68 @@ def test_bad_videos_raise_with_a_reason(tmp_path, content, reason):
     assert caught.value.reason in {reason, "corrupt_video"}
 
 
-def test_truncated_video_is_refused_or_keeps_what_decodes(tmp_path, clip_with_a_cut):
-    data = clip_with_a_cut.read_bytes()
-    cut = tmp_path / "cut.mp4"
-    cut.write_bytes(data[: len(data) // 2])
-    try:
-        frames = list(sample_frames(cut))
-    except UnreadableMediaError as error:
-        assert error.reason == "corrupt_video"
-    else:
-        assert 0 < len(frames) < 20
+@pytest.fixture
+def noisy_clip(tmp_path) -> Path:
+    """4 s at 10 fps of noise: the bytes spread evenly over the footage, so half a file is half the frames."""
+    rng = np.random.default_rng(0)
+    return write_video(tmp_path / "noise.mp4", [rng.integers(0, 255, (120, 160, 3), dtype=np.uint8) for _ in range(40)])
+
+
+def _first_half(source: Path, target: Path) -> Path:
+    target.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    return target
+
+
+def test_truncated_video_without_its_index_says_so(tmp_path, noisy_clip):
+    """The writer puts `moov` (the index) last: cut short, not one frame can be located."""
+    with pytest.raises(UnreadableMediaError) as caught:
+        list(sample_frames(_first_half(noisy_clip, tmp_path / "cut.mp4")))
+    assert caught.value.reason == "corrupt_video" and "no index (moov) found" in str(caught.value)
+
+
+def test_truncated_faststart_video_keeps_its_frames_and_reports_how_far_it_decoded(tmp_path, noisy_clip):
+    import av
+
+    fast = tmp_path / "fast.mp4"
+    with av.open(str(noisy_clip)) as reader, av.open(str(fast), "w", options={"movflags": "faststart"}) as writer:
+        stream = writer.add_stream_from_template(reader.streams.video[0])
+        for packet in reader.demux(reader.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                writer.mux(packet)
+    cut = _first_half(fast, tmp_path / "cut.mp4")
+    assert video_info(cut).duration_s == pytest.approx(4.0, abs=0.15)  # the header still promises it all
+    coverage = Coverage()
+    frames = list(sample_frames(cut, fps=None, coverage=coverage))
+    assert 5 < len(frames) < 35
+    assert coverage.decoded_until_s == pytest.approx(frames[-1].time_s + 0.1, abs=0.01)
+    whole = Coverage()
+    list(sample_frames(noisy_clip, fps=None, coverage=whole))
+    assert whole.decoded_until_s == pytest.approx(4.0, abs=0.01) and whole.damage is None
+
+
+@pytest.mark.parametrize("fps", [0, -1, float("nan"), float("inf")])
+def test_a_sampling_rate_that_never_advances_is_refused(clip_with_a_cut, fps):
+    with pytest.raises(ValueError):
+        next(sample_frames(clip_with_a_cut, fps=fps))
+
+
+def test_a_fifo_is_refused_before_ffmpeg_opens_it(tmp_path):
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    raised: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            video_info(fifo)  # FFmpeg would block forever waiting for a writer
+        except BaseException as error:
+            raised.append(error)
+
+    thread = threading.Thread(target=open_it, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "video_info blocked on a FIFO"
+    assert isinstance(raised[0], UnreadableMediaError) and raised[0].reason == "not_a_file"
 
 
 def test_tracker_joins_a_person_across_a_cut(clip_with_a_cut, pipeline):

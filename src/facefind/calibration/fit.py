@@ -26,8 +26,9 @@ from facefind.evaluation.lfw import (
     identity_split,
     pair_scores,
 )
-from facefind.pipeline.models import ARCFACE_MBF
-from facefind.pipeline.occlusion import HELD_OUT_SHAPES, TRAINING_SHAPES
+from facefind.pipeline import PipelineConfig
+from facefind.pipeline.models import DEFAULT_STACK, STACKS, stack_named
+from facefind.pipeline.occlusion import HELD_OUT_SHAPES, TRAINING_SHAPES, default_occlusion_classifier
 
 CHECK_LEVELS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 # How a probe whose lower face is covered is matched; chosen by bench/masked.py (see README).
@@ -95,17 +96,25 @@ def _widen(table: CalibrationTable, rows: list[dict]) -> float:
 
 def calibrate(
     lfw_dir: Path, cache_dir: Path | None = None, workers: int = 0,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None, model: str = DEFAULT_STACK,
 ) -> CalibrationSet:
-    """Fit the standard and low-quality tables on half the LFW identities; check on the other half."""
+    """Fit the standard and low-quality tables on half the LFW identities; check on the other half.
+
+    The covered table is fitted only for a model with an occlusion classifier: without one no probe
+    is ever judged covered, so the table would never be used.
+    """
     def report(stage: str):
         return (lambda done, total: progress(stage, done, total)) if progress else None
 
+    stack = stack_named(model)
+    with_covered = default_occlusion_classifier().provenance.get("model_id") == stack.model_id
+    config = PipelineConfig(model=model, masked_templates=False)  # calibration never reads masked templates
     covered_lfw = embed_covered_lfw(lfw_dir, cache=cache_dir and cache_dir / "lfw-covered.npz", workers=workers,
-                                    progress=report("covered LFW"))
-    clean = embed_lfw(lfw_dir, cache=cache_dir and cache_dir / "lfw-clean.npz", workers=workers, progress=report("clean LFW"))
+                                    progress=report("covered LFW"), model=model) if with_covered else None
+    clean = embed_lfw(lfw_dir, cache=cache_dir and cache_dir / "lfw-clean.npz", workers=workers, config=config,
+                      progress=report("clean LFW"))
     degraded = embed_lfw(lfw_dir, cache=cache_dir and cache_dir / "lfw-degraded.npz", transform=degrade,
-                         transform_id="degrade-v1", workers=workers, progress=report("degraded LFW"))
+                         transform_id="degrade-v1", workers=workers, config=config, progress=report("degraded LFW"))
     fit_ids, check_ids = identity_split(clean.names, SEED)
     fit_members, check_members = members_of(clean, fit_ids), members_of(clean, check_ids)
     poor = np.array([q == "poor" for q in degraded.quality])
@@ -115,13 +124,14 @@ def calibrate(
                                     description="clean LFW probes vs clean LFW gallery")
     low = CalibrationTable.fit("low_quality", *cross_scores(degraded, clean, fit_members, poor),
                                description="degraded LFW probes judged 'poor' vs clean LFW gallery")
-    covered = CalibrationTable.fit(
-        "covered", *covered_pair_scores(covered_lfw, fit_members, "train_mask", COVERED_MATCH_MODE),
-        description=f"probes wearing synthetic masks ({', '.join(TRAINING_SHAPES)}) vs LFW gallery,"
-                    f" matched {COVERED_MATCH_MODE}",
-        match_mode=COVERED_MATCH_MODE,
-    )
-    tables = {"standard": standard, "low_quality": low, "covered": covered}
+    tables = {"standard": standard, "low_quality": low}
+    if covered_lfw is not None:
+        tables["covered"] = CalibrationTable.fit(
+            "covered", *covered_pair_scores(covered_lfw, fit_members, "train_mask", COVERED_MATCH_MODE),
+            description=f"probes wearing synthetic masks ({', '.join(TRAINING_SHAPES)}) vs LFW gallery,"
+                        f" matched {COVERED_MATCH_MODE}",
+            match_mode=COVERED_MATCH_MODE,
+        )
 
     # Held-out people. Degraded probes that the quality check did NOT flag are scored with the
     # standard table, so that table is checked on them too.
@@ -129,9 +139,10 @@ def calibrate(
         "standard": ("standard", pair_scores(clean, check_members)),
         "low_quality": ("low_quality", cross_scores(degraded, clean, check_members, poor)),
         "standard_on_degraded_not_flagged": ("standard", cross_scores(degraded, clean, check_members, not_poor)),
-        # covered probes are checked with mask shapes never used to fit
-        "covered": ("covered", covered_pair_scores(covered_lfw, check_members, "held_out_mask", COVERED_MATCH_MODE)),
     }
+    if covered_lfw is not None:  # covered probes are checked with mask shapes never used to fit
+        held_out["covered"] = ("covered", covered_pair_scores(covered_lfw, check_members, "held_out_mask",
+                                                              COVERED_MATCH_MODE))
     before = {name: check_table(tables[table], *scores) for name, (table, scores) in held_out.items()}
     for table_name, table in tables.items():
         table.fmr_multiplier = max(_widen(table, rows) for name, rows in before.items() if held_out[name][0] == table_name)
@@ -145,8 +156,10 @@ def calibrate(
         "data": f"LFW deep-funneled 150x150 ({len(clean.paths)} images, {len(clean.names)} people) through facefind's"
                 " own detection and alignment",
         "degradations": list(DEGRADATIONS),
-        "masks": {"fit": list(TRAINING_SHAPES), "check": list(HELD_OUT_SHAPES), "match_mode": COVERED_MATCH_MODE},
-        "model": ARCFACE_MBF.model_id,
+        "masks": {"fit": list(TRAINING_SHAPES), "check": list(HELD_OUT_SHAPES), "match_mode": COVERED_MATCH_MODE}
+        if covered_lfw is not None else "no covered table: no occlusion classifier fits this model",
+        "model": stack.model_id,
+        "detector": stack.detector.model_id,
         "date": datetime.now(timezone.utc).date().isoformat(),
         "split": f"identities split in halves with seed {SEED}: {len(fit_ids)} fit, {len(check_ids)} check",
         "images_without_face": int((~clean.found).sum()),
@@ -156,7 +169,7 @@ def calibrate(
         "support": "FMR values are estimated where at least 10 impostor pairs score that high; beyond, the table"
                    " reports the bound min_supported_fmr and marks it as a bound",
     }
-    return CalibrationSet(model_id=ARCFACE_MBF.model_id, tables=tables, provenance=provenance, checks=checks)
+    return CalibrationSet(model_id=stack.model_id, tables=tables, provenance=provenance, checks=checks)
 
 
 def main() -> None:
@@ -164,8 +177,11 @@ def main() -> None:
     parser.add_argument("--lfw", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--cache", type=Path, default=None)
+    parser.add_argument("--model", choices=sorted(STACKS), default=DEFAULT_STACK)
+    parser.add_argument("--workers", type=int, default=0)
     args = parser.parse_args()
-    result = calibrate(args.lfw, args.cache, progress=lambda stage, done, total: print(f"\r{stage}: {done}/{total}", end=""))
+    result = calibrate(args.lfw, args.cache, args.workers, model=args.model,
+                       progress=lambda stage, done, total: print(f"\r{stage}: {done}/{total}", end="", flush=True))
     result.save(args.out)
     print(f"\nwrote {args.out}")
 

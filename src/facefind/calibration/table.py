@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
+
+from facefind.errors import FaceFindError
+from facefind.pipeline.models import ARCFACE_MBF
 
 # Verdict bands, by false match rate (documented in the README).
 STRONG_MAX_FMR = 1e-5
@@ -18,18 +21,24 @@ WEAK_MAX_FMR = 1e-2
 # An FMR estimate is trusted where at least this many impostor pairs scored that high.
 MIN_IMPOSTOR_COUNT = 10
 SCORE_GRID = np.round(np.arange(-0.3, 1.0001, 0.005), 3)
-DEFAULT_TABLE_FILE = "w600k_mbf.json"
 
 
-def verdict_for_fmr(fmr: float) -> str:
-    """strong / possible / weak / not a match, by the FMR the score carries."""
+VERDICTS = ("strong", "possible", "weak", "not a match")  # strongest first
+# A pair with a poor face (poor probe, covered face showing too little, not a usable face) says at most this.
+POOR_PAIR_MAX_VERDICT = "weak"
+
+
+def verdict_for_fmr(fmr: float, max_verdict: str = "strong") -> str:
+    """strong / possible / weak / not a match, by the FMR the score carries, at most ``max_verdict``."""
     if fmr <= STRONG_MAX_FMR:
-        return "strong"
-    if fmr <= POSSIBLE_MAX_FMR:
-        return "possible"
-    if fmr <= WEAK_MAX_FMR:
-        return "weak"
-    return "not a match"
+        verdict = "strong"
+    elif fmr <= POSSIBLE_MAX_FMR:
+        verdict = "possible"
+    elif fmr <= WEAK_MAX_FMR:
+        verdict = "weak"
+    else:
+        verdict = "not a match"
+    return max(verdict, max_verdict, key=VERDICTS.index)
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,7 @@ class CalibrationTable:
     description: str = ""
     fmr_multiplier: float = 1.0  # >1 widens claims where the held-out check showed them too optimistic
     match_mode: str = "plain"  # covered probes: how they were matched when this table was fitted
+    max_verdict: str = "strong"  # the strongest verdict a pair scored with this table may get (not stored)
 
     @classmethod
     def fit(
@@ -89,7 +99,8 @@ class CalibrationTable:
 
     def evidence(self, score: float) -> MatchEvidence:
         fmr, bound = self.fmr_at(score)
-        return MatchEvidence(fmr=fmr, fmr_is_bound=bound, fnmr=self.fnmr_at(score), verdict=verdict_for_fmr(fmr), table=self.name)
+        return MatchEvidence(fmr=fmr, fmr_is_bound=bound, fnmr=self.fnmr_at(score),
+                             verdict=verdict_for_fmr(fmr, self.max_verdict), table=self.name)
 
     def fmr_at(self, score: float) -> tuple[float, bool]:
         """(FMR, is_bound): log-linear between grid points; an upper bound beyond the supported range."""
@@ -152,12 +163,18 @@ class CalibrationSet:
     checks: dict = field(default_factory=dict)
 
     def table_for(self, probe_quality: str, covered: bool = False) -> CalibrationTable:
-        """The table that matches the probe: covered and low-quality probes get their own, wider ones."""
+        """The table that matches the probe: covered and low-quality probes get their own, wider ones.
+
+        A poor face cannot support an identification whatever its score, so the table returned for one
+        caps its verdicts at POOR_PAIR_MAX_VERDICT.
+        """
         if covered and "covered" in self.tables:
-            return self.tables["covered"]
-        if probe_quality == "poor" and "low_quality" in self.tables:
-            return self.tables["low_quality"]
-        return self.tables["standard"]
+            table = self.tables["covered"]
+        elif probe_quality == "poor" and "low_quality" in self.tables:
+            table = self.tables["low_quality"]
+        else:
+            table = self.tables["standard"]
+        return replace(table, max_verdict=POOR_PAIR_MAX_VERDICT) if probe_quality == "poor" else table
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,10 +197,22 @@ class CalibrationSet:
         )
 
 
+def shipped_table_file(model_id: str) -> Path:
+    """Where the tables for a shipped recogniser live: ``data/<model file name>.json``."""
+    return Path(str(resources.files("facefind.calibration").joinpath("data", f"{model_id.split(':')[0]}.json")))
+
+
 @cache
-def default_calibration() -> CalibrationSet:
-    """The tables shipped with facefind for the bundled recogniser."""
-    return CalibrationSet.load(Path(str(resources.files("facefind.calibration").joinpath("data", DEFAULT_TABLE_FILE))))
+def default_calibration(model_id: str = ARCFACE_MBF.model_id) -> CalibrationSet:
+    """The tables shipped with facefind for one of its recognisers."""
+    path = shipped_table_file(model_id)
+    if not path.is_file():
+        raise FaceFindError(f"no calibration is shipped for {model_id}: run `facefind calibrate`", reason="no_calibration")
+    calibration = CalibrationSet.load(path)
+    if calibration.model_id != model_id:
+        raise FaceFindError(f"the shipped calibration {path.name} is for {calibration.model_id}, not {model_id}",
+                            reason="no_calibration")
+    return calibration
 
 
 def format_fmr(evidence: MatchEvidence) -> str:

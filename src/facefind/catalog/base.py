@@ -120,7 +120,8 @@ class FaceRecord:
 
 @dataclass(frozen=True)
 class CommitResult:
-    """Face ids added and removed by one committed batch, and the catalog revision after it."""
+    """Face ids added and removed by one committed batch, the catalog revision after it, and the thumbnails
+    of replaced faces that nothing refers to any more."""
 
     added_ids: list[int]
     added_vectors: np.ndarray
@@ -128,6 +129,7 @@ class CommitResult:
     revision: int
     added_masked_ids: list[int] = field(default_factory=list)
     added_masked_vectors: np.ndarray | None = None
+    released_thumbnails: list[str] = field(default_factory=list)  # no longer used by any face: to delete
 
 
 class Catalog(Protocol):
@@ -152,13 +154,45 @@ class Catalog(Protocol):
         ...
 
     def remove_media(self, path: str) -> tuple[list[int], list[str], int]:
-        """Forget a file (or every file under a folder); returns removed face ids, thumbnails (faces' and
-        tracks' frames), file count."""
+        """Forget a file (or every file under a folder) and scrub it from the search log; returns removed face
+        ids, the thumbnails no face refers to any more (queued in ``pending_deletions``), file count."""
         ...
 
-    def remove_faces(self, face_ids: list[int]) -> list[str]:
-        """Forget single faces; returns their thumbnails."""
+    def remove_faces(self, face_ids: list[int]) -> tuple[list[int], list[str]]:
+        """Forget single faces (a video face takes its whole track); returns face ids removed, thumbnails released."""
         ...
+
+    def mark_damaged(self, face_ids: list[int]) -> tuple[list[int], list[str]]:
+        """Drop the faces of the files holding ``face_ids`` and mark the files failed (``damaged_in_catalog``)."""
+        ...
+
+    def pending_deletions(self) -> list[str]:
+        """Released thumbnails whose deletion a crash may have interrupted."""
+        ...
+
+    def deletions_done(self, names: list[str]) -> None: ...
+
+    def referenced_thumbnails(self) -> set[str]: ...
+
+    def integrity_problems(self) -> list[str]:
+        """The backend's own full consistency check; empty when sound."""
+        ...
+
+    def rebuild_sql_indexes(self) -> None: ...
+
+    def checkpoint(self) -> bool:
+        """Make removals final on disk (no copy of erased rows left in a log); False if a reader prevented it."""
+        ...
+
+    def mark_abandoned_ingests(self) -> int:
+        """Mark ingests still logged as running as died; called by a new writer. Returns how many."""
+        ...
+
+    def fingerprint(self, model_id: str, masked: bool = False) -> tuple[int, int]:
+        """(count, sum of ids) of stored embeddings, to compare with an index cheaply."""
+        ...
+
+    def iter_faces(self) -> Iterator[FaceRecord]: ...
 
     def faces(self, face_ids: list[int]) -> dict[int, FaceRecord]: ...
 
@@ -169,9 +203,18 @@ class Catalog(Protocol):
         ...
 
     def iter_embeddings(
-        self, model_id: str, batch: int = 10_000, masked: bool = False
+        self, model_id: str, batch: int = 10_000, masked: bool = False, dim: int | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(ids, vectors) chunks of every stored face of ``model_id`` (or of its masked templates), for rebuilds."""
+        """(ids, vectors) chunks of every stored face of ``model_id`` (or of its masked templates), for rebuilds.
+
+        Vectors are returned as stored, unchecked; a blob of the wrong size comes back as a NaN row.
+        """
+        ...
+
+    def stored_embeddings(
+        self, face_ids: list[int], masked: bool = False, dim: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(ids found, their vectors) in the order given; ids no longer stored are left out (no error)."""
         ...
 
     def embeddings(self, face_ids: list[int], masked: bool = False) -> np.ndarray:
@@ -193,6 +236,18 @@ class Catalog(Protocol):
 
     def search_result(self, search_id: int, rank: int) -> tuple[dict, np.ndarray, int, float] | None:
         """(probe, probe embedding, face id, score) of one ranked result of a past search."""
+        ...
+
+    def list_media(self, status: str | None, offset: int, limit: int) -> tuple[list[MediaRecord], int]:
+        """One page of files (optionally of one status) ordered by path, and how many there are in all."""
+        ...
+
+    def list_searches(self, offset: int, limit: int) -> tuple[list[tuple[int, str, dict, dict, int]], int]:
+        """One page of the search log, newest first: (id, time, probe, params, result count); and the total."""
+        ...
+
+    def search_log_entry(self, search_id: int) -> tuple[str, dict, dict, list[tuple[int, int, float]]] | None:
+        """(time, probe, params, [(rank, face id, score)]) of one past search, to show it again."""
         ...
 
     def close(self) -> None: ...

@@ -22,7 +22,7 @@ from facefind.evaluation.lfw import central_face, list_images
 from facefind.ingest import init_worker, worker_pipeline
 from facefind.pipeline import PipelineConfig
 from facefind.pipeline.decode import decode_image
-from facefind.pipeline.models import ARCFACE_MBF
+from facefind.pipeline.models import stack_named
 from facefind.pipeline.occlusion import (
     GALLERY_SHAPE,
     HELD_OUT_SHAPES,
@@ -68,10 +68,12 @@ def _chunk(lfw_dir: str, items: list[tuple[int, str]]) -> list[tuple[int, np.nda
 
 
 def embed_covered_lfw(
-    lfw_dir: Path, cache: Path | None = None, workers: int = 0, progress: Callable[[int, int], None] | None = None
+    lfw_dir: Path, cache: Path | None = None, workers: int = 0, progress: Callable[[int, int], None] | None = None,
+    model: str = "arcface",
 ) -> CoveredLfw:
     paths = list_images(lfw_dir)
-    key = hashlib.sha256(f"{ARCFACE_MBF.model_id}|covered-v1|{len(paths)}".encode()).hexdigest()[:16]
+    stack = stack_named(model)
+    key = hashlib.sha256(f"{stack.model_id}|covered-v1|{len(paths)}".encode()).hexdigest()[:16]
     names = sorted({p.split("/")[0] for p in paths})
     number = {n: i for i, n in enumerate(names)}
     identities = np.array([number[p.split("/")[0]] for p in paths])
@@ -79,11 +81,11 @@ def embed_covered_lfw(
         stored = np.load(cache, allow_pickle=False)
         if str(stored["key"]) == key:
             return CoveredLfw(paths, identities, names, {v: stored[v] for v in VARIANTS})
-    embeddings = {v: np.full((len(paths), 512), np.nan, np.float32) for v in VARIANTS}
+    embeddings = {v: np.full((len(paths), stack.dim), np.nan, np.float32) for v in VARIANTS}
     chunks = [list(range(s, min(s + 64, len(paths)))) for s in range(0, len(paths), 64)]
     done = 0
     with ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=get_context("spawn"),
-                             initializer=init_worker, initargs=(PipelineConfig(threads=1),)) as pool:
+                             initializer=init_worker, initargs=(PipelineConfig(threads=1, model=model),)) as pool:
         jobs = [pool.submit(_chunk, str(lfw_dir), [(i, paths[i]) for i in chunk]) for chunk in chunks]
         for job in as_completed(jobs):
             for i, vectors in job.result():

@@ -21,9 +21,7 @@ import numpy as np
 from facefind.ingest import init_worker, worker_pipeline
 from facefind.pipeline import DetectedFace, PipelineConfig
 from facefind.pipeline.decode import decode_image
-from facefind.pipeline.models import ARCFACE_MBF
-
-EMBEDDING_DIM = 512
+from facefind.pipeline.models import stack_named
 
 
 @dataclass(frozen=True)
@@ -77,12 +75,13 @@ def embed_lfw(
     """
     config = config or PipelineConfig()
     paths = list_images(lfw_dir)
-    key = hashlib.sha256(f"{ARCFACE_MBF.model_id}|{config}|{transform_id}|{len(paths)}|{paths[:3]}".encode()).hexdigest()[:16]
+    stack = stack_named(config.model)
+    key = hashlib.sha256(f"{stack.model_id}|{config}|{transform_id}|{len(paths)}|{paths[:3]}".encode()).hexdigest()[:16]
     if cache is not None and cache.exists():
         stored = np.load(cache, allow_pickle=False)
         if str(stored["key"]) == key:
             return _assemble(paths, stored["embeddings"], list(stored["quality"]))
-    embeddings = np.full((len(paths), EMBEDDING_DIM), np.nan, dtype=np.float32)
+    embeddings = np.full((len(paths), stack.dim), np.nan, dtype=np.float32)
     quality = [""] * len(paths)
     workers = workers or os.cpu_count() or 1
     chunks = [list(range(start, min(start + 64, len(paths)))) for start in range(0, len(paths), 64)]

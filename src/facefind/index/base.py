@@ -29,8 +29,17 @@ class VectorIndex(Protocol):
         """Top-``k`` (scores, ids) per query by inner product; missing slots have id -1."""
         ...
 
+    def ids(self) -> np.ndarray:
+        """Every id held (int64), for checking the index against the catalog."""
+        ...
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``ids`` (as held, for verification); an id not held raises KeyError."""
+        ...
+
     def save(self, path: Path) -> None:
-        """Persist atomically: a crash leaves either the old file or the new one, never half of one."""
+        """Persist atomically: a crash leaves either the old file or the new one, never half of one, and a
+        failed write (a full disk) leaves no temporary behind (raises OSError)."""
         ...
 
     def reset(self) -> None:

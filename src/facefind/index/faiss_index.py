@@ -47,13 +47,31 @@ class FaissFlatIndex:
         scores, ids = self._index.search(queries, min(k, len(self)))
         return scores, ids
 
+    def ids(self) -> np.ndarray:
+        return faiss.vector_to_array(self._index.id_map).astype(np.int64, copy=False)
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return np.empty((0, self.dim), np.float32)
+        try:
+            return self._index.reconstruct_batch(ids)
+        except RuntimeError as error:  # an id not in the index
+            raise KeyError(str(error).rsplit(":", 1)[-1].strip()) from None
+
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + f".tmp{os.getpid()}")
-        faiss.write_index(self._index, str(temporary))
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        try:
+            try:
+                faiss.write_index(self._index, str(temporary))
+            except RuntimeError as error:  # FAISS reports a failed fwrite (e.g. a full disk) this way
+                raise OSError(f"cannot write {temporary}: {error}") from None
+            with open(temporary, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)  # never leave an index-sized temporary behind
 
     def reset(self) -> None:
         self._index.reset()

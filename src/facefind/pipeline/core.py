@@ -8,13 +8,16 @@ import numpy as np
 
 from facefind.pipeline.align import align_face
 from facefind.pipeline.detect import ScrfdDetector
-from facefind.pipeline.embed import OnnxArcFace, Recognizer
+from facefind.pipeline.embed import OnnxArcFace, Recognizer, l2_normalise
+from facefind.pipeline.models import DEFAULT_STACK, stack_named
 from facefind.pipeline.occlusion import (
     GALLERY_SHAPE,
     default_occlusion_classifier,
     draw_mask,
 )
 from facefind.pipeline.quality import Quality, assess_quality
+from facefind.pipeline.sface import OnnxSFace
+from facefind.pipeline.yunet import YunetDetector
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class PipelineConfig:
     min_face_px: float = 10.0
     threads: int | None = None
     masked_templates: bool = True  # also embed each face wearing a synthetic mask, for covered probes
+    model: str = DEFAULT_STACK  # the detector + recogniser stack (models.STACKS): "arcface" or "sface"
 
 
 @dataclass(frozen=True)
@@ -50,13 +54,18 @@ class FacePipeline:
 
     def __init__(self, config: PipelineConfig | None = None, recognizer: Recognizer | None = None) -> None:
         self.config = config or PipelineConfig()
-        self.detector = ScrfdDetector(
+        self.stack = stack_named(self.config.model)
+        detector_class = YunetDetector if self.stack.name == "sface" else ScrfdDetector
+        self.detector = detector_class(
             size=self.config.detection_size,
             score_threshold=self.config.detection_threshold,
             min_face_px=self.config.min_face_px,
             threads=self.config.threads,
         )
-        self.recognizer = recognizer or OnnxArcFace(threads=self.config.threads)
+        if recognizer is None:
+            recognizer_class = OnnxSFace if self.stack.name == "sface" else OnnxArcFace
+            recognizer = recognizer_class(self.stack.recognizer, threads=self.config.threads)
+        self.recognizer = recognizer
         classifier = default_occlusion_classifier()
         # The classifier reads embeddings, so it only fits the recogniser it was trained with.
         self.occlusion = classifier if classifier.provenance.get("model_id") == self.recognizer.model_id else None
@@ -77,24 +86,34 @@ class FacePipeline:
         crops = np.stack([align_face(rgb, d.landmarks) for d in detections])
         use_masked = self.config.masked_templates if masked_templates is None else masked_templates
         if use_masked:  # one batch: the faces, then the same faces masked
-            both = self.recognizer.embed(np.concatenate([crops, self._masked(crops)]))
-            embeddings, masked = both[: len(crops)], list(both[len(crops) :])
+            both = self._features(np.concatenate([crops, self._masked(crops)]))
+            features, masked = both[: len(crops)], list(l2_normalise(both[len(crops) :]))
         else:
-            embeddings, masked = self.recognizer.embed(crops), [None] * len(crops)
+            features, masked = self._features(crops), [None] * len(crops)
+        embeddings = l2_normalise(features)
+        # A plugged-in recogniser without raw_features gives unit vectors: their norm says nothing.
+        norms = np.linalg.norm(features, axis=1) if hasattr(self.recognizer, "raw_features") else [None] * len(crops)
         occlusions = self.occlusion.predict(embeddings) if self.occlusion else [None] * len(crops)
         faces = [
             DetectedFace(
                 box=d.box.astype(np.float32),
                 landmarks=d.landmarks.astype(np.float32),
                 detection_score=d.score,
-                quality=assess_quality(d.box, d.landmarks, d.score, crop, occlusion),
+                quality=assess_quality(d.box, d.landmarks, d.score, crop, occlusion, norm, self.model_id),
                 embedding=embedding,
                 aligned=crop,
                 masked_embedding=masked_embedding,
             )
-            for d, crop, embedding, masked_embedding, occlusion in zip(detections, crops, embeddings, masked, occlusions)
+            for d, crop, embedding, masked_embedding, occlusion, norm
+            in zip(detections, crops, embeddings, masked, occlusions, norms)
         ]
         return sorted(faces, key=lambda face: -face.area)
+
+    def _features(self, crops: np.ndarray) -> np.ndarray:
+        """The recogniser's output before normalisation, where it offers it."""
+        if hasattr(self.recognizer, "raw_features"):
+            return self.recognizer.raw_features(crops)
+        return self.recognizer.embed(crops)
 
     @staticmethod
     def _masked(crops: np.ndarray) -> np.ndarray:

@@ -33,7 +33,8 @@ class OnnxArcFace:
         self.dim = int(self._session.get_outputs()[0].shape[-1])
         self.batch_size = batch_size
 
-    def embed(self, crops: np.ndarray) -> np.ndarray:
+    def raw_features(self, crops: np.ndarray) -> np.ndarray:
+        """The network's output before normalisation (its norm says how face-like the crop is)."""
         if len(crops) == 0:
             return np.empty((0, self.dim), dtype=np.float32)
         batches = []
@@ -41,7 +42,10 @@ class OnnxArcFace:
             chunk = crops[start : start + self.batch_size].astype(np.float32)
             blob = ((chunk - 127.5) / 127.5).transpose(0, 3, 1, 2)
             batches.append(self._session.run(None, {self._input_name: blob})[0])
-        return l2_normalise(np.vstack(batches))
+        return np.vstack(batches)
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        return l2_normalise(self.raw_features(crops))
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:

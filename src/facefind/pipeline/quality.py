@@ -3,6 +3,11 @@
 These are measured signals, not a learnt score, so a user can see *why* a face
 is judged poor. The verdict is deliberately conservative: a face that is small,
 blurred or turned away is flagged rather than silently ranked.
+
+Before any of that, a detection must be a face the recogniser can read at all
+(:func:`usability_problems`): detector false positives (hands, patterns, drawings)
+and faces with the eyes a few pixels apart are reported as "not a usable face",
+judged poor, and so can never be matched with a strong or possible verdict.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
+from facefind.pipeline.align import ARCFACE_TEMPLATE, similarity_transform
+from facefind.pipeline.models import ARCFACE_MBF, SFACE_2021DEC
 from facefind.pipeline.occlusion import Occlusion
 
 MIN_GOOD_EYE_DISTANCE_PX = 30.0
@@ -24,6 +31,17 @@ MAX_FAIR_YAW_DEG = 50.0
 MAX_GOOD_PITCH_DEG = 25.0
 MAX_FAIR_PITCH_DEG = 40.0
 MIN_GOOD_DETECTION = 0.7
+# Usability limits, measured on real faces (LFW, celeba_dev) against detector false positives,
+# synthetic non-faces and downscaled faces (numbers in the README, "Unusable detections").
+# Detection score is not used: real LFW faces scored down to 0.57 (SCRFD), drawn faces up to 0.94.
+MIN_USABLE_EYE_DISTANCE_PX = 11.0  # LFW faces shrunk to 10 px between the eyes are detected at 10.0-10.5 px
+# RMS distance (px of the 112 crop) of the aligned 5 points from the template: real faces reach 8.5 (LFW)
+# and 10.6 (celeba_dev, eyes >= 15 px apart); landmarks guessed on faces a few px wide reach 14-18.
+MAX_LANDMARK_FIT_ERROR = 12.0
+# The recogniser's output norm before normalisation, low on crops it cannot read. Real faces: LFW minimum
+# 17.3 (ArcFace) / 8.85 (SFace); synthetic non-faces (flat, noise, drawn face, blurred noise) at most
+# 11.2 / 6.65. Below the limit: celeba_dev 0% / 2.6% of faces with eyes >= 15 px apart (hands, heavy blur).
+MIN_FEATURE_NORM = {ARCFACE_MBF.model_id: 13.0, SFACE_2021DEC.model_id: 7.0}
 # The nose sits about this far from the eye line, as a fraction of the eye-to-mouth distance, on a frontal face.
 _FRONTAL_NOSE_RATIO = 0.50
 
@@ -45,6 +63,8 @@ class Quality:
     lower_face_covered_score: float | None = None
     eyes_covered: bool | None = None
     eyes_covered_score: float | None = None
+    usable: bool = True  # False: not a face the recogniser can read (false detection, eyes a few px apart)
+    feature_norm: float | None = None  # the recogniser's output norm before normalisation
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,11 +80,15 @@ def assess_quality(
     detection_score: float,
     aligned_rgb: np.ndarray,
     occlusion: Occlusion | None = None,
+    feature_norm: float | None = None,
+    model_id: str | None = None,
 ) -> Quality:
-    """Measure size, sharpness (variance of the Laplacian on the aligned crop), pose and coverings.
+    """Measure usability, size, sharpness (variance of the Laplacian on the aligned crop), pose and coverings.
 
-    Hidden eyes make a face poor: too little of it is left to support an identification. A
-    covered lower face makes it fair; such faces are matched and calibrated in their own mode.
+    An unusable detection is poor. Hidden eyes make a face poor: too little of it is left to support
+    an identification. A covered lower face makes it fair (such faces are matched and calibrated in
+    their own mode), or poor when the face is also small, blurred, turned or tilted: then too little
+    of it shows. ``feature_norm`` and ``model_id`` come from the recogniser (see MIN_FEATURE_NORM).
     """
     face_px = float(min(box[2] - box[0], box[3] - box[1]))
     left_eye, right_eye, nose, left_mouth, right_mouth = landmarks.astype(np.float64)
@@ -79,6 +103,7 @@ def assess_quality(
     _grade(sharpness, MIN_GOOD_SHARPNESS, MIN_FAIR_SHARPNESS, "blurred", poor, fair, higher_is_better=True)
     _grade(abs(yaw), MAX_GOOD_YAW_DEG, MAX_FAIR_YAW_DEG, "turned sideways", poor, fair, higher_is_better=False)
     _grade(abs(pitch), MAX_GOOD_PITCH_DEG, MAX_FAIR_PITCH_DEG, "tilted up/down", poor, fair, higher_is_better=False)
+    small_blurred_or_turned = bool(fair)
     if detection_score < MIN_GOOD_DETECTION:
         fair.append(f"uncertain detection ({detection_score:.2f})")
     covered = {}
@@ -86,8 +111,15 @@ def assess_quality(
         if occlusion.eyes_covered:
             poor.append(f"eyes covered ({occlusion.eyes_covered_score:.2f})")
         if occlusion.lower_face_covered:
-            fair.append(f"lower face covered ({occlusion.lower_face_covered_score:.2f})")
+            covering = f"lower face covered ({occlusion.lower_face_covered_score:.2f})"
+            if small_blurred_or_turned:  # what is left of a covered face is itself degraded
+                poor.append(f"{covering} on a face that is also small, blurred or turned: too little of it shows")
+            else:
+                fair.append(covering)
         covered = asdict(occlusion)
+    problems = usability_problems(landmarks, eye_distance, feature_norm, model_id)
+    if problems:
+        poor.insert(0, "not a usable face: " + "; ".join(problems))
     verdict = "poor" if poor else "fair" if fair else "good"
     return Quality(
         face_px=round(face_px, 1),
@@ -99,8 +131,37 @@ def assess_quality(
         detection_score=round(float(detection_score), 4),
         verdict=verdict,
         reasons=poor + fair,
+        usable=not problems,
+        feature_norm=None if feature_norm is None else round(float(feature_norm), 2),
         **covered,
     )
+
+
+def usability_problems(
+    landmarks: np.ndarray, eye_distance: float, feature_norm: float | None, model_id: str | None
+) -> list[str]:
+    """Why a detection is not a face the recogniser can read (empty: it is usable)."""
+    problems = []
+    if eye_distance < MIN_USABLE_EYE_DISTANCE_PX:
+        problems.append(f"eyes {eye_distance:.0f} px apart")
+    fit_error = landmark_fit_error(landmarks)
+    if fit_error > MAX_LANDMARK_FIT_ERROR:
+        problems.append(f"implausible landmarks (fit error {fit_error:.1f})")
+    min_norm = MIN_FEATURE_NORM.get(model_id or "")
+    if feature_norm is not None and min_norm is not None and feature_norm < min_norm:
+        problems.append(f"the recogniser cannot read it (feature norm {feature_norm:.1f} < {min_norm})")
+    return problems
+
+
+def landmark_fit_error(landmarks: np.ndarray) -> float:
+    """RMS distance, in pixels of the 112x112 crop, between the aligned 5 points and the template.
+
+    A real face, even turned, maps its eyes, nose and mouth near the template; landmarks a detector
+    puts on a non-face often cannot be brought there by any rotation, scale and shift.
+    """
+    matrix = similarity_transform(landmarks)
+    mapped = landmarks.astype(np.float64) @ matrix[:, :2].T + matrix[:, 2]
+    return float(np.sqrt(((mapped - ARCFACE_TEMPLATE) ** 2).sum(axis=1).mean()))
 
 
 def _grade(value, good, fair, label, poor_list, fair_list, higher_is_better: bool) -> None:

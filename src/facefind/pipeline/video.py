@@ -7,6 +7,10 @@ to RGB; the rest are decoded (inter-frame codecs need them) and dropped.
 
 from __future__ import annotations
 
+import math
+import os
+import stat
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -17,6 +21,7 @@ import numpy as np
 from facefind.errors import UnreadableMediaError
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm"})
+_ISO_MEDIA_SUFFIXES = frozenset({".mp4", ".m4v", ".mov"})  # boxes; the index is the `moov` box
 DEFAULT_SAMPLE_FPS = 5.0
 
 
@@ -38,14 +43,30 @@ class VideoFrame:
     pixels: np.ndarray  # upright RGB uint8
 
 
+@dataclass
+class Coverage:
+    """How much of the footage :func:`sample_frames` decoded: a truncated file stops short of the
+    duration its header promises, and what is recorded must say so."""
+
+    decoded_until_s: float = 0.0  # end of the last decoded frame
+    damage: str | None = None  # the decoder error that ended decoding early, if any
+
+
 def is_video_path(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
 def _open(path: Path):
+    """Open a video container; a FIFO or device is refused before FFmpeg could block on it."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise UnreadableMediaError("not a regular file (a folder, FIFO or device)", reason="not_a_file")
         container = av.open(str(path))
     except av.error.InvalidDataError as error:
+        if _lacks_index(path):
+            raise UnreadableMediaError(
+                "truncated video: no index (moov) found, so no frame can be located", reason="corrupt_video"
+            ) from None
         raise UnreadableMediaError(f"not a readable video: {error}", reason="corrupt_video") from None
     except PermissionError as error:
         raise UnreadableMediaError(str(error), reason="permission_denied") from None
@@ -55,6 +76,31 @@ def _open(path: Path):
         container.close()
         raise UnreadableMediaError("the file has no video stream", reason="no_video_stream")
     return container
+
+
+def _lacks_index(path: Path) -> bool:
+    """Whether an MP4/MOV file has media data but no `moov` box: cut off before its index was written.
+
+    Walks the top-level boxes (8-byte headers, 16 with a 64-bit size) without reading their contents.
+    """
+    if path.suffix.lower() not in _ISO_MEDIA_SUFFIXES:
+        return False
+    seen = set()
+    with open(path, "rb") as handle:
+        end = os.fstat(handle.fileno()).st_size
+        position = 0
+        while position + 8 <= end:
+            handle.seek(position)
+            size, kind = struct.unpack(">I4s", handle.read(8))
+            if size == 1:
+                size = struct.unpack(">Q", handle.read(8))[0]
+            elif size == 0:
+                size = end - position
+            if size < 8:
+                break
+            seen.add(kind)
+            position += size
+    return b"moov" not in seen and bool(seen & {b"mdat", b"ftyp"})
 
 
 def video_info(path: Path) -> VideoInfo:
@@ -92,12 +138,22 @@ def _upright(frame: av.VideoFrame, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(pixels, k=turns)) if turns else pixels
 
 
-def sample_frames(path: Path, fps: float | None = DEFAULT_SAMPLE_FPS, max_pixels: int = 100_000_000) -> Iterator[VideoFrame]:
+def sample_frames(
+    path: Path,
+    fps: float | None = DEFAULT_SAMPLE_FPS,
+    max_pixels: int = 100_000_000,
+    coverage: Coverage | None = None,
+) -> Iterator[VideoFrame]:
     """Frames at about ``fps`` per second of footage (every frame when ``fps`` is None).
 
-    Raises UnreadableMediaError for files that cannot be opened or that hold no
-    decodable frame; a file truncated part-way yields the frames before the damage.
+    Raises ValueError for an ``fps`` that is not above 0 (it would never advance), and
+    UnreadableMediaError for files that cannot be opened or that hold no decodable frame;
+    a file truncated part-way yields the frames before the damage, and ``coverage``
+    (when given) is filled in with how far decoding got.
     """
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be more than 0, not {fps}")
+    coverage = coverage if coverage is not None else Coverage()
     info = video_info(path)
     if info.width * info.height > max_pixels:
         raise UnreadableMediaError(f"video frames are {info.width}x{info.height}, above the pixel limit", reason="too_large")
@@ -113,6 +169,9 @@ def sample_frames(path: Path, fps: float | None = DEFAULT_SAMPLE_FPS, max_pixels
                 if frame.pts is None:
                     continue
                 time_s = float(frame.pts * stream.time_base) - start
+                frame_s = float(frame.duration * stream.time_base) if getattr(frame, "duration", None) else \
+                    (1.0 / info.average_fps if info.average_fps else 0.0)
+                coverage.decoded_until_s = max(coverage.decoded_until_s, time_s + frame_s)
                 if time_s + 1e-6 < next_time:
                     continue
                 while interval and next_time <= time_s + 1e-6:  # a fixed grid: no drift on irregular timing
@@ -122,6 +181,7 @@ def sample_frames(path: Path, fps: float | None = DEFAULT_SAMPLE_FPS, max_pixels
         except av.error.FFmpegError as error:
             if produced == 0:
                 raise UnreadableMediaError(f"no decodable frame: {error}", reason="corrupt_video") from None
+            coverage.damage = str(error)
             return  # truncated: keep what decoded
     if produced == 0:
         raise UnreadableMediaError("the video stream holds no frames", reason="empty_video")

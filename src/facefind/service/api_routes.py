@@ -1,0 +1,176 @@
+"""/api/v1: the library API over HTTP. Handlers only translate HTTP to :class:`FaceFind` calls and back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse
+from pydantic import BaseModel, Field
+
+from facefind.api import FaceFind
+from facefind.schema import (
+    EvidenceResponse,
+    FacesResponse,
+    IndexJob,
+    MediaItem,
+    MediaPage,
+    SearchLogPage,
+    SearchResponse,
+    VerifyResponse,
+)
+from facefind.search import DEFAULT_MAX_FMR
+from facefind.service.actor import Actor, current_actor
+from facefind.service.problems import PROBLEM_RESPONSES
+from facefind.service.settings import ServiceSettings
+from facefind.service.uploads import probe_from
+
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(current_actor)], responses=PROBLEM_RESPONSES)
+
+
+def library_api(request: Request) -> FaceFind:
+    return request.app.state.facefind
+
+
+def settings_of(request: Request) -> ServiceSettings:
+    return request.app.state.settings
+
+
+Library = Annotated[FaceFind, Depends(library_api)]
+Settings = Annotated[ServiceSettings, Depends(settings_of)]
+ActingFor = Annotated[Actor, Depends(current_actor)]
+PageOffset = Annotated[int, Query(ge=0)]
+PageLimit = Annotated[int, Query(ge=1, le=500)]
+UploadedImage = Annotated[UploadFile | None, File(description="The image, uploaded")]
+ServerPath = Annotated[str | None, Form(description="Or: an image on the server, inside an allowed root")]
+
+
+class IndexJobRequest(BaseModel):
+    paths: list[str] = Field(min_length=1, description="Folders or files on the server, inside the allowed roots")
+    video_fps: float = Field(5.0, gt=0, description="Video frames analysed per second of footage")
+
+
+class RemoveRequest(BaseModel):
+    path: str | None = Field(None, description="A file, or a folder whose files are all removed")
+    face_ids: list[int] | None = Field(None, description="Or: single faces by id")
+
+
+class Removed(BaseModel):
+    removed: int = Field(description="Faces removed from catalog and index")
+
+
+@router.post("/search", response_model=SearchResponse, summary="Search the library for one face of a probe")
+def search(
+    facefind: Library,
+    settings: Settings,
+    file: UploadedImage = None,
+    path: ServerPath = None,
+    face: Annotated[int | None, Form(description="Which face of the probe (0 = largest)")] = None,
+    top_k: Annotated[int, Form()] = 10,
+    max_fmr: Annotated[float, Form(description="Hide matches with a higher false match rate")] = DEFAULT_MAX_FMR,
+    show_all: Annotated[bool, Form(description="Show the top-k candidates even beyond the limits, marked")] = False,
+    within: Annotated[str | None, Form(alias="in", description="Only faces of this indexed file or folder")] = None,
+) -> SearchResponse:
+    probe = probe_from(file, path, facefind, settings)
+    return facefind.search(probe, face=face, top_k=top_k, max_fmr=max_fmr, show_all=show_all,
+                           within=Path(within) if within else None)
+
+
+@router.post("/verify", response_model=VerifyResponse, summary="Compare one face of image A with one of image B")
+def verify(
+    facefind: Library,
+    settings: Settings,
+    a: UploadedImage = None,
+    b: UploadedImage = None,
+    a_path: ServerPath = None,
+    b_path: ServerPath = None,
+    face_a: Annotated[int | None, Form()] = None,
+    face_b: Annotated[int | None, Form()] = None,
+    max_fmr: Annotated[float, Form()] = DEFAULT_MAX_FMR,
+) -> VerifyResponse:
+    first = probe_from(a, a_path, facefind, settings, "first image")
+    second = probe_from(b, b_path, facefind, settings, "second image")
+    return facefind.verify(first, second, face_a, face_b, max_fmr)
+
+
+@router.post("/faces", response_model=FacesResponse, summary="Detect the faces of an image (not stored)")
+def detect_faces(facefind: Library, settings: Settings, file: UploadedImage = None, path: ServerPath = None) -> FacesResponse:
+    probe = probe_from(file, path, facefind, settings, "image")
+    return facefind.faces(probe) if isinstance(probe, Path) else facefind.faces_in_upload(probe)
+
+
+@router.get("/media", response_model=MediaPage, summary="The library's files, a page at a time")
+def media(facefind: Library, status: str | None = None, offset: PageOffset = 0, limit: PageLimit = 50) -> MediaPage:
+    return facefind.media_page(status, offset, limit)
+
+
+@router.get("/media/item", response_model=MediaItem, summary="One catalogued file")
+def media_item(facefind: Library, path: str) -> MediaItem:
+    return facefind.media_item(path)
+
+
+@router.get("/media/faces", response_model=FacesResponse, summary="The stored faces of one catalogued file")
+def media_faces(facefind: Library, path: str) -> FacesResponse:
+    return facefind.faces(facefind.media_file(path))
+
+
+@router.get("/media/file", response_class=FileResponse, summary="A catalogued image or video (range requests)")
+def media_file(facefind: Library, path: str) -> FileResponse:
+    return FileResponse(facefind.media_file(path))
+
+
+@router.get("/thumbnails/{name:path}", response_class=FileResponse, summary="A stored face crop or video frame")
+def thumbnail(facefind: Library, name: str) -> FileResponse:
+    return FileResponse(facefind.thumbnail_file(name), media_type="image/jpeg")
+
+
+@router.post("/jobs", response_model=IndexJob, status_code=202, summary="Start indexing server folders")
+def start_job(facefind: Library, settings: Settings, actor: ActingFor, request: IndexJobRequest) -> IndexJob:
+    return facefind.start_index_job(request.paths, settings.allow_roots, actor.name, settings.index_workers,
+                                    request.video_fps)
+
+
+@router.get("/jobs", response_model=list[IndexJob], summary="Index jobs of this server, newest first")
+def jobs(facefind: Library) -> list[IndexJob]:
+    return facefind.index_jobs()
+
+
+@router.get("/jobs/{job_id}", response_model=IndexJob, summary="An index job's progress or report")
+def job(facefind: Library, job_id: int) -> IndexJob:
+    return facefind.index_job(job_id)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=IndexJob, summary="Stop a job after the file in hand")
+def cancel_job(facefind: Library, job_id: int) -> IndexJob:
+    return facefind.cancel_index_job(job_id)
+
+
+@router.get("/stats", summary="Files by status, unindexed files by reason, faces by quality, searches")
+def stats(facefind: Library) -> dict:
+    return facefind.stats()
+
+
+@router.post("/remove", response_model=Removed, summary="Forget a file, a folder's files, or single faces")
+def remove(facefind: Library, request: RemoveRequest) -> Removed:
+    return Removed(removed=facefind.remove(Path(request.path) if request.path else None, request.face_ids))
+
+
+@router.get("/evidence/{match_id}", response_model=EvidenceResponse, summary="Evidence for one match, as JSON")
+def evidence(facefind: Library, match_id: str) -> EvidenceResponse:
+    return facefind.evidence(match_id)
+
+
+@router.get("/evidence/{match_id}/html", response_class=HTMLResponse, summary="The printable evidence page")
+def evidence_page(facefind: Library, match_id: str) -> HTMLResponse:
+    return HTMLResponse(facefind.evidence_html(match_id))
+
+
+@router.get("/searches", response_model=SearchLogPage, summary="The search log, newest first")
+def searches(facefind: Library, offset: PageOffset = 0, limit: PageLimit = 50) -> SearchLogPage:
+    return facefind.search_log(offset, limit)
+
+
+@router.get("/searches/{search_id}", response_model=SearchResponse, summary="A past search's results again")
+def past_search(facefind: Library, search_id: int) -> SearchResponse:
+    return facefind.reopen_search(search_id)

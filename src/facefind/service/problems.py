@@ -1,0 +1,110 @@
+"""Errors as RFC 9457 problem details (application/problem+json), with the CLI's reason codes.
+
+Every FaceFindError carries a short ``reason``; the HTTP status follows from it. Pages of the
+web UI get the same information as an HTML page instead of JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+
+from facefind.errors import FaceFindError
+
+PROBLEM_TYPE = "application/problem+json"
+STATUS_BY_REASON = {
+    "bad_argument": 400,
+    "bad_face_index": 422,
+    "no_face": 422,
+    "empty": 422,
+    "corrupt": 422,
+    "unreadable": 422,
+    "not_an_image": 415,
+    "too_large": 413,
+    "forbidden_path": 403,
+    "permission_denied": 403,
+    "not_found": 404,
+    "busy": 409,
+    "model_mismatch": 409,
+    "disk_full": 507,
+}
+REASON_BY_STATUS = {400: "bad_argument", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
+                    422: "bad_argument"}
+log = logging.getLogger("facefind.service")
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, plus facefind's machine-readable ``reason`` code."""
+
+    type: str = Field(description="urn:facefind:problem:REASON")
+    title: str
+    status: int
+    detail: str = Field(description="What went wrong, for a person")
+    reason: str = Field(description="The same reason code the CLI and `facefind stats` use")
+    instance: str = Field(description="The request path")
+
+
+PROBLEM_RESPONSES = {
+    status: {"model": Problem, "content": {PROBLEM_TYPE: {}}, "description": description}
+    for status, description in (
+        (400, "bad_argument"), (403, "forbidden_path"), (404, "not_found"), (409, "busy"),
+        (413, "too_large"), (415, "not_an_image"), (422, "no_face, bad_face_index, corrupt, invalid fields"),
+    )
+}
+
+
+def status_for(reason: str) -> int:
+    """The HTTP status for a reason code; unknown ones are server-side faults (500)."""
+    return STATUS_BY_REASON.get(reason, 500)
+
+
+def problem_body(status: int, reason: str, detail: str, instance: str, **extra) -> dict:
+    return {
+        "type": f"urn:facefind:problem:{reason}",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "reason": reason,
+        "instance": instance,
+        **extra,
+    }
+
+
+def problem_response(request: Request, status: int, reason: str, detail: str, **extra) -> Response:
+    """JSON problem details for the API; the same facts as an HTML page for the web UI."""
+    body = problem_body(status, reason, detail, request.url.path, **extra)
+    if request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", ""):
+        return JSONResponse(body, status_code=status, media_type=PROBLEM_TYPE)
+    templates = request.app.state.templates
+    return templates.TemplateResponse(request, "error.html", {"problem": body}, status_code=status)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into a problem response (never a traceback)."""
+
+    @app.exception_handler(FaceFindError)
+    async def facefind_error(request: Request, error: FaceFindError) -> Response:
+        return problem_response(request, status_for(error.reason), error.reason, str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        fields = [{"where": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in error.errors()]
+        detail = "; ".join(f"{f['where']}: {f['problem']}" for f in fields)
+        return problem_response(request, 422, "bad_argument", detail, errors=fields)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        reason = REASON_BY_STATUS.get(error.status_code, "error")
+        return problem_response(request, error.status_code, reason, str(error.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> Response:
+        log.exception("unexpected error on %s", request.url.path)
+        return problem_response(request, 500, "internal", "an unexpected error occurred; the server log has details")
+

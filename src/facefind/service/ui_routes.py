@@ -1,0 +1,107 @@
+"""The web UI's pages: server-rendered Jinja2 templates over the same library API calls as /api/v1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from facefind.api import FaceFind
+from facefind.errors import FaceFindError
+from facefind.schema import SearchResponse
+from facefind.service.actor import current_actor
+from facefind.service.api_routes import Library, Settings, search
+
+router = APIRouter(dependencies=[Depends(current_actor)], include_in_schema=False)
+
+
+def add_template_helpers(templates: Jinja2Templates, facefind: FaceFind) -> None:
+    """URLs for stored files and crops, and numbers in words, for every template."""
+    thumbs = facefind.library_path / "thumbs"
+
+    def thumb_url(stored: str | None) -> str | None:
+        if not stored:
+            return None
+        return "/api/v1/thumbnails/" + quote(Path(stored).relative_to(thumbs).as_posix())
+
+    def media_url(path: str) -> str:
+        return "/api/v1/media/file?path=" + quote(path, safe="")
+
+    def clock(seconds: float) -> str:
+        minutes, rest = divmod(seconds, 60)
+        return f"{int(minutes)}:{rest:04.1f}"
+
+    templates.env.globals.update(thumb_url=thumb_url, media_url=media_url, clock=clock, quote=quote)
+
+
+def _page(request: Request, name: str, **context) -> HTMLResponse:
+    return request.app.state.templates.TemplateResponse(request, name, context)
+
+
+def _results(request: Request, facefind: FaceFind, result: SearchResponse, reopened: bool = False) -> HTMLResponse:
+    """The result cards; videos carry their length so the timeline can be drawn to scale."""
+    durations = {}
+    for path in {m.source.path for m in result.matches if m.video} | {a.path for a in result.appearances}:
+        try:
+            durations[path] = facefind.media_item(path).duration_s
+        except FaceFindError:
+            durations[path] = None
+    boxes = [{"face_index": f.face_index, **f.box.model_dump()} for f in result.faces_in_probe]
+    return _page(request, "_results.html", result=result, durations=durations, reopened=reopened, probe_boxes=boxes)
+
+
+@router.get("/")
+def home() -> RedirectResponse:
+    return RedirectResponse("/search")
+
+
+@router.get("/search")
+def search_page(request: Request) -> HTMLResponse:
+    return _page(request, "search.html", active="search")
+
+
+@router.post("/ui/results")
+def results_fragment(request: Request, facefind: Library, response: SearchResponse = Depends(search)) -> HTMLResponse:
+    """The search form's answer as HTML (the page's script puts it in place): same inputs as /api/v1/search."""
+    return _results(request, facefind, response)
+
+
+@router.get("/evidence/{match_id}")
+def evidence_page(facefind: Library, match_id: str) -> HTMLResponse:
+    return HTMLResponse(facefind.evidence_html(match_id))
+
+
+@router.get("/video")
+def video_page(request: Request, facefind: Library, path: str, t: float = 0.0) -> HTMLResponse:
+    return _page(request, "video.html", active="search", media=facefind.media_item(path), start=max(0.0, t))
+
+
+@router.get("/library")
+def library_page(request: Request, facefind: Library, settings: Settings, status: str | None = None,
+                 offset: int = 0) -> HTMLResponse:
+    return _page(request, "library.html", active="library", stats=facefind.stats(),
+                 page=facefind.media_page(status, offset, 50), status=status, jobs=facefind.index_jobs(),
+                 roots=[str(root) for root in settings.allow_roots])
+
+
+@router.get("/library/file")
+def file_page(request: Request, facefind: Library, path: str) -> HTMLResponse:
+    media = facefind.media_item(path)
+    faces = facefind.faces(Path(media.path)) if media.kind == "image" and media.status == "indexed" else None
+    return _page(request, "file.html", active="library", media=media, faces=faces)
+
+
+@router.get("/history")
+def history_page(request: Request, facefind: Library, offset: int = 0) -> HTMLResponse:
+    return _page(request, "history.html", active="history", log=facefind.search_log(offset, 50))
+
+
+@router.get("/history/{search_id}")
+def past_search_page(request: Request, facefind: Library, search_id: int) -> HTMLResponse:
+    result = facefind.reopen_search(search_id)
+    return _page(request, "past_search.html", active="history", result=result,
+                 results_html=_results(request, facefind, result, reopened=True).body.decode())
+

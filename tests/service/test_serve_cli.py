@@ -1,0 +1,95 @@
+"""`facefind serve` as a user runs it: a real process on a loopback port, stopped like Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from facefind.api import FaceFind
+from facefind.library import Library
+from facefind.service import ServiceSettings
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def hold(library: Path) -> Library:
+    """The library opened for writing here, as another facefind process would."""
+    return FaceFind(library).open_library(writable=True)
+
+
+def facefind_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "facefind", *args]
+
+
+def test_serve_answers_over_http_and_stops_cleanly_on_ctrl_c(tmp_path):
+    port = free_port()
+    process = subprocess.Popen(
+        facefind_command("serve", "--port", str(port), "--library", str(tmp_path / "lib"), "--allow-root", str(tmp_path)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                stats = httpx.get(f"http://127.0.0.1:{port}/api/v1/stats", timeout=5).json()
+                break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+                time.sleep(0.3)
+        assert stats["files"] == 0 and Path(stats["library"]) == tmp_path / "lib"
+        assert httpx.get(f"http://127.0.0.1:{port}/search").status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err and "serving" in out
+    hold(tmp_path / "lib").close()  # the write lock was released
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--allow-root", "/no/such/folder"], "is not a folder"),
+        (["--port", "70000"], "port"),
+    ],
+)
+def test_serve_refuses_bad_options_without_a_traceback(tmp_path, args, message):
+    done = subprocess.run(facefind_command("serve", "--library", str(tmp_path / "lib"), *args),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_serve_refuses_a_library_another_process_writes(tmp_path):
+    with hold(tmp_path / "lib"):
+        done = subprocess.run(facefind_command("serve", "--library", str(tmp_path / "lib")),
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "another facefind process" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("localhost", True), ("::1", True), ("127.0.0.2", True), ("0.0.0.0", False),
+     ("192.168.1.5", False), ("::", False), ("example.org", False)],
+)
+def test_only_loopback_hosts_count_as_private(host, loopback):
+    assert ServiceSettings(host=host).is_loopback() is loopback
+
+
+def test_a_public_host_is_warned_about(tmp_path):
+    """The warning is printed before anything binds; the library is held by this test so serve stops there."""
+    with hold(tmp_path / "lib"):
+        done = subprocess.run(facefind_command("serve", "--host", "0.0.0.0", "--library", str(tmp_path / "lib")),
+                              capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert "warning: listening on 0.0.0.0" in done.stderr and done.returncode == 2
