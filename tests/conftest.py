@@ -8,10 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facefind.access import Purpose
 from facefind.api import FaceFind
 from facefind.evaluation import shared_data_dir
 from facefind.pipeline import FacePipeline
 from facefind.samples import gallery_samples, probe_sample
+
+
+PURPOSE = Purpose("TEST-1", "automated test of facefind's search path")  # every search states one
 
 
 @pytest.fixture(scope="session")

@@ -16,18 +16,19 @@ from facefind.cli import app
 from facefind.errors import DamagedLibraryError, NotFoundError
 from facefind.index import FaissFlatIndex
 from facefind.samples import probe_sample
+from tests.conftest import PURPOSE
 
 
 @pytest.fixture
 def indexed(facefind, photo_folder):
     """The sample photos indexed, and the face ids a probe search ranks (the library's working state)."""
     facefind.index([photo_folder], workers=1)
-    ranked = [m.face.face_id for m in facefind.search(probe_sample(), show_all=True, top_k=50).matches]
+    ranked = [m.face.face_id for m in facefind.search(probe_sample(), show_all=True, top_k=50, purpose=PURPOSE).matches]
     return facefind, photo_folder, ranked
 
 
 def _ranked(facefind) -> list[int]:
-    return [m.face.face_id for m in facefind.search(probe_sample(), show_all=True, top_k=50).matches]
+    return [m.face.face_id for m in facefind.search(probe_sample(), show_all=True, top_k=50, purpose=PURPOSE).matches]
 
 
 def _crops(library: Path) -> dict[str, np.ndarray]:
@@ -123,7 +124,7 @@ def test_a_damaged_embedding_is_dropped_and_its_file_reanalysed_by_the_next_inde
     with sqlite3.connect(facefind.library_path / "catalog.sqlite3") as db:
         db.execute("UPDATE faces SET embedding = zeroblob(2048) WHERE id = ?", (ranked[0],))
     with pytest.raises(DamagedLibraryError, match=f"face {ranked[0]}"):
-        facefind.search(probe_sample())
+        facefind.search(probe_sample(), purpose=PURPOSE)
     found = facefind.check()
     assert {p.part for p in found.problems} >= {"embeddings"}
     assert facefind.check(repair=True).healthy
@@ -132,7 +133,7 @@ def test_a_damaged_embedding_is_dropped_and_its_file_reanalysed_by_the_next_inde
         media = library.catalog.media_by_path(players)
         assert (media.status, media.reason) == ("failed", "damaged_in_catalog")
     assert facefind.check().healthy and facefind.index([photo_folder], workers=1).indexed == 1
-    assert Path(facefind.search(probe_sample()).matches[0].source.path).name == "players.jpg"
+    assert Path(facefind.search(probe_sample(), purpose=PURPOSE).matches[0].source.path).name == "players.jpg"
 
 
 def test_a_catalog_that_cannot_be_opened_is_reported(indexed):

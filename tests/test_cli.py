@@ -17,6 +17,9 @@ from facefind.errors import FaceFindError
 from facefind.pipeline import PipelineConfig
 from facefind.samples import gallery_samples, probe_sample
 from facefind.schema import FacesResponse, SearchResponse, VerifyResponse
+from tests.conftest import PURPOSE
+
+STATED = ("--case", PURPOSE.case, "--reason", PURPOSE.reason)  # the purpose every search and verify states
 
 
 def run(library: Path, *args: str | bytes, check_code: int | None = 0) -> subprocess.CompletedProcess:
@@ -48,9 +51,9 @@ def test_a_users_session(library, photo_folder, tmp_path):
     assert stats["unindexed_by_reason"] == {"corrupt": 1}
     assert "corrupt" in run(library, "stats").stdout
 
-    search = SearchResponse.model_validate_json(run(library, "search", str(probe_sample()), "--json").stdout)
+    search = SearchResponse.model_validate_json(run(library, "search", *STATED, str(probe_sample()), "--json").stdout)
     assert Path(search.matches[0].source.path).name == "players.jpg"
-    table = run(library, "search", str(probe_sample())).stdout
+    table = run(library, "search", *STATED, str(probe_sample())).stdout
     assert f"{search.search_id + 1}-1" in table and "players" in table  # every search gets its own id
 
     page = tmp_path / "evidence.html"
@@ -62,7 +65,7 @@ def test_a_users_session(library, photo_folder, tmp_path):
     assert "5 face(s)" in run(library, "faces", str(photo_folder / "gdp.jpg")).stdout
 
     verify = VerifyResponse.model_validate_json(
-        run(library, "verify", str(probe_sample()), str(photo_folder / "players.jpg"),
+        run(library, "verify", *STATED, str(probe_sample()), str(photo_folder / "players.jpg"),
             "--face-b", str(search.matches[0].face.face_index), "--json").stdout
     )
     assert verify.same_person
@@ -80,13 +83,13 @@ def test_clear_errors_instead_of_tracebacks(library, tmp_path, photo_folder):
     run(library, "index", str(tmp_path / "empty"))  # `index` makes the library
     wall = tmp_path / "wall.png"
     Image.new("RGB", (300, 200), (128, 128, 128)).save(wall)
-    no_face = run(library, "search", str(wall), check_code=2)
+    no_face = run(library, "search", *STATED, str(wall), check_code=2)
     assert "no face found" in no_face.stderr
-    missing = run(library, "search", str(tmp_path / "nope.jpg"), check_code=2)
+    missing = run(library, "search", *STATED, str(tmp_path / "nope.jpg"), check_code=2)
     assert "no such file" in missing.stderr
     not_image = tmp_path / "fake.jpg"
     not_image.write_text("hello")
-    assert "not a recognised image" in run(library, "verify", str(not_image), str(wall), check_code=2).stderr
+    assert "not a recognised image" in run(library, "verify", *STATED, str(not_image), str(wall), check_code=2).stderr
     for bad_id in ("x", "99999999999999999999-1", "1-1-1"):
         assert "not a match id" in run(library, "export-evidence", bad_id, str(tmp_path / "o.html"), check_code=2).stderr
     assert "is a folder" in run(library, "export-evidence", "1-1", str(tmp_path), check_code=2).stderr
@@ -129,15 +132,15 @@ BAD_NUMBERS = [
     (["index", "{photos}", "--video-fps", "nan"], "video_fps"),
     (["index", "{photos}", "--video-fps", "inf"], "video_fps"),
     (["index", "{photos}", "--workers", "-1"], "workers"),
-    (["search", "{probe}", "--top-k", "0"], "top_k"),
-    (["search", "{probe}", "--face", "-1"], "face"),
-    (["search", "{probe}", "--max-fmr", "nan"], "max_fmr"),
-    (["search", "{probe}", "--max-fmr", "0"], "max_fmr"),
-    (["verify", "{probe}", "{probe}", "--max-fmr", "nan"], "max_fmr"),
-    (["verify", "{probe}", "{probe}", "--max-fmr", "0"], "max_fmr"),
-    (["verify", "{probe}", "{probe}", "--max-fmr", "1.5"], "max_fmr"),
-    (["verify", "{probe}", "{probe}", "--max-fmr", "-inf"], "max_fmr"),
-    (["verify", "{probe}", "{probe}", "--face-b", "-2"], "face_b"),
+    (["search", *STATED, "{probe}", "--top-k", "0"], "top_k"),
+    (["search", *STATED, "{probe}", "--face", "-1"], "face"),
+    (["search", *STATED, "{probe}", "--max-fmr", "nan"], "max_fmr"),
+    (["search", *STATED, "{probe}", "--max-fmr", "0"], "max_fmr"),
+    (["verify", *STATED, "{probe}", "{probe}", "--max-fmr", "nan"], "max_fmr"),
+    (["verify", *STATED, "{probe}", "{probe}", "--max-fmr", "0"], "max_fmr"),
+    (["verify", *STATED, "{probe}", "{probe}", "--max-fmr", "1.5"], "max_fmr"),
+    (["verify", *STATED, "{probe}", "{probe}", "--max-fmr", "-inf"], "max_fmr"),
+    (["verify", *STATED, "{probe}", "{probe}", "--face-b", "-2"], "face_b"),
     (["calibrate", "--lfw", "{photos}", "--workers", "-3"], "workers"),
 ]
 
@@ -158,9 +161,9 @@ def test_a_bad_number_is_refused_before_any_work(args, option, capsys, library, 
     lambda lib: FaceFind(lib, max_pixels=-1),
     lambda lib: FaceFind(lib).index([lib], video_fps=float("nan")),
     lambda lib: FaceFind(lib).index([lib], workers=1.5),
-    lambda lib: FaceFind(lib).search(probe_sample(), top_k=True),
-    lambda lib: FaceFind(lib).search(probe_sample(), max_fmr=float("inf")),
-    lambda lib: FaceFind(lib).verify(probe_sample(), probe_sample(), face_a=-1),
+    lambda lib: FaceFind(lib).search(probe_sample(), top_k=True, purpose=PURPOSE),
+    lambda lib: FaceFind(lib).search(probe_sample(), max_fmr=float("inf"), purpose=PURPOSE),
+    lambda lib: FaceFind(lib).verify(probe_sample(), probe_sample(), face_a=-1, purpose=PURPOSE),
 ])
 def test_the_library_api_is_the_door_that_refuses(call, library):
     """The HTTP service calls the same API, so it gets the same refusals as the CLI."""
@@ -189,13 +192,13 @@ def test_user_data_is_printed_as_plain_visible_text(library, tmp_path):
 
     indexed = run(library, "index", str(folder), check_code=1)
     assert visible(broken) in indexed.stderr
-    search = run(library, "search", str(probe_sample()))
+    search = run(library, "search", *STATED, str(probe_sample()))
     assert visible(matched) in search.stdout
     faces = run(library, "faces", str(other))
     assert visible(other) in faces.stdout
     stats = run(library, "stats")
     assert f"library: {library}" in stats.stdout
-    missing = run(library, "search", str(folder / "nope[bold]\x1b[2J.jpg"), check_code=2)
+    missing = run(library, "search", *STATED, str(folder / "nope[bold]\x1b[2J.jpg"), check_code=2)
     assert visible(folder / "nope[bold]\x1b[2J.jpg") in missing.stderr
     for result in (indexed, search, faces, stats, missing):
         assert "\x1b" not in result.stdout + result.stderr and "\x07" not in result.stdout + result.stderr
@@ -234,7 +237,7 @@ def test_never_a_traceback(fault, code, message, capsys, monkeypatch, library, t
 
 
 @pytest.mark.parametrize("command", [
-    ["search", "{probe}"], ["stats"], ["faces", "{probe}"], ["export-evidence", "1-1", "{out}"],
+    ["search", *STATED, "{probe}"], ["stats"], ["faces", "{probe}"], ["export-evidence", "1-1", "{out}"],
 ])
 def test_read_only_commands_refuse_a_library_that_does_not_exist(command, library, tmp_path):
     """Before: a mistyped --library silently made an empty library and answered "No match", exit 0."""

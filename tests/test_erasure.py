@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from facefind.samples import probe_sample
+from tests.conftest import PURPOSE
 
 
 def _library_bytes(library: Path) -> bytes:
@@ -37,8 +38,8 @@ def test_a_removed_photo_leaves_no_trace_in_the_library(facefind, photo_folder):
     removed, kept = photo_folder / "players.jpg", photo_folder / "gdp.jpg"
     facefind.index([photo_folder], workers=1)
     for _ in range(3):  # the photo was used as a probe: the search log holds its path, hash and face vector
-        facefind.search(removed, show_all=True)
-    facefind.search(probe_sample(), show_all=True)
+        facefind.search(removed, show_all=True, purpose=PURPOSE)
+    facefind.search(probe_sample(), show_all=True, purpose=PURPOSE)
     library = facefind.library_path
     traces = _traces(library, removed)
     searching = sqlite3.connect(library / "catalog.sqlite3")  # another process (a search) has the catalog open
@@ -57,7 +58,7 @@ def test_a_removed_photo_leaves_no_trace_in_the_library(facefind, photo_folder):
     assert not (Path(str(library / "catalog.sqlite3") + "-wal").exists()
                 and Path(str(library / "catalog.sqlite3") + "-wal").stat().st_size)
     searching.close()
-    assert facefind.search(kept, show_all=True).matches  # the rest still works
+    assert facefind.search(kept, show_all=True, purpose=PURPOSE).matches  # the rest still works
     assert facefind.check().healthy
 
 

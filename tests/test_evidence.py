@@ -8,11 +8,12 @@ import pytest
 from facefind import evidence
 from facefind.errors import FaceFindError, NotFoundError
 from facefind.samples import probe_sample
+from tests.conftest import PURPOSE
 
 
 def test_evidence_page_shows_both_faces_with_provenance(facefind, photo_folder, tmp_path):
     facefind.index([photo_folder], workers=1)
-    match = facefind.search(probe_sample()).matches[0]
+    match = facefind.search(probe_sample(), purpose=PURPOSE).matches[0]
     page = facefind.export_evidence(match.match_id, tmp_path / "out" / "evidence.html").read_text()
     images = re.findall(r'src="data:image/png;base64,', page)
     assert len(images) == 6  # context, close-up and aligned crop, for probe and for match
@@ -24,7 +25,7 @@ def test_evidence_page_shows_both_faces_with_provenance(facefind, photo_folder, 
 
 def test_evidence_warns_when_the_source_changed(facefind, photo_folder, tmp_path):
     facefind.index([photo_folder], workers=1)
-    match = facefind.search(probe_sample()).matches[0]
+    match = facefind.search(probe_sample(), purpose=PURPOSE).matches[0]
     with open(match.source.path, "ab") as handle:
         handle.write(b"appended bytes")
     page = facefind.export_evidence(match.match_id, tmp_path / "e.html").read_text()
@@ -50,7 +51,7 @@ def test_an_id_no_search_can_have_is_a_bad_argument(match_id):
 @pytest.fixture
 def match_id(facefind, photo_folder) -> str:
     facefind.index([photo_folder], workers=1)
-    return facefind.search(probe_sample()).matches[0].match_id
+    return facefind.search(probe_sample(), purpose=PURPOSE).matches[0].match_id
 
 
 @pytest.mark.parametrize("where", ["a folder", "under a file", "in /proc"])
@@ -83,7 +84,7 @@ def test_a_name_that_is_not_utf8_still_gives_a_whole_page(facefind, photo_folder
     facefind.index([photo_folder], workers=1)
     probe = Path(os.fsdecode(os.fsencode(tmp_path) + b"/probe-\xe9.jpg"))
     probe.write_bytes(probe_sample().read_bytes())
-    match = facefind.search(probe).matches[0]
+    match = facefind.search(probe, purpose=PURPOSE).matches[0]
     page = facefind.export_evidence(match.match_id, tmp_path / "page.html").read_text()
     assert "probe-\\xe9.jpg" in page and page.count("data:image/png;base64,") == 6  # the name's text form
 

@@ -20,7 +20,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from tests.conftest import face_scene, write_video
+from tests.conftest import PURPOSE, face_scene, write_video
 from facefind.errors import FaceFindError
 from facefind.files import path_from_text, path_to_text
 
@@ -266,8 +266,8 @@ def test_a_fifo_or_device_as_probe_is_refused_not_read(facefind, fifo, sample_rg
     good = tmp_path / "good.jpg"
     good.write_bytes(_jpeg(sample_rgb))
     calls = {
-        "search": lambda: facefind.search(path),
-        "verify": lambda: facefind.verify(good, path),
+        "search": lambda: facefind.search(path, purpose=PURPOSE),
+        "verify": lambda: facefind.verify(good, path, purpose=PURPOSE),
         "faces": lambda: facefind.faces(path),
     }
     with pytest.raises(FaceFindError) as caught, _memory_capped():
@@ -281,7 +281,7 @@ def test_an_oversized_probe_is_refused_without_reading_it(facefind, tmp_path):
         handle.truncate(8 * GIB)
     before = _peak_rss_bytes()
     with pytest.raises(FaceFindError) as caught, _memory_capped():
-        facefind.search(probe)
+        facefind.search(probe, purpose=PURPOSE)
     assert caught.value.reason == "too_large" and "limit" in str(caught.value)
     assert _peak_rss_bytes() - before < 256 * 1024 * 1024
 
@@ -295,7 +295,7 @@ def test_names_that_are_not_utf8_are_indexed_and_searchable(facefind, tmp_path, 
     (folder / "other.jpg").write_bytes(_jpeg(np.ascontiguousarray(sample_rgb[:, ::-1])))
     report = facefind.index([folder], workers=1)
     assert report.indexed == 2 and report.failed == 0
-    result = facefind.search(folder / "other.jpg")
+    result = facefind.search(folder / "other.jpg", purpose=PURPOSE)
     paths = [match.source.path for match in result.matches]
     shown = str(folder / "caf\\xe9.jpg")
     assert shown in paths
@@ -373,7 +373,7 @@ def test_a_probe_whose_name_is_not_utf8_gives_valid_json(facefind, tmp_path, sam
     odd = os.path.join(os.fsencode(tmp_path), b"probe-\xff.jpg")
     with open(odd, "wb") as handle:
         handle.write(_jpeg(sample_rgb))
-    result = facefind.search(Path(os.fsdecode(odd)))
+    result = facefind.search(Path(os.fsdecode(odd)), purpose=PURPOSE)
     assert json.loads(result.model_dump_json())["probe_path"].endswith("probe-\\xff.jpg")
     assert facefind.faces(Path(os.fsdecode(odd))).model_dump_json()
 

@@ -216,7 +216,7 @@ def test_a_failed_index_save_leaves_no_temporary_and_the_old_index(tmp_path, mon
         monkeypatch.setattr(faiss, "write_index", full_disk)
         with pytest.raises(DiskFullError, match="disk is full"):
             library.save_index()
-    assert sorted(p.name for p in (tmp_path / "index").iterdir()) == ["faiss-masked.index", "faiss.index", "state.json"]
+    assert sorted(p.name for p in (tmp_path / "index").iterdir()) == ["faiss.index", "state.json"]
     assert (tmp_path / "index" / "faiss.index").read_bytes() == before
     monkeypatch.undo()
     with Library(tmp_path, "m", 4) as reader:  # the catalog had the commit: the index is rebuilt with it
@@ -325,6 +325,6 @@ def test_a_full_disk_is_a_clear_error_loses_nothing_and_reads_still_work(tmp_pat
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["errors"] == ["disk_full", "disk_full", "disk_full"]  # thumbnail, catalog commit, index save
-    assert result["index_files"] == ["faiss-masked.index", "faiss.index", "state.json"]  # no temporaries
+    assert result["index_files"] == ["faiss.index", "state.json"]  # no temporaries
     assert result["thumbnails"] == []  # crops of the batch that never committed are gone
     assert result["faces"] == result["index"] == 10  # what was committed before is all there

@@ -4,11 +4,12 @@ import pytest
 
 from facefind.errors import FaceFindError, NoFaceError, NotFoundError
 from facefind.samples import probe_sample
+from tests.conftest import PURPOSE
 
 
 def test_sample_probe_finds_the_same_player_in_the_team_photo(facefind, photo_folder):
     facefind.index([photo_folder], workers=1)
-    result = facefind.search(probe_sample())
+    result = facefind.search(probe_sample(), purpose=PURPOSE)
     assert result.matches, "the player should be found"
     best = result.matches[0]
     assert Path(best.source.path).name == "players.jpg"
@@ -22,12 +23,12 @@ def test_sample_probe_finds_the_same_player_in_the_team_photo(facefind, photo_fo
 
 def test_top_k_and_show_all(facefind, photo_folder):
     facefind.index([photo_folder], workers=1)
-    everything = facefind.search(probe_sample(), top_k=50, show_all=True)
+    everything = facefind.search(probe_sample(), top_k=50, show_all=True, purpose=PURPOSE)
     assert len(everything.matches) == everything.gallery_size
     assert [m.rank for m in everything.matches] == list(range(1, everything.gallery_size + 1))
     sims = [m.similarity for m in everything.matches]
     assert sims == sorted(sims, reverse=True)
-    assert len(facefind.search(probe_sample(), top_k=3, show_all=True).matches) == 3
+    assert len(facefind.search(probe_sample(), top_k=3, show_all=True, purpose=PURPOSE).matches) == 3
 
 
 def test_probe_without_a_face_is_a_clear_error(facefind, tmp_path):
@@ -36,32 +37,32 @@ def test_probe_without_a_face_is_a_clear_error(facefind, tmp_path):
     blank = tmp_path / "wall.png"
     Image.new("RGB", (320, 240), (200, 200, 200)).save(blank)
     with pytest.raises(NoFaceError, match="no face found"):
-        facefind.search(blank)
+        facefind.search(blank, purpose=PURPOSE)
 
 
 def test_missing_probe_and_bad_face_index(facefind, photo_folder):
     with pytest.raises(NotFoundError):
-        facefind.search(Path("/nonexistent/probe.jpg"))
+        facefind.search(Path("/nonexistent/probe.jpg"), purpose=PURPOSE)
     with pytest.raises(FaceFindError, match="out of range"):
-        facefind.search(probe_sample(), face=3)
+        facefind.search(probe_sample(), face=3, purpose=PURPOSE)
 
 
 def test_search_accepts_bytes(facefind, photo_folder):
     facefind.index([photo_folder], workers=1)
-    result = facefind.search(probe_sample().read_bytes())
+    result = facefind.search(probe_sample().read_bytes(), purpose=PURPOSE)
     assert result.probe_path is None and result.matches
 
 
 def test_verify_same_and_different(facefind, photo_folder):
-    same = facefind.verify(probe_sample(), photo_folder / "players.jpg", face_b=_yao_index(facefind, photo_folder))
+    same = facefind.verify(probe_sample(), photo_folder / "players.jpg", face_b=_yao_index(facefind, photo_folder), purpose=PURPOSE)
     assert same.same_person and same.similarity > 0.5 and same.verdict == "strong"
-    different = facefind.verify(photo_folder / "gdp.jpg", photo_folder / "gdp.jpg", face_a=0, face_b=1)
+    different = facefind.verify(photo_folder / "gdp.jpg", photo_folder / "gdp.jpg", face_a=0, face_b=1, purpose=PURPOSE)
     assert not different.same_person and different.fmr > 1e-3
 
 
 def _yao_index(facefind, folder) -> int:
     facefind.index([folder], workers=1)
-    best = facefind.search(probe_sample()).matches[0]
+    best = facefind.search(probe_sample(), purpose=PURPOSE).matches[0]
     return best.face.face_index
 
 
@@ -79,9 +80,9 @@ def test_remove_file_and_single_face(facefind, photo_folder):
     removed = facefind.remove(photo_folder / "gdp.jpg")
     assert removed == 5
     assert facefind.stats()["index_size"] == before - 5
-    best = facefind.search(probe_sample()).matches[0]
+    best = facefind.search(probe_sample(), purpose=PURPOSE).matches[0]
     assert facefind.remove(face_ids=[best.face.face_id]) == 1
-    assert all(m.face.face_id != best.face.face_id for m in facefind.search(probe_sample(), show_all=True).matches)
+    assert all(m.face.face_id != best.face.face_id for m in facefind.search(probe_sample(), show_all=True, purpose=PURPOSE).matches)
     assert not Path(best.face.thumbnail).exists()
     with pytest.raises(NotFoundError):
         facefind.remove(photo_folder / "gdp.jpg")
@@ -106,7 +107,7 @@ def test_named_people_every_probe_face_finds_its_person_at_rank_1(tmp_path, pipe
     for probe_name, identities in expected.items():
         found = set()
         for face in range(len(identities)):  # the largest faces are the named people
-            result = facefind.search(people / "probes" / probe_name, face=face)
+            result = facefind.search(people / "probes" / probe_name, face=face, purpose=PURPOSE)
             assert result.matches, f"{probe_name} face {face}: no match"
             found.add(Path(result.matches[0].source.path).parent.name)
         assert found == identities, probe_name
@@ -114,7 +115,7 @@ def test_named_people_every_probe_face_finds_its_person_at_rank_1(tmp_path, pipe
 
 def test_matches_carry_calibrated_evidence(facefind, photo_folder):
     facefind.index([photo_folder], workers=1)
-    result = facefind.search(probe_sample())
+    result = facefind.search(probe_sample(), purpose=PURPOSE)
     best = result.matches[0]
     assert best.verdict == "strong" and best.within_limits
     assert best.fmr <= 1e-5 and best.fmr_text.startswith(("1 in", "< 1 in"))
@@ -129,8 +130,8 @@ def test_a_stranger_gets_no_match_by_default(facefind, photo_folder, tmp_path):
     (only_team / "players.jpg").write_bytes((photo_folder / "players.jpg").read_bytes())
     facefind.index([only_team], workers=1)
     stranger = photo_folder / "gdp.jpg"  # three other players, not in the team photo
-    assert facefind.search(stranger).matches == []
-    candidates = facefind.search(stranger, show_all=True, top_k=5).matches
+    assert facefind.search(stranger, purpose=PURPOSE).matches == []
+    candidates = facefind.search(stranger, show_all=True, top_k=5, purpose=PURPOSE).matches
     assert len(candidates) == 5
     assert not any(m.within_limits for m in candidates)
     assert all(m.verdict in ("weak", "not a match") for m in candidates)
@@ -143,7 +144,7 @@ def test_a_poor_probe_is_searched_but_cannot_support_a_claim(facefind, photo_fol
     facefind.index([photo_folder], workers=1)
     tiny = tmp_path / "tiny.png"
     Image.fromarray(cv2.resize(sample_rgb, None, fx=0.12, fy=0.12, interpolation=cv2.INTER_AREA)).save(tiny)
-    result = facefind.search(tiny, show_all=True)
+    result = facefind.search(tiny, show_all=True, purpose=PURPOSE)
     assert result.searched_face.quality.verdict == "poor"
     assert not result.probe_assessment.supports_identification
     assert result.probe_assessment.calibration_table == "low_quality"
@@ -153,7 +154,7 @@ def test_a_poor_probe_is_searched_but_cannot_support_a_claim(facefind, photo_fol
 
 def test_max_fmr_is_validated(facefind):
     with pytest.raises(FaceFindError, match="max.fmr"):
-        facefind.search(probe_sample(), max_fmr=0)
+        facefind.search(probe_sample(), max_fmr=0, purpose=PURPOSE)
 
 
 def test_a_masked_probe_is_matched_in_masked_mode_with_its_own_calibration(facefind, photo_folder, tmp_path, pipeline, sample_rgb):
@@ -166,7 +167,7 @@ def test_a_masked_probe_is_matched_in_masked_mode_with_its_own_calibration(facef
     face = pipeline.analyze(sample_rgb)[0]
     probe = tmp_path / "masked.png"
     Image.fromarray(wear(sample_rgb, face.landmarks, lambda crop: draw_mask(crop, "bandana", seed=5))).save(probe)
-    result = facefind.search(probe, show_all=True, top_k=3)
+    result = facefind.search(probe, show_all=True, top_k=3, purpose=PURPOSE)
     assert result.searched_face.quality.lower_face_covered
     assert result.probe_assessment.calibration_table == "covered"
     assert any("lower face is covered" in note for note in result.probe_assessment.notes)
@@ -195,7 +196,7 @@ def test_a_corrupted_stored_embedding_is_refused_not_scored(facefind, photo_fold
     from facefind.errors import DamagedLibraryError
 
     facefind.index([photo_folder], workers=1)
-    best = facefind.search(probe_sample()).matches[0].face.face_id
+    best = facefind.search(probe_sample(), purpose=PURPOSE).matches[0].face.face_id
     with sqlite3.connect(facefind.library_path / "catalog.sqlite3") as db:
         blob = db.execute("SELECT embedding FROM faces WHERE id = ?", (best,)).fetchone()[0]
         damaged = bytearray(blob)
@@ -204,4 +205,4 @@ def test_a_corrupted_stored_embedding_is_refused_not_scored(facefind, photo_fold
     assert not np.isclose(np.linalg.norm(np.frombuffer(bytes(damaged), np.float32)), 1.0)
     for within in (None, photo_folder):
         with pytest.raises(DamagedLibraryError, match=f"face {best}.*check --repair"):
-            facefind.search(probe_sample(), within=within)
+            facefind.search(probe_sample(), within=within, purpose=PURPOSE)

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from facefind.samples import probe_sample
+from tests.conftest import PURPOSE
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def test_video_is_indexed_as_tracks_with_templates(facefind, video_folder):
 
 def test_search_returns_time_ranges_and_one_hit_per_track(facefind, video_folder):
     facefind.index([video_folder], workers=1)
-    result = facefind.search(probe_sample())
+    result = facefind.search(probe_sample(), purpose=PURPOSE)
     video_hits = [m for m in result.matches if m.video]
     assert len(video_hits) == 1  # three templates, one track, one hit
     hit = video_hits[0].video
@@ -43,7 +44,7 @@ def test_search_returns_time_ranges_and_one_hit_per_track(facefind, video_folder
 
 def test_search_in_one_video(facefind, video_folder):
     facefind.index([video_folder], workers=1)
-    result = facefind.search(probe_sample(), within=video_folder / "clip.mp4")
+    result = facefind.search(probe_sample(), within=video_folder / "clip.mp4", purpose=PURPOSE)
     assert result.gallery_size == 3 and result.searched_in == str(video_folder / "clip.mp4")
     assert all(m.source.path.endswith("clip.mp4") for m in result.matches)
     assert result.matches[0].verdict == "strong"
@@ -51,7 +52,7 @@ def test_search_in_one_video(facefind, video_folder):
 
 def test_video_evidence_shows_the_frame_and_time(facefind, video_folder, tmp_path):
     facefind.index([video_folder], workers=1)
-    match = facefind.search(probe_sample(), within=video_folder).matches[0]
+    match = facefind.search(probe_sample(), within=video_folder, purpose=PURPOSE).matches[0]
     page = facefind.export_evidence(match.match_id, tmp_path / "e.html").read_text()
     assert "frame time" in page and "track on screen" in page
     assert page.count("data:image/png;base64,") == 6
@@ -80,7 +81,7 @@ def test_hamilton_performer_is_found_as_one_appearance(tmp_path, pipeline, data_
     facefind._pipeline = pipeline
     clip = data_dir / "videos" / "hamilton_clip.mp4"
     assert facefind.index([clip], workers=1).failed == 0
-    result = facefind.search(data_dir / "named_people" / "misc" / "lin-manuel-miranda.png", within=clip)
+    result = facefind.search(data_dir / "named_people" / "misc" / "lin-manuel-miranda.png", within=clip, purpose=PURPOSE)
     assert result.matches and result.matches[0].verdict == "strong"
     assert len(result.matches) == 1, "the performer's track should not be split into pieces"
     ranges = result.appearances[0].time_ranges

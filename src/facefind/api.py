@@ -10,16 +10,23 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
 import os
 import tempfile
 import threading
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import datetime
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from PIL import Image as PILImage
+
+from facefind.access import ACCESS_FILE, AccessConfig, Actor, ForbiddenError, Purpose, require_purpose
+from facefind.audit import AuditLog, AuditVerdict
 from facefind.calibration import CalibrationSet, default_calibration
 from facefind.catalog import MediaRecord
 from facefind.check import CheckReport, check_library, unopenable_report
@@ -30,7 +37,7 @@ from facefind.ingest import IngestOptions, IngestProgress, IngestReport, ingest
 from facefind.jobs import IndexJobs
 from facefind.library import Library, default_library_path, recorded_model_id
 from facefind.pipeline import FacePipeline, PipelineConfig
-from facefind.pipeline.decode import DEFAULT_MAX_PIXELS, decode_image
+from facefind.pipeline.decode import DEFAULT_MAX_PIXELS, decode_image, encode_jpeg
 from facefind.pipeline.embed import Recognizer
 from facefind.pipeline.models import ModelStack, stack_for_model_id, stack_named
 from facefind.pipeline.video import DEFAULT_SAMPLE_FPS
@@ -146,6 +153,7 @@ class FaceFind:
         if self._resident is not None:
             self._resident.close()
             self._resident = None
+            self.audit_log.anchor()
 
     def __enter__(self) -> "FaceFind":
         return self.open()
@@ -212,6 +220,46 @@ class FaceFind:
         """The library; a missing one is created only when ``create`` (default: ``writable``), else NotFoundError."""
         return Library(self.library_path, self.model_id, self.embedding_dim, writable=writable, create=create)
 
+    # -- accountability: who acts, may they, and the audit log -------------------------------------
+
+    @property
+    def audit_log(self) -> AuditLog:
+        return AuditLog(self.library_path)
+
+    def access_config(self) -> AccessConfig:
+        return AccessConfig.load(self.library_path)
+
+    def local_actor(self) -> Actor:
+        """The OS user at this machine, with the role the library's access.json gives them."""
+        return self.access_config().local_actor()
+
+    def _allowed(self, actor: Actor | None, operation: str) -> Actor:
+        """The acting actor (default: the local OS user) if they may do ``operation``; a refusal is audited."""
+        actor = actor or self.local_actor()
+        try:
+            actor.require(operation)
+        except ForbiddenError as error:
+            if (self.library_path / "catalog.sqlite3").is_file():
+                self._audit(actor, "denied", {"operation": operation, "message": str(error)})
+            raise
+        return actor
+
+    def _purpose(self, purpose: Purpose | None) -> Purpose | None:
+        """The stated purpose, checked. Transition (issue 10): the HTTP service (an open library) does not
+        ask for one yet, so its searches are audited with no purpose until its forms send case and reason."""
+        if purpose is None and self._resident is not None:
+            return None
+        return require_purpose(purpose, self.access_config().min_reason_length)
+
+    def _audit(self, actor: Actor, action: str, details: dict, purpose: Purpose | None = None) -> None:
+        """One audit entry, committed before the operation's result is handed back.
+
+        An open (service) library anchors the chain head every ANCHOR_EVERY entries and at close;
+        a one-shot call (the CLI) anchors at once, its "close".
+        """
+        self.audit_log.append(actor.name, action, details, purpose.as_dict() if purpose else None,
+                              actor.client_address, anchor=self._resident is None)
+
     # -- the operations ------------------------------------------------------------------------
 
     def index(
@@ -221,6 +269,7 @@ class FaceFind:
         progress: IngestProgress | None = None,
         video_fps: float | None = DEFAULT_SAMPLE_FPS,
         cancel: threading.Event | None = None,
+        actor: Actor | None = None,
     ) -> IngestReport:
         """Find and store every face in the images and videos under ``paths``; re-runs only do new or changed files.
 
@@ -230,13 +279,21 @@ class FaceFind:
         faces tracked; each track keeps a few best faces as templates.
         """
         _check_numbers(workers=workers, video_fps=video_fps)
+        actor = self._allowed(actor, "index")
         if self._recognizer is not None:
             workers = 1  # a plugged-in recogniser lives in this process only
         options = IngestOptions(
             workers=workers, max_pixels=self.max_pixels, pipeline=self.resolved_config, video_fps=video_fps
         )
+        new_library = not (self.library_path / "catalog.sqlite3").is_file()
         with self._library(writable=True) as library:
-            return ingest(library, paths, options, progress, pipeline_factory=lambda: self.pipeline, cancel=cancel)
+            if new_library and not (self.library_path / ACCESS_FILE).exists():
+                AccessConfig(local_roles={actor.name: "admin"}).save(self.library_path)  # its creator owns it
+            report = ingest(library, paths, options, progress, pipeline_factory=lambda: self.pipeline, cancel=cancel)
+            self._audit(actor, "index", {
+                "paths": [path_to_text(Path(path).absolute()) for path in paths], "video_fps": video_fps,
+                **report.as_counts()})
+            return report
 
     def search(
         self,
@@ -246,19 +303,34 @@ class FaceFind:
         max_fmr: float = DEFAULT_MAX_FMR,
         show_all: bool = False,
         within: Path | None = None,
+        *,
+        purpose: Purpose | None = None,
+        actor: Actor | None = None,
     ) -> SearchResponse:
         """Calibrated matches for one face of ``probe`` (the largest unless ``face`` is given).
 
         Only matches with FMR <= ``max_fmr`` and at most one expected false match among the
         faces compared are returned, unless ``show_all``. ``within`` limits the search to the
         faces of one file or folder, e.g. a video: its appearances come back as time ranges.
+        Every search states its ``purpose`` and is written to the audit log before it returns.
         """
         _check_numbers(face=face, top_k=top_k, max_fmr=max_fmr)
+        actor = self._allowed(actor, "search")
+        purpose = self._purpose(purpose)
         with self._library() as library, library.reading():
-            return search_library(
+            result = search_library(
                 library, self.pipeline, self.calibration, probe, face, top_k, max_fmr, show_all, self.max_pixels,
                 within,
             )
+        self._audit(actor, "search", {
+            "search_id": result.search_id, "probe": self._probe_record(probe, result.searched_face),
+            "parameters": {"face": face, "top_k": top_k, "max_fmr": max_fmr, "show_all": show_all,
+                           "within": result.searched_in},
+            "gallery_size": result.gallery_size,
+            "results": [{"match_id": m.match_id, "face_id": m.face.face_id, "path": m.source.path, "fmr": m.fmr,
+                         "verdict": m.verdict} for m in result.matches],
+        }, purpose)
+        return result
 
     def verify(
         self,
@@ -267,13 +339,37 @@ class FaceFind:
         face_a: int | None = None,
         face_b: int | None = None,
         max_fmr: float = DEFAULT_MAX_FMR,
+        *,
+        purpose: Purpose | None = None,
+        actor: Actor | None = None,
     ) -> VerifyResponse:
-        """How likely one face of A and one face of B are the same person, as a calibrated FMR."""
+        """How likely one face of A and one face of B are the same person, as a calibrated FMR (audited)."""
         _check_numbers(face_a=face_a, face_b=face_b, max_fmr=max_fmr)
-        return verify_pair(self.pipeline, self.calibration, a, b, face_a, face_b, max_fmr, self.max_pixels)
+        actor = self._allowed(actor, "verify")
+        purpose = self._purpose(purpose)
+        result = verify_pair(self.pipeline, self.calibration, a, b, face_a, face_b, max_fmr, self.max_pixels)
+        self._audit(actor, "verify", {
+            "probe_a": self._probe_record(a, result.face_a), "probe_b": self._probe_record(b, result.face_b),
+            "parameters": {"face_a": face_a, "face_b": face_b, "max_fmr": max_fmr},
+            "result": {"fmr": result.fmr, "verdict": result.verdict, "same_person": result.same_person},
+        }, purpose)
+        return result
 
-    def faces(self, path: Path) -> FacesResponse:
+    def _probe_record(self, probe: Path | bytes, face: Face) -> dict:
+        """What the audit log keeps of a probe: its SHA-256, its name, and a 48x48 crop of the searched face."""
+        data = read_probe(probe)
+        box = face.box
+        pixels = decode_image(data, max_pixels=self.max_pixels).pixels
+        top, left = max(int(box.y1), 0), max(int(box.x1), 0)
+        crop = pixels[top:max(int(box.y2), top + 1), left:max(int(box.x2), left + 1)]
+        thumb = PILImage.fromarray(crop).resize((PROBE_CROP_PX, PROBE_CROP_PX))
+        return {"sha256": hashlib.sha256(data).hexdigest(),
+                "path": None if isinstance(probe, bytes) else path_to_text(Path(probe).absolute()),
+                "face_index": face.face_index, "crop_jpeg_base64": base64.b64encode(encode_jpeg(thumb, 80)).decode()}
+
+    def faces(self, path: Path, *, actor: Actor | None = None) -> FacesResponse:
         """The faces of one file: from the catalog if indexed, else detected now."""
+        self._allowed(actor, "faces")
         absolute = path_to_text(path.absolute())  # as the catalog stores it: valid UTF-8
         with self._library() as library, library.reading():
             media = library.catalog.media_by_path(absolute)
@@ -289,15 +385,19 @@ class FaceFind:
             faces=[detected_to_face(f, i) for i, f in enumerate(detected)],
         )
 
-    def stats(self) -> dict:
+    def stats(self, *, actor: Actor | None = None) -> dict:
         """Counts of files by status, unindexed files by reason, faces by quality, searches."""
+        self._allowed(actor, "stats")
         with self._library() as library, library.reading():
             return {"library": str(self.library_path), "index_size": len(library.index), **library.catalog.stats()}
 
-    def remove(self, path: Path | None = None, face_ids: list[int] | None = None) -> int:
+    def remove(
+        self, path: Path | None = None, face_ids: list[int] | None = None, *, actor: Actor | None = None
+    ) -> int:
         """Remove a file (or a folder's files) or single faces from catalog and index; returns faces removed."""
         if (path is None) == (not face_ids):
             raise FaceFindError("give either a path or face ids to remove", reason="bad_argument")
+        actor = self._allowed(actor, "remove")
         with self._library(writable=True, create=False) as library:
             if path is not None:
                 removed, files = library.remove_media(path_to_text(path.absolute()))
@@ -308,25 +408,34 @@ class FaceFind:
                 if missing:
                     raise NotFoundError(f"no face with id {', '.join(map(str, missing))} in the library")
                 removed = library.remove_faces(face_ids or [])  # a video face takes its whole track
+            # the scope only: naming the removed file here would keep what removal is meant to forget
+            self._audit(actor, "remove", {"by": "path" if path is not None else "face_ids",
+                                          "files": files if path is not None else None, "faces": len(removed)})
             return len(removed)
 
-    def check(self, repair: bool = False) -> CheckReport:
+    def check(self, repair: bool = False, *, actor: Actor | None = None) -> CheckReport:
         """Check catalog, index, thumbnails and stored embeddings; with ``repair``, rebuild what can be rebuilt.
 
         The index is rebuilt from the catalog, thumbnails from the source files (stored landmarks, no
         re-detection), damaged embeddings are dropped and their files re-analysed by the next `index`.
         """
+        actor = self._allowed(actor, "check")
         try:
             with self._library(writable=repair, create=False) as library:
-                return check_library(library, repair, self.max_pixels)
+                report = check_library(library, repair, self.max_pixels)
+                if repair:
+                    self._audit(actor, "repair", {"problems": len(report.problems), "healthy": report.healthy})
+                return report
         except DamagedLibraryError as error:  # the catalog cannot even be opened
             return unopenable_report(self.library_path, repair, error)
 
     def calibrate(
-        self, lfw_dir: Path, out: Path, cache_dir: Path | None = None, workers: int = 0, progress=None
+        self, lfw_dir: Path, out: Path, cache_dir: Path | None = None, workers: int = 0, progress=None,
+        *, actor: Actor | None = None,
     ) -> CalibrationSet:
         """Fit calibration tables on an LFW-layout folder (half the people) and check them on the rest."""
         _check_numbers(workers=workers)
+        self._allowed(actor, "calibrate")
         from facefind.calibration.fit import calibrate
 
         if self._recognizer is not None:
@@ -335,10 +444,29 @@ class FaceFind:
         result.save(out)
         return result
 
-    def export_evidence(self, match_id: str, out: Path) -> Path:
-        """Write a self-contained HTML evidence page for a match id printed by a search."""
+    def export_evidence(self, match_id: str, out: Path, *, actor: Actor | None = None) -> Path:
+        """Write a self-contained HTML evidence page for a match id printed by a search (audited)."""
+        actor = self._allowed(actor, "evidence")
         with self._library() as library, library.reading():
-            return export_evidence(library, self.calibration, match_id, out, self.max_pixels)
+            written = export_evidence(library, self.calibration, match_id, out, self.max_pixels)
+        self._audit(actor, "evidence_export", {"match_id": match_id})
+        return written
+
+    def audit_verify(self, *, actor: Actor | None = None) -> AuditVerdict:
+        """Check the audit log's hash chain and anchors: the first edited, deleted or moved entry, if any."""
+        self._allowed(actor, "audit_read")
+        return self.audit_log.verify()
+
+    def audit_export(
+        self, out: Path, fmt: str = "jsonl", since: datetime | None = None, until: datetime | None = None,
+        who: str | None = None, *, actor: Actor | None = None,
+    ) -> int:
+        """Write audit entries (a time range, one actor's) as JSON Lines or CSV; the export is itself audited."""
+        actor = self._allowed(actor, "audit_read")
+        count = self.audit_log.export(out, fmt, since, until, who)
+        self._audit(actor, "audit_export", {"format": fmt, "since": since, "until": until, "actor": who,
+                                            "entries": count})
+        return count
 
     # -- for the service (HTTP API, web UI): access rules, listings, the search log, evidence, jobs --
 
@@ -386,8 +514,9 @@ class FaceFind:
             raise NotFoundError(f"no thumbnail {name}")
         return target
 
-    def search_log(self, offset: int = 0, limit: int = 50) -> SearchLogPage:
+    def search_log(self, offset: int = 0, limit: int = 50, *, actor: Actor | None = None) -> SearchLogPage:
         """The search log, newest first: who was searched for, how, and how many results came back."""
+        self._allowed(actor, "read_results")
         if offset < 0 or not 1 <= limit <= MAX_PAGE:
             raise FaceFindError(f"offset must be >= 0 and limit 1..{MAX_PAGE}", reason="bad_argument")
         with self._library() as library, library.reading():
@@ -403,12 +532,13 @@ class FaceFind:
         ]
         return SearchLogPage(total=total, offset=offset, limit=limit, items=items)
 
-    def reopen_search(self, search_id: int) -> SearchResponse:
+    def reopen_search(self, search_id: int, *, actor: Actor | None = None) -> SearchResponse:
         """A past search's results as they were ranked, scored again with the calibration now in use.
 
         The probe is not analysed again (an uploaded probe is not kept): its stored face, score
         per result and parameters are enough. Faces removed since are left out.
         """
+        self._allowed(actor, "read_results")
         with self._library() as library, library.reading():
             entry = library.catalog.search_log_entry(search_id)
             if entry is None:
@@ -447,8 +577,9 @@ class FaceFind:
         covered = bool(probe_face.quality.lower_face_covered)
         return calibrated(pair_table(self.calibration, probe_face.quality.verdict, match_verdict, covered), score)
 
-    def evidence(self, match_id: str) -> EvidenceResponse:
+    def evidence(self, match_id: str, *, actor: Actor | None = None) -> EvidenceResponse:
         """The evidence page's content as JSON: probe and match faces, score, provenance."""
+        self._allowed(actor, "evidence")
         search_id, rank = parse_match_id(match_id)
         with self._library() as library, library.reading():
             entry = library.catalog.search_log_entry(search_id)
@@ -473,25 +604,28 @@ class FaceFind:
             video=video, source_changed=changed,
         )
 
-    def evidence_html(self, match_id: str) -> str:
-        """The self-contained evidence page (as `export_evidence` writes it), as text."""
+    def evidence_html(self, match_id: str, *, actor: Actor | None = None) -> str:
+        """The self-contained evidence page (as `export_evidence` writes it, and audited as an export), as text."""
         with tempfile.TemporaryDirectory(prefix="facefind-evidence-") as folder:
-            return self.export_evidence(match_id, Path(folder) / "evidence.html").read_text(encoding="utf-8")
+            page = self.export_evidence(match_id, Path(folder) / "evidence.html", actor=actor)
+            return page.read_text(encoding="utf-8")
 
     def start_index_job(
         self, paths: list[Path | str], roots: Sequence[Path], started_by: str, workers: int = 0,
-        video_fps: float | None = DEFAULT_SAMPLE_FPS,
+        video_fps: float | None = DEFAULT_SAMPLE_FPS, *, actor: Actor | None = None,
     ) -> IndexJob:
         """Index ``paths`` (each inside ``roots``) in a background thread; progress via :meth:`index_job`."""
         if not paths:
             raise FaceFindError("give at least one folder or file to index", reason="bad_argument")
         _check_numbers(workers=workers, video_fps=video_fps)
+        actor = self._allowed(actor, "index")
         allowed = [self.allowed_path(path, roots) for path in paths]
         if self._jobs is None:
             self._jobs = IndexJobs()
 
         def run(progress: IngestProgress, cancel: threading.Event) -> IngestReport:
-            return self.index(allowed, workers=workers, progress=progress, video_fps=video_fps, cancel=cancel)
+            return self.index(allowed, workers=workers, progress=progress, video_fps=video_fps, cancel=cancel,
+                              actor=actor)
 
         return self._jobs.start(allowed, started_by, run)
 
@@ -510,8 +644,9 @@ class FaceFind:
             raise NotFoundError(f"no index job {job_id}")
         return self._jobs.cancel(job_id)
 
-    def faces_in_upload(self, data: bytes) -> FacesResponse:
+    def faces_in_upload(self, data: bytes, *, actor: Actor | None = None) -> FacesResponse:
         """The faces detected in uploaded image bytes; nothing is stored."""
+        self._allowed(actor, "faces")
         image = decode_image(data, max_pixels=self.max_pixels)
         detected = self.pipeline.analyze(image.pixels)
         return FacesResponse(
@@ -526,6 +661,7 @@ class FaceFind:
 
 
 MAX_PAGE = 500
+PROBE_CROP_PX = 48  # the audit log's probe crop: enough to see who was searched for, no more
 
 
 def _media_item(record: MediaRecord) -> MediaItem:

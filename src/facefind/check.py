@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from facefind.catalog import FaceRecord
 from facefind.errors import FaceFindError
-from facefind.files import file_sha256
+from facefind.files import file_sha256, path_from_text
 from facefind.library import Library, damaged_rows
 from facefind.pipeline.align import align_face
 from facefind.pipeline.decode import decode_image, encode_jpeg
@@ -160,7 +160,7 @@ def _check_thumbnails(library: Library, repair: bool, max_pixels: int, checked: 
 
 def _cut_again(faces: list[FaceRecord], wanted: set[str], max_pixels: int) -> dict[str, bytes]:
     """The wanted thumbnails of one file, from the file itself and the stored landmarks and boxes."""
-    source = Path(faces[0].path)
+    source = Path(path_from_text(faces[0].path))  # the catalog keeps odd (non-UTF-8) names in text form
     if not source.is_file():
         raise FaceFindError(f"the source file {source} is gone", reason="source_gone")
     if faces[0].sha256 and file_sha256(source) != faces[0].sha256:

@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import traceback
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -32,6 +33,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from facefind.access import Purpose, PurposeRequiredError
 from facefind.api import FaceFind
 from facefind.errors import FaceFindError
 from facefind.pipeline import PipelineConfig
@@ -242,6 +244,20 @@ def index(
         raise typer.Exit(EXIT_FAILURES)
 
 
+CaseOption = Annotated[Optional[str], typer.Option(
+    "--case", help="Case reference this search is for (required, with --reason; written to the audit log).")]
+ReasonOption = Annotated[Optional[str], typer.Option(
+    "--reason", help="Why this search is needed, in words (required, with --case; written to the audit log).")]
+
+
+def _purpose(case: str | None, reason: str | None) -> Purpose:
+    """The stated purpose; a missing half is named here, before any work, with both options."""
+    if not case or not reason:
+        raise _fail(PurposeRequiredError(
+            "every search states its purpose: add --case REFERENCE and --reason \"why this search is needed\""))
+    return Purpose(case, reason)
+
+
 @app.command()
 def search(
     probe: Annotated[Path, typer.Argument(help="Photo of the face to look for.")],
@@ -254,6 +270,8 @@ def search(
     show_all: Annotated[bool, typer.Option("--show-all", help="Show the top-k candidates even beyond the limits, marked.")] = False,
     within: Annotated[Optional[Path], typer.Option("--in", help="Search only this file or folder (e.g. a video: lists every appearance as time ranges).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output (schema: docs/search-result.schema.json).")] = False,
+    case: CaseOption = None,
+    reason: ReasonOption = None,
 ) -> None:
     """Find where the face in PROBE appears in the library, best match first.
 
@@ -262,7 +280,8 @@ def search(
     strong (FMR <= 1e-5), possible (<= 1e-3), weak (<= 1e-2), not a match.
     """
     try:
-        result = _facefind().search(probe, face=face, top_k=top_k, max_fmr=max_fmr, show_all=show_all, within=within)
+        result = _facefind().search(probe, face=face, top_k=top_k, max_fmr=max_fmr, show_all=show_all, within=within,
+                                    purpose=_purpose(case, reason))
     except FaceFindError as error:
         raise _fail(error) from None
     if as_json:
@@ -336,10 +355,12 @@ def verify(
     face_b: Annotated[Optional[int], typer.Option(help="Face of the second photo (0 = largest).")] = None,
     max_fmr: Annotated[float, typer.Option(help="Call the faces the same person only at or below this false match rate.")] = DEFAULT_MAX_FMR,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    case: CaseOption = None,
+    reason: ReasonOption = None,
 ) -> None:
     """Compare a face in IMAGE_A with a face in IMAGE_B, with a calibrated false match rate."""
     try:
-        result = _facefind().verify(image_a, image_b, face_a, face_b, max_fmr)
+        result = _facefind().verify(image_a, image_b, face_a, face_b, max_fmr, purpose=_purpose(case, reason))
     except FaceFindError as error:
         raise _fail(error) from None
     if as_json:
@@ -507,6 +528,7 @@ def calibrate(
 
 
 DEMO_OUTPUTS = {"library", "evidence.html"}
+DEMO_PURPOSE = Purpose("demo", "showing how facefind works on its built-in sample photos")
 
 
 @app.command()
@@ -528,11 +550,60 @@ def demo(
         report = facefind.index(gallery_samples(), workers=1, progress=_RichProgress(bar))
     console.print(f"   {report.faces_added} faces in {report.indexed} photos")
     console.print(f"[bold]2. search[/] for the face in {probe_sample().name}")
-    result = facefind.search(probe_sample(), top_k=5)
+    result = facefind.search(probe_sample(), top_k=5, purpose=DEMO_PURPOSE)
     _print_search(result)
     if result.matches:
         page = facefind.export_evidence(result.matches[0].match_id, out / "evidence.html")
         console.print(Text.assemble(("3. evidence", "bold"), " for the best match: ", _plain(page)))
+
+
+audit_app = typer.Typer(help="The audit log: who searched, indexed, exported or erased, when and why.",
+                         no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the audit log's hash chain and anchors; name the first edited, deleted or reordered entry.
+
+    Exit code 0 when the log is intact, 1 when it was tampered with.
+    """
+    try:
+        verdict = _facefind().audit_verify()
+    except FaceFindError as error:
+        raise _fail(error) from None
+    if verdict.intact:
+        console.print(f"audit log intact: {verdict.entries} entries, head {verdict.head_hash[:16]}")
+        return
+    problem = verdict.problem
+    errors.print(Text.assemble(("audit log tampered:", "bold red"), f" entry {problem.entry_id}: ", _plain(problem.detail)))
+    raise typer.Exit(EXIT_FAILURES)
+
+
+def _moment(text: str | None, option: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise _fail(FaceFindError(f"{option} {text!r} is not a date or time like 2026-01-31 or 2026-01-31T18:00",
+                                  reason="bad_argument")) from None
+
+
+@audit_app.command("export")
+def audit_export(
+    out: Annotated[Path, typer.Argument(help="File to write.")],
+    since: Annotated[Optional[str], typer.Option(help="From this date/time (ISO, UTC unless a zone is given).")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Up to this date/time (ISO, UTC unless a zone is given).")] = None,
+    actor: Annotated[Optional[str], typer.Option(help="Only this actor's entries.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+) -> None:
+    """Write audit log entries as JSON Lines or CSV."""
+    try:
+        count = _facefind().audit_export(out, fmt, _moment(since, "--since"), _moment(until, "--until"), actor)
+    except FaceFindError as error:
+        raise _fail(error) from None
+    console.print(Text.assemble(f"wrote {count} entries to ", _plain(out)))
 
 
 @app.command()

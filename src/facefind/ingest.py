@@ -252,7 +252,7 @@ def _analyze_file(
     try:
         handle, info = open_regular(path)
         with handle:
-            data = handle.read() if info.st_size <= READ_WHOLE_MAX_BYTES else None
+            data = handle.read(info.st_size) if info.st_size <= READ_WHOLE_MAX_BYTES else None  # bounded if it grows
     except FaceFindError as error:
         return _failure(path, error.reason, str(error)), {}
     except OSError as error:

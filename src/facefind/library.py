@@ -3,15 +3,19 @@
 Layout of a library folder::
 
     catalog.sqlite3     media, faces (with embeddings), ingest and search logs, pending deletions
-    index/faiss.index   the vector index (and faiss-masked.index), a cache derived from the catalog
-    index/state.json    the catalog revision, counts and SHA-256 the index files match
+    index/faiss.index   the vector index of the plain embeddings, a cache derived from the catalog:
+                        exact (flat) below IndexPolicy.ann_threshold faces, else PQ fast-scan
+                        proposals with faiss-refine.index (fp16 codes) re-ranking them
+    index/state.json    the catalog revision, counts, SHA-256 the index files match, the index kind
+                        and its parameters (how many faces its codebook was trained on)
     thumbs/             aligned 112x112 crops of every face, boxed best frames of video tracks
     write.lock          held by the one process allowed to change the library
 
 The catalog is the source of truth. The index is verified against it on every
 open (count, id sum, a sample of vectors; a writer also checks the files'
 SHA-256) and rebuilt from the stored embeddings when it does not verify, so a
-search never sees an index and a catalog that disagree. Stored embeddings that
+search never sees an index and a catalog that disagree. Masked templates are not
+indexed: a covered probe re-scores the plain index's candidates with them (search). Stored embeddings that
 are not unit vectors are damage: refused, never indexed or scored.
 """
 
@@ -33,7 +37,8 @@ from facefind.catalog import Catalog, SqliteCatalog
 from facefind.catalog.base import CommitResult, MediaOutcome
 from facefind.errors import DamagedLibraryError, DiskFullError, FaceFindError, LibraryBusyError, NotFoundError
 from facefind.files import file_sha256
-from facefind.index import FaissFlatIndex, VectorIndex
+from facefind.index import FaissAnnIndex, FaissFlatIndex, IndexPolicy, VectorIndex
+from facefind.index.ann import TRAIN_SAMPLE
 
 INDEX_SAMPLE = 256  # vectors compared with the catalog on every open (``check`` compares them all)
 NORM_TOLERANCE = 1e-3
@@ -145,9 +150,11 @@ class Library:
     """
 
     def __init__(
-        self, root: Path, model_id: str, dim: int, writable: bool = False, create: bool | None = None
+        self, root: Path, model_id: str, dim: int, writable: bool = False, create: bool | None = None,
+        index_policy: IndexPolicy | None = None,
     ) -> None:
         self.root = root
+        self.index_policy = index_policy or IndexPolicy()
         self.model_id = model_id
         self.dim = dim
         self.writable = writable
@@ -162,7 +169,6 @@ class Library:
         self.thumbs_dir = root / "thumbs"
         self._index_dir = root / "index"
         self._index_path = self._index_dir / "faiss.index"
-        self._masked_index_path = self._index_dir / "faiss-masked.index"
         self._state_path = self._index_dir / "state.json"
         self._lock: FileLock | None = None
         self.access = ReadWriteLock()  # readers: searches; writer: a committed batch or a removal
@@ -173,8 +179,7 @@ class Library:
         self.skipped_face_ids: set[int] = set()  # faces whose stored embedding is damaged: kept out of the index
         self.died_ingests = 0
         self.rebuilt_index = False
-        self.index: VectorIndex
-        self.masked_index: VectorIndex  # masked templates of the same faces, for covered probes
+        self.index: VectorIndex  # plain embeddings only; covered probes re-score its candidates (search)
         if writable:
             self._lock = FileLock(str(root / "write.lock"))
             try:
@@ -231,12 +236,21 @@ class Library:
         the stored embeddings; a writer also checks the files' SHA-256 (``check`` compares every vector).
         """
         try:
-            self.index, self.masked_index, self.skipped_face_ids = self._verified_indexes(
-                checksum=self.writable, full=False
-            )
+            self.index, self.skipped_face_ids = self._verified_indexes(checksum=self.writable, full=False)
         except IndexMismatch as problem:
             self.index_problem = str(problem)
             self.rebuild_index()
+            return
+        if self.writable and self._index_outgrown():
+            self.rebuild_index()  # the codebook was trained on a much smaller library: train it again
+
+    def _index_outgrown(self) -> bool:
+        """True when the library should have another index: it crossed the ANN threshold, or grew
+        ``retrain_growth`` times past the size the ANN codebook was trained on."""
+        policy, count = self.index_policy, len(self.index)
+        if isinstance(self.index, FaissAnnIndex):
+            return count >= policy.retrain_growth * max(self.index.trained_on, 1)
+        return policy.kind_for(count) != "flat"
 
     def index_problems(self) -> list[str]:
         """Every way the index files on disk disagree with the catalog (checksums, ids, each vector)."""
@@ -246,8 +260,12 @@ class Library:
             return [str(problem)]
         return []
 
-    def _verified_indexes(self, checksum: bool, full: bool) -> tuple[VectorIndex, VectorIndex, set[int]]:
-        """The index files, loaded, if they match the catalog; raises IndexMismatch saying why not."""
+    def _verified_indexes(self, checksum: bool, full: bool) -> tuple[VectorIndex, set[int]]:
+        """The index, loaded, if its files match the catalog; raises IndexMismatch saying why not.
+
+        A reader maps the big codes read-only (a one-off CLI search must not read a GB); a library
+        saved before the ANN index existed has no "index" entry in its state: it is a flat index.
+        """
         try:
             state = json.loads(self._state_path.read_text())
         except FileNotFoundError:
@@ -262,9 +280,13 @@ class Library:
                 f"the index reflects catalog revision {state.get('revision')}, the catalog is at {revision}"
                 " (a writer stopped before saving it)"
             )
-        paths = {"plain": self._index_path, "masked": self._masked_index_path}
+        params = state.get("index") or {"kind": "flat"}
+        kind = params.get("kind")
+        if kind not in ("flat", FaissAnnIndex.kind):
+            raise IndexMismatch(f"index/state.json names an unknown index kind {kind!r}")
+        index_class = FaissFlatIndex if kind == "flat" else FaissAnnIndex
         if checksum:
-            for path in paths.values():
+            for path in index_class.files(self._index_path):
                 try:
                     actual = file_sha256(path)
                 except OSError as error:
@@ -272,68 +294,96 @@ class Library:
                 if actual != (state.get("sha256") or {}).get(path.name):
                     raise IndexMismatch(f"index/{path.name} does not match its recorded SHA-256 (damaged on disk)")
         try:
-            index, masked = FaissFlatIndex.load(paths["plain"]), FaissFlatIndex.load(paths["masked"])
+            if kind == "flat":
+                index: VectorIndex = FaissFlatIndex.load(self._index_path, mmap=not self.writable)
+            else:
+                index = FaissAnnIndex.load(self._index_path, int(params.get("trained_on", 0)), self.index_policy,
+                                           mmap=not self.writable)
         except (OSError, ValueError, RuntimeError) as error:
             raise IndexMismatch(f"the index files cannot be read ({error})") from None
-        if not index.dim == masked.dim == self.dim:
+        if index.dim != self.dim:
             raise IndexMismatch(f"the index holds vectors of size {index.dim}, the model makes {self.dim}")
         skipped = {int(i) for i in state.get("skipped", [])}
-        for target, is_masked in ((index, False), (masked, True)):
-            self._compare_with_catalog(target, is_masked, skipped, full)
-        return index, masked, skipped
+        self._compare_with_catalog(index, skipped, full)
+        return index, skipped
 
-    def _compare_with_catalog(self, index: VectorIndex, masked: bool, skipped: set[int], full: bool) -> None:
-        name = "faiss-masked.index" if masked else "faiss.index"
+    def _compare_with_catalog(self, index: VectorIndex, skipped: set[int], full: bool) -> None:
+        name = "faiss.index"
         ids = index.ids()
-        count, id_sum = self.catalog.fingerprint(self.model_id, masked, sorted(skipped))
+        count, id_sum = self.catalog.fingerprint(self.model_id, False, sorted(skipped))
         if len(ids) != count or int(ids.sum()) != id_sum or len(np.unique(ids)) != len(ids):
             raise IndexMismatch(f"index/{name} holds {len(ids)} face ids, not the catalog's {count}")
         if not full and len(ids) > INDEX_SAMPLE:
             ids = np.random.default_rng().choice(ids, INDEX_SAMPLE, replace=False)
         for start in range(0, len(ids), 10_000):
             chunk = ids[start : start + 10_000]
-            found, stored = self.catalog.stored_embeddings(chunk.tolist(), masked, self.dim)
+            found, stored = self.catalog.stored_embeddings(chunk.tolist(), False, self.dim)
             if len(found) != len(chunk):
                 raise IndexMismatch(f"index/{name} holds face ids the catalog does not have (damaged id map)")
-            if not np.allclose(index.vectors(found), stored, rtol=0, atol=1e-5):
+            if not np.allclose(index.vectors(found), stored, rtol=0, atol=index.tolerance):
                 raise IndexMismatch(f"index/{name} holds vectors that differ from the catalog's (damaged)")
 
     def rebuild_index(self) -> None:
-        """Rebuild both vector indexes from the catalog's stored embeddings (and save them when writable).
+        """Rebuild the vector index from the catalog's stored embeddings (and save it when writable),
+        streaming them in batches; the index kind follows the library's size (``IndexPolicy``).
 
-        Damaged stored embeddings are left out (``skipped_face_ids``): they are refused, never indexed.
+        Damaged stored embeddings (a face's or its masked template's) are left out (``skipped_face_ids``):
+        they are refused, never indexed.
         """
-        self.index, self.masked_index = FaissFlatIndex(self.dim), FaissFlatIndex(self.dim)
         skipped: set[int] = set()
-        for target, masked in ((self.index, False), (self.masked_index, True)):
-            for ids, vectors in self.catalog.iter_embeddings(self.model_id, masked=masked, dim=self.dim):
-                keep = ~damaged_rows(vectors, self.dim) & ~np.isin(ids, list(skipped))
-                skipped.update(int(i) for i in ids[~keep])
-                target.add(ids[keep], vectors[keep])
-        self.index.remove(np.asarray(sorted(skipped), np.int64))  # a damaged masked template takes its face out too
+        for ids, vectors in self.catalog.iter_embeddings(self.model_id, masked=True, dim=self.dim):
+            skipped.update(int(i) for i in ids[damaged_rows(vectors, self.dim)])
+        count, _ = self.catalog.fingerprint(self.model_id)
+        if self.index_policy.kind_for(count) == "flat":
+            self.index = FaissFlatIndex(self.dim)
+        else:
+            self.index = FaissAnnIndex.trained(self.dim, self._catalog_sample(count), count, self.index_policy)
+        for ids, vectors in self.catalog.iter_embeddings(self.model_id, dim=self.dim):
+            keep = ~damaged_rows(vectors, self.dim) & ~np.isin(ids, list(skipped))
+            skipped.update(int(i) for i in ids[~keep])
+            self.index.add(ids[keep], vectors[keep])
         self.skipped_face_ids = skipped
         self.rebuilt_index = True
         if self.writable:
             self.save_index()
 
+    def _catalog_sample(self, count: int) -> np.ndarray:
+        """A random sample of the stored embeddings (about TRAIN_SAMPLE), read in one bounded pass."""
+        rng, keep_fraction, sample = np.random.default_rng(0), TRAIN_SAMPLE / max(count, 1), []
+        for _, vectors in self.catalog.iter_embeddings(self.model_id, dim=self.dim):
+            vectors = vectors[~damaged_rows(vectors, self.dim)]
+            sample.append(vectors[rng.random(len(vectors)) < keep_fraction])
+        return np.concatenate(sample) if sample else np.empty((0, self.dim), np.float32)
+
+    def _switch_to_ann(self) -> None:
+        """Replace a flat index that crossed the ANN threshold: train on a sample of it, copy it over."""
+        flat, ids = self.index, self.index.ids()
+        sample = flat.vectors(np.random.default_rng(0).permutation(ids)[:TRAIN_SAMPLE])
+        ann = FaissAnnIndex.trained(self.dim, sample, len(ids), self.index_policy)
+        for start in range(0, len(ids), 50_000):
+            ann.add(ids[start : start + 50_000], flat.vectors(ids[start : start + 50_000]))
+        self.index = ann
+
     def save_index(self) -> None:
-        """Write the indexes, then the state naming the revision, counts and checksums they match (each atomically)."""
+        """Write the index, then the state naming the revision, counts, checksums and index parameters they
+        match (each atomically); then delete index files of another kind (an index that was switched)."""
         with self._save_lock, self.reading():
             try:
-                checksums = {}
-                for index, path in ((self.index, self._index_path), (self.masked_index, self._masked_index_path)):
-                    index.save(path)
-                    checksums[path.name] = file_sha256(path)
+                files = self.index.files(self._index_path)
+                self.index.save(self._index_path)
+                checksums = {path.name: file_sha256(path) for path in files}
                 temporary = self._state_path.with_suffix(".tmp")
                 try:
                     temporary.write_text(json.dumps({
                         "revision": self.catalog.revision(), "model_id": self.model_id,
-                        "count": len(self.index), "masked_count": len(self.masked_index),
+                        "count": len(self.index), "index": self.index.params(),
                         "skipped": sorted(self.skipped_face_ids), "sha256": checksums,
                     }))
                     os.replace(temporary, self._state_path)
                 finally:
                     temporary.unlink(missing_ok=True)
+                for stale in set(self._index_dir.glob("*.index")) - set(files):
+                    stale.unlink(missing_ok=True)  # e.g. faiss-masked.index of an older facefind
             except OSError as error:  # the old files (or none) stay; the next open rebuilds from the catalog
                 raise write_error(error, f"the index in {self._index_dir}") from None
 
@@ -393,24 +443,26 @@ class Library:
         return result
 
     def apply_commit(self, result: CommitResult) -> None:
-        """Mirror a committed catalog change in the in-memory indexes (damaged new vectors are refused)."""
+        """Mirror a committed catalog change in the in-memory index (damaged new vectors, plain or masked,
+        are refused); a flat index that crosses the ANN threshold is switched once, never rebuilt per batch."""
         self.remove_from_indexes(result.removed_ids)
         added = [
-            (self.index, np.asarray(result.added_ids, dtype=np.int64), result.added_vectors),
-            (self.masked_index, np.asarray(result.added_masked_ids, dtype=np.int64), result.added_masked_vectors),
+            (np.asarray(result.added_ids, dtype=np.int64), result.added_vectors),
+            (np.asarray(result.added_masked_ids, dtype=np.int64), result.added_masked_vectors),
         ]
-        bad = [int(i) for _, ids, vectors in added if len(ids) for i in ids[damaged_rows(vectors, self.dim)]]
+        bad = [int(i) for ids, vectors in added if len(ids) for i in ids[damaged_rows(vectors, self.dim)]]
         self.skipped_face_ids.update(bad)
-        for target, ids, vectors in added:
-            if len(ids):
-                keep = ~np.isin(ids, bad)
-                target.add(ids[keep], vectors[keep])
+        ids, vectors = added[0]
+        if len(ids):
+            keep = ~np.isin(ids, bad)
+            self.index.add(ids[keep], vectors[keep])
+        if isinstance(self.index, FaissFlatIndex) and self.index_policy.kind_for(len(self.index)) != "flat":
+            self._switch_to_ann()
 
     def remove_from_indexes(self, face_ids: list[int]) -> None:
         if face_ids:
             ids = np.asarray(face_ids, dtype=np.int64)
             self.index.remove(ids)
-            self.masked_index.remove(ids)
             self.skipped_face_ids.difference_update(int(i) for i in face_ids)
 
     def remove_media(self, path: str) -> tuple[list[int], int]:

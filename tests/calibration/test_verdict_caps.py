@@ -9,6 +9,7 @@ from facefind.calibration import default_calibration
 from facefind.calibration.table import verdict_for_fmr
 from facefind.pipeline.models import STACKS
 from facefind.pipeline.occlusion import draw_mask
+from tests.conftest import PURPOSE
 
 
 @pytest.mark.parametrize("fmr,cap,expected", [
@@ -45,7 +46,7 @@ def test_a_covered_probe_that_shows_too_little_gets_no_strong_match(facefind, ph
     path = tmp_path / "masked_small.png"
     Image.fromarray(probe).save(path)
 
-    result = facefind.search(path, show_all=True)
+    result = facefind.search(path, show_all=True, purpose=PURPOSE)
 
     quality = result.searched_face.quality
     assert quality.lower_face_covered and quality.verdict == "poor"

@@ -6,6 +6,7 @@ from facefind.api import FaceFind
 from facefind.errors import FaceFindError
 from facefind.pipeline.models import ARCFACE_MBF, SFACE_2021DEC
 from facefind.samples import probe_sample
+from tests.conftest import PURPOSE
 
 
 def test_a_library_created_with_sface_keeps_it(tmp_path, photo_folder):
@@ -16,7 +17,7 @@ def test_a_library_created_with_sface_keeps_it(tmp_path, photo_folder):
     reopened = FaceFind(library)  # no model given: the library's own
     assert reopened.model_id == SFACE_2021DEC.model_id
     assert reopened.resolved_config.model == "sface"
-    result = reopened.search(probe_sample())
+    result = reopened.search(probe_sample(), purpose=PURPOSE)
     assert result.model_id == SFACE_2021DEC.model_id
     assert result.matches and result.matches[0].verdict == "strong"  # the probe's person is in the gallery
     assert reopened.calibration.model_id == SFACE_2021DEC.model_id

@@ -2,5 +2,6 @@
 
 from facefind.index.base import VectorIndex
 from facefind.index.faiss_index import FaissFlatIndex
+from facefind.index.ann import FaissAnnIndex, IndexPolicy
 
-__all__ = ["FaissFlatIndex", "VectorIndex"]
+__all__ = ["FaissAnnIndex", "FaissFlatIndex", "IndexPolicy", "VectorIndex"]

@@ -9,8 +9,45 @@ import faiss
 import numpy as np
 
 
+def check_vectors(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """``vectors`` as a contiguous float32 (n, dim) array; raises ValueError on a wrong size."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise ValueError(f"expected vectors of size {dim}, got array of shape {vectors.shape}")
+    return vectors
+
+
+def write_faiss_index(index: faiss.Index, path: Path) -> None:
+    """Write atomically (temporary + fsync + rename); a failed write leaves no temporary (OSError)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        try:
+            faiss.write_index(index, str(temporary))
+        except RuntimeError as error:  # FAISS reports a failed fwrite (e.g. a full disk) this way
+            raise OSError(f"cannot write {temporary}: {error}") from None
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)  # never leave an index-sized temporary behind
+
+
+def read_faiss_index(path: Path, mmap: bool = False) -> faiss.Index:
+    """Read a facefind index file (an ``IndexIDMap2``); ``mmap`` maps its codes read-only instead of
+    reading them, so a one-off search touches only the pages it needs (never modify such an index)."""
+    flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if mmap else 0
+    index = faiss.read_index(str(path), flags)
+    if not isinstance(index, faiss.IndexIDMap2):
+        raise ValueError(f"{path} is not a facefind index")
+    return index
+
+
 class FaissFlatIndex:
-    """Exact search: the honest baseline, and fast enough for a few million faces on a laptop."""
+    """Exact search: the honest baseline, and the fastest choice below ``IndexPolicy.ann_threshold``."""
+
+    kind = "flat"
+    tolerance = 1e-5  # vectors are held exactly
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
@@ -20,10 +57,7 @@ class FaissFlatIndex:
         return int(self._index.ntotal)
 
     def _check(self, vectors: np.ndarray) -> np.ndarray:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(f"expected vectors of size {self.dim}, got array of shape {vectors.shape}")
-        return vectors
+        return check_vectors(vectors, self.dim)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
@@ -59,28 +93,24 @@ class FaissFlatIndex:
         except RuntimeError as error:  # an id not in the index
             raise KeyError(str(error).rsplit(":", 1)[-1].strip()) from None
 
+    @staticmethod
+    def files(path: Path) -> list[Path]:
+        return [path]
+
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + f".tmp{os.getpid()}")
-        try:
-            try:
-                faiss.write_index(self._index, str(temporary))
-            except RuntimeError as error:  # FAISS reports a failed fwrite (e.g. a full disk) this way
-                raise OSError(f"cannot write {temporary}: {error}") from None
-            with open(temporary, "rb+") as handle:
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)  # never leave an index-sized temporary behind
+        write_faiss_index(self._index, path)
 
     def reset(self) -> None:
         self._index.reset()
 
+    def params(self) -> dict:
+        return {"kind": self.kind}
+
     @classmethod
-    def load(cls, path: Path) -> "FaissFlatIndex":
-        index = faiss.read_index(str(path))
-        if not isinstance(index, faiss.IndexIDMap2):
-            raise ValueError(f"{path} is not a facefind index")
+    def load(cls, path: Path, mmap: bool = False) -> "FaissFlatIndex":
+        index = read_faiss_index(path, mmap=mmap)
+        if not isinstance(faiss.downcast_index(index.index), faiss.IndexFlat):
+            raise ValueError(f"{path} is not a flat facefind index")
         instance = cls(index.d)
         instance._index = index
         return instance
