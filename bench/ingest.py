@@ -3,19 +3,23 @@
 Runs on the LFW tree (7,701 small tight crops) and on group_photos/ (large
 photos, many faces), with 1 and with all worker processes side by side in one
 run, several repeats each; reports medians, the parallel speed-up ratio and
-peak memory (parent and largest worker). Writes bench/results/ingest.json and
-ingest.png.
+peak memory (parent and largest worker). Each run is a fresh process, so the code
+measured can be this tree or a baseline git revision (``--baseline``, default HEAD,
+extracted to a temp folder), run interleaved with it; the load average is recorded.
+Writes bench/results/ingest.json and ingest.png.
 
-    python bench/ingest.py [--limit 2000] [--repeats 3]
+    python bench/ingest.py [--limit 2000] [--repeats 3] [--baseline HEAD | --baseline ""]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -24,8 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, data_dir_or_exit, write_json  # noqa: E402
 
-from facefind.api import FaceFind  # noqa: E402
-
+REPO = Path(__file__).resolve().parent.parent
 LFW_TARGET_IMAGES_PER_SECOND = 25.0
 
 
@@ -41,11 +44,14 @@ def _subset(source: Path, limit: int | None, workdir: Path) -> Path:
     return target
 
 
-def _run(folder: Path, workers: int, workdir: Path) -> dict:
-    library = workdir / f"lib-{workers}"
-    shutil.rmtree(library, ignore_errors=True)
+def _measure(folder: Path, workers: int, library: Path) -> dict:
+    """One ingest into a new library, in this process (the code on sys.path)."""
+    from facefind.api import FaceFind
+
     report = FaceFind(library).index([folder], workers=workers)
     return {
+        "peak_mb_parent": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_mb_worker": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         "seconds": report.seconds,
         "images": report.processed,
         "faces": report.faces_added,
@@ -55,39 +61,73 @@ def _run(folder: Path, workers: int, workdir: Path) -> dict:
     }
 
 
+def _run(source: Path, folder: Path, workers: int, workdir: Path) -> dict:
+    """:func:`_measure` in a fresh process importing facefind from ``source`` (a src/ folder)."""
+    library = workdir / f"lib-{workers}"
+    shutil.rmtree(library, ignore_errors=True)
+    command = [sys.executable, __file__, "--measure", str(folder), str(workers), str(library)]
+    done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(source)}, capture_output=True, text=True,
+                          check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _summary(repeats: list[dict]) -> dict:
+    return {
+        "images": repeats[0]["images"],
+        "faces": repeats[0]["faces"],
+        "failed": repeats[0]["failed"],
+        "median_images_per_second": statistics.median(r["images_per_second"] for r in repeats),
+        "median_faces_per_second": statistics.median(r["faces_per_second"] for r in repeats),
+        "runs": repeats,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=None, help="only the first N LFW images (default: all)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", default="HEAD", help="git revision to compare against; empty for none")
+    parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)  # internal: one run, JSON on stdout
     args = parser.parse_args()
+    if args.measure:
+        folder, workers, library = args.measure
+        print(json.dumps(_measure(Path(folder), int(workers), Path(library))))
+        return
     data = data_dir_or_exit()
     workers_all = os.cpu_count() or 1
     results: dict = {"sets": {}}
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
+        sources = {"current": REPO / "src"}
+        if args.baseline:
+            (workdir / "baseline").mkdir()
+            archive = subprocess.run(["git", "-C", str(REPO), "archive", args.baseline, "src"],
+                                     capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(workdir / "baseline")], input=archive, check=True)
+            sources["baseline"] = workdir / "baseline" / "src"
         for name, source, limit in (("lfw", data / "lfw", args.limit), ("group_photos", data / "group_photos", None)):
             folder = _subset(source, limit, workdir)
-            runs: dict[int, list[dict]] = {1: [], workers_all: []}
-            for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits both alike
-                for workers in runs:
-                    runs[workers].append(_run(folder, workers, workdir))
-                    print(name, workers, "workers", f"{runs[workers][-1]['images_per_second']:.1f} img/s", flush=True)
-            summary = {}
-            for workers, repeats in runs.items():
-                summary[f"workers_{workers}"] = {
-                    "images": repeats[0]["images"],
-                    "faces": repeats[0]["faces"],
-                    "failed": repeats[0]["failed"],
-                    "median_images_per_second": statistics.median(r["images_per_second"] for r in repeats),
-                    "median_faces_per_second": statistics.median(r["faces_per_second"] for r in repeats),
-                    "runs": repeats,
-                }
+            runs = {(workers, code): [] for workers in (1, workers_all) for code in sources}
+            for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits all alike
+                for (workers, code), collected in runs.items():
+                    collected.append(_run(sources[code], folder, workers, workdir))
+                    print(name, code, workers, "workers", f"{collected[-1]['images_per_second']:.1f} img/s", flush=True)
+            summary = {f"workers_{workers}": _summary(runs[(workers, "current")]) for workers in (1, workers_all)}
             summary["parallel_speedup"] = (
                 summary[f"workers_{workers_all}"]["median_images_per_second"] / summary["workers_1"]["median_images_per_second"]
             )
+            if "baseline" in sources:
+                baseline = {f"workers_{w}": _summary(runs[(w, "baseline")]) for w in (1, workers_all)}
+                summary["baseline"] = baseline
+                summary["speedup_vs_baseline"] = {
+                    key: summary[key]["median_images_per_second"] / baseline[key]["median_images_per_second"]
+                    for key in baseline
+                }
             results["sets"][name] = summary
-    self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    current_runs = [r for s in results["sets"].values() for w in (1, workers_all) for r in s[f"workers_{w}"]["runs"]]
+    self_peak = max(r["peak_mb_parent"] for r in current_runs)
+    child_peak = max(r["peak_mb_worker"] for r in current_runs)
     lfw_best = results["sets"]["lfw"][f"workers_{workers_all}"]["median_images_per_second"]
     results.update(
         peak_memory_mb={"parent": round(self_peak, 1), "largest_worker": round(child_peak, 1)},
@@ -95,6 +135,8 @@ def main() -> None:
         lfw_meets_target=lfw_best >= LFW_TARGET_IMAGES_PER_SECOND,
         repeats=args.repeats,
         lfw_limit=args.limit,
+        baseline=args.baseline or None,
+        load_average_1_5_15_min={"before": load_before, "after": os.getloadavg()},
     )
     path = write_json("ingest", results)
     _plot(results, workers_all)

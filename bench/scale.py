@@ -23,15 +23,21 @@ Writes bench/results/scale.json and scale.png.
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from _common import RESULTS, data_dir_or_exit, write_json
 from facefind.evaluation.lfw import central_face, list_images
+from facefind.index import FaissAnnIndex, FaissFlatIndex
+from facefind.index.ann import TRAIN_SAMPLE
 from facefind.ingest import init_worker, worker_pipeline
 from facefind.pipeline import PipelineConfig
 from facefind.pipeline.decode import decode_image
@@ -83,14 +89,389 @@ def real_embeddings(lfw_dir: Path, workers: int = 2) -> tuple[np.ndarray, np.nda
     return identity, plain[found], masked[found]
 
 
+# -- 2. the fitted generator -------------------------------------------------------------------------
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _root(covariance: np.ndarray) -> np.ndarray:
+    """A matrix square root of a covariance (negative eigenvalues from estimation noise clipped)."""
+    values, vectors = np.linalg.eigh(covariance)
+    return vectors * np.sqrt(np.clip(values, 0, None))
+
+
+class Generator:
+    """Synthetic faces whose same/different-person cosines match real facefind embeddings."""
+
+    def __init__(self, identity: np.ndarray, plain: np.ndarray, masked: np.ndarray) -> None:
+        people, counts = np.unique(identity, return_counts=True)
+        several = np.isin(identity, people[counts >= 2])
+        members = [identity == person for person in people[counts >= 2]]
+        centres = np.stack([plain[m].mean(axis=0) for m in members])
+        residuals = np.concatenate([plain[m] - plain[m].mean(axis=0) for m in members])
+        self.mean = plain.mean(axis=0)
+        self.between = _root(np.cov(centres, rowvar=False))
+        self.within = _root(np.cov(residuals, rowvar=False))
+        # masked template = a * face + mask direction + residual, fitted by least squares
+        centred_plain, centred_masked = plain - plain.mean(axis=0), masked - masked.mean(axis=0)
+        self.mask_gain = float((centred_plain * centred_masked).sum() / (centred_plain ** 2).sum())
+        mask_residual = masked - self.mask_gain * plain
+        self.mask_offset = mask_residual.mean(axis=0)
+        self.mask_noise = _root(np.cov(mask_residual, rowvar=False))
+        self.scales = (1.0, 1.0, 0.0)
+        self.scales = self._fit_scales(identity[several], plain[several])
+
+    def _fit_scales(self, identity: np.ndarray, plain: np.ndarray) -> tuple[float, float, float]:
+        """Between-person scale, within-person scale and its spread from photo to photo (log-normal:
+        some photos are much worse than others) making the synthetic cosine statistics match the real."""
+        target = np.array(cosine_stats(identity, plain))
+        best, best_error = self.scales, np.inf
+        for between in (0.8, 1.0, 1.2, 1.4):
+            for within in (0.6, 0.8, 1.0, 1.2):
+                for spread in (0.0, 0.3, 0.5, 0.7):
+                    self.scales = (between, within, spread)
+                    ids, faces, _ = self.sample(1500, 4, np.random.default_rng(0))
+                    error = np.abs(np.array(cosine_stats(ids, faces)) - target).sum()
+                    if error < best_error:
+                        best, best_error = self.scales, error
+        return best
+
+    def centres(self, people: int, rng: np.random.Generator) -> np.ndarray:
+        return (self.mean + self.scales[0] * rng.standard_normal((people, len(self.mean))) @ self.between.T).astype(np.float32)
+
+    def faces_of(self, centres: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(plain, masked template) of one new photo of each centre's person."""
+        noise = rng.standard_normal((len(centres), centres.shape[1])).astype(np.float32)
+        per_photo = self.scales[1] * np.exp(self.scales[2] * rng.standard_normal((len(centres), 1)))
+        plain = _unit(centres + per_photo.astype(np.float32) * (noise @ self.within.T))
+        noise = rng.standard_normal((len(centres), centres.shape[1])).astype(np.float32)
+        masked = _unit(self.mask_gain * plain + self.mask_offset + noise @ self.mask_noise.T)
+        return plain, masked
+
+    def sample(self, people: int, per_person: int, rng: np.random.Generator):
+        """(identity, plain, masked) of ``people`` x ``per_person`` faces."""
+        centres = self.centres(people, rng)
+        identity = np.repeat(np.arange(people), per_person)
+        plain, masked = self.faces_of(centres[identity], rng)
+        return identity, plain, masked
+
+
+def pair_cosines(identity: np.ndarray, a: np.ndarray, b: np.ndarray | None = None, pairs: int = 20_000,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(same-person, different-person) cosines of ``a`` faces against ``b`` faces (default ``a``)."""
+    b = a if b is None else b
+    rng = np.random.default_rng(seed)
+    order = np.argsort(identity, kind="stable")
+    starts = np.searchsorted(identity[order], identity)
+    counts = np.bincount(identity)[identity]
+    first = rng.choice(np.flatnonzero(counts >= 2), pairs)
+    second = order[starts[first] + rng.integers(0, counts[first])]
+    keep = second != first
+    same = np.einsum("ij,ij->i", a[first[keep]], b[second[keep]])
+    x, y = rng.integers(0, len(a), pairs), rng.integers(0, len(a), pairs)
+    keep = identity[x] != identity[y]
+    return same, np.einsum("ij,ij->i", a[x[keep]], b[y[keep]])
+
+
+def cosine_stats(identity: np.ndarray, plain: np.ndarray) -> tuple[float, float, float, float]:
+    same, different = pair_cosines(identity, plain)
+    return float(same.mean()), float(same.std()), float(different.mean()), float(different.std())
+
+
+# -- 3. the index benchmark ---------------------------------------------------------------------------
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentiles(seconds: list[float]) -> dict:
+    ms = np.array(seconds) * 1000
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3)}
+
+
+def gallery(generator: Generator, size: int, seed: int):
+    """(identity, plain, masked float16, probe identity, plain probes, covered probes) of ``size`` faces:
+    1 + Poisson(3) photos a person; probes are other photos of 300 people in the gallery."""
+    rng = np.random.default_rng(seed)
+    counts = 1 + rng.poisson(3, size // 4 + 1000)
+    counts = counts[: np.searchsorted(np.cumsum(counts), size) + 1]
+    identity = np.repeat(np.arange(len(counts)), counts)[:size]
+    centres = generator.centres(len(counts), rng)
+    plain = np.empty((size, centres.shape[1]), np.float32)
+    masked = np.empty((size, centres.shape[1]), np.float16)
+    for start in range(0, size, 100_000):
+        chunk = slice(start, min(start + 100_000, size))
+        plain[chunk], chunk_masked = generator.faces_of(centres[identity[chunk]], rng)
+        masked[chunk] = chunk_masked
+    probe_identity = rng.choice(np.unique(identity), 300, replace=False)
+    probes, covered = generator.faces_of(centres[probe_identity], rng)  # a new photo; its masked version
+    return identity, plain, masked, probe_identity, probes, covered
+
+
+def measure_index(name: str, build, plain: np.ndarray, identity: np.ndarray, probes: np.ndarray,
+                  probe_identity: np.ndarray, exact_top: np.ndarray | None, threshold: float, folder: Path,
+                  covered: tuple) -> tuple[dict, np.ndarray]:
+    """Build, time single-query searches (index + exact re-scoring of 40 candidates, as search does),
+    recall@10 and mate recall against exact search, covered probes, save, reopen (read and mmap), memory."""
+    started = time.perf_counter()
+    index = build()
+    ids = np.arange(len(plain), dtype=np.int64)
+    for start in range(0, len(plain), 50_000):
+        index.add(ids[start : start + 50_000], plain[start : start + 50_000])
+    build_s = time.perf_counter() - started
+    latencies, found = [], []
+    for probe in probes:
+        started = time.perf_counter()
+        _, candidates = index.search(probe[None, :], 40)
+        candidates = candidates[0][candidates[0] >= 0]
+        scores = plain[candidates] @ probe
+        found.append(candidates[np.argsort(-scores)[:10]])
+        latencies.append(time.perf_counter() - started)
+    found = np.array(found)
+    result = {"index": name, "build_s": round(build_s, 2), **percentiles(latencies), "params": index.params()}
+    if exact_top is not None:
+        result["recall_at_10"] = float(np.mean([len(set(e) & set(f)) / 10 for e, f in zip(exact_top, found)]))
+        mates = [(row, face) for row, top in enumerate(exact_top) for face in top
+                 if identity[face] == probe_identity[row] and plain[face] @ probes[row] >= threshold]
+        result["mates_above_threshold"] = len(mates)
+        result["mate_recall"] = float(np.mean([face in found[row] for row, face in mates])) if mates else None
+    masked, covered_probes, fused_top = covered
+    result["covered"] = [measure_covered(index, plain, masked, covered_probes, fused_top, widening)
+                         for widening in (1, 10, 25)]
+    path = folder / f"{name}.index"
+    index.save(path)
+    files, trained_on = index.files(path), getattr(index, "trained_on", None)
+    del index
+    result["file_mb"] = round(sum(f.stat().st_size for f in files) / 2**20, 1)
+    np.save(folder / "probe.npy", probes[:1])
+    for mmap in (False, True):  # read: the service's resident index; mmap: a one-off CLI search
+        key = "mmap" if mmap else "read"
+        measured = json.loads(subprocess.run(
+            [sys.executable, __file__, "--open", str(path), "--open-mmap" if mmap else "--open-read",
+             "--trained-on", str(trained_on or 0)], check=True, capture_output=True, text=True).stdout)
+        result[f"open_{key}_s"], result[f"rss_{key}_mb"] = measured["open_s"], measured["rss_mb"]
+    for file in files:
+        file.unlink()
+    return result, found
+
+
+def open_in_this_process(path: Path, mmap: bool, trained_on: int) -> None:
+    """Open an index file and search once in a fresh process: (open + first search seconds, RSS added)."""
+    probe = np.load(path.parent / "probe.npy")
+    before = rss_mb()
+    started = time.perf_counter()
+    index = FaissFlatIndex.load(path, mmap=mmap) if trained_on == 0 else \
+        FaissAnnIndex.load(path, trained_on=trained_on, mmap=mmap)
+    index.search(probe, 40)
+    print(json.dumps({"open_s": round(time.perf_counter() - started, 3), "rss_mb": round(rss_mb() - before, 1)}))
+
+
+def exact_fused_top(plain: np.ndarray, masked: np.ndarray, probes: np.ndarray, k: int = 10) -> np.ndarray:
+    """Top-``k`` face rows per covered probe by fused score (mean of plain and masked), scoring every face."""
+    best_scores = np.full((len(probes), 0), -np.inf, np.float32)
+    best_rows = np.empty((len(probes), 0), np.int64)
+    for start in range(0, len(plain), 100_000):
+        rows = slice(start, min(start + 100_000, len(plain)))
+        fused = ((plain[rows] @ probes.T + masked[rows].astype(np.float32) @ probes.T) / 2).T
+        scores = np.concatenate([best_scores, fused], axis=1)
+        candidates = np.concatenate([best_rows, np.broadcast_to(np.arange(rows.start, rows.stop), fused.shape)], axis=1)
+        keep = np.argsort(-scores, axis=1)[:, :k]
+        best_scores, best_rows = np.take_along_axis(scores, keep, 1), np.take_along_axis(candidates, keep, 1)
+    return best_rows
+
+
+def measure_covered(index, plain: np.ndarray, masked: np.ndarray, covered: np.ndarray, fused_top: np.ndarray,
+                    widening: int) -> dict:
+    """Covered probes: the plain index's top 40 x ``widening`` re-scored with plain + masked templates
+    (search._candidates, mode mean_of_both) vs fused scoring of every face."""
+    hits, latencies = [], []
+    for probe, exact in zip(covered, fused_top):
+        started = time.perf_counter()
+        _, candidates = index.search(probe[None, :], 40 * widening)
+        candidates = candidates[0][candidates[0] >= 0]
+        scores = (plain[candidates] @ probe + masked[candidates].astype(np.float32) @ probe) / 2
+        found = candidates[np.argsort(-scores)[:10]]
+        latencies.append(time.perf_counter() - started)
+        hits.append(len(set(exact) & set(found)) / 10)
+    return {"widening": widening, "recall_at_10_vs_fused": float(np.mean(hits)), **percentiles(latencies)}
+
+
+def bench_size(generator: Generator, size: int, threshold: float, folder: Path) -> dict:
+    faiss.omp_set_num_threads(1)  # the service answers many searches at once: one core each
+    started = time.perf_counter()
+    identity, plain, masked, probe_identity, probes, covered = gallery(generator, size, seed=size)
+    report = {"faces": size, "people": int(identity.max() + 1), "generate_s": round(time.perf_counter() - started, 1)}
+    print(f"{size}: generated in {report['generate_s']} s", flush=True)
+    covered = (masked, covered[:100], exact_fused_top(plain, masked, covered[:100]))
+    flat, exact_top = measure_index("flat", lambda: FaissFlatIndex(plain.shape[1]), plain, identity,
+                                    probes, probe_identity, None, threshold, folder, covered)
+    flat["recall_at_10"], flat["mate_recall"] = 1.0, 1.0
+    print(f"{size}: flat {flat}", flush=True)
+    sample = plain[np.random.default_rng(1).choice(size, min(TRAIN_SAMPLE, size), replace=False)]
+    ann, _ = measure_index(
+        "pq-refine", lambda: FaissAnnIndex.trained(plain.shape[1], sample, size), plain, identity, probes,
+        probe_identity, exact_top, threshold, folder, covered)
+    print(f"{size}: ann {ann}", flush=True)
+    return {**report, "flat": flat, "ann": ann}
+
+
+# -- 4. a library on disk and the CLI ------------------------------------------------------------------
+
+
+def build_library(generator: Generator, size: int, root: Path) -> dict:
+    """Write ``size`` synthetic faces (4 a photo, with masked templates) through the catalog in batches,
+    the index following as a running ingest's does (flat, switched to ANN at the threshold)."""
+    from facefind.catalog import MediaOutcome, NewFace
+    from facefind.library import Library
+    from facefind.pipeline.models import STACKS
+
+    model_id = STACKS["arcface"].model_id
+    rng = np.random.default_rng(size)
+    started, index_s = time.perf_counter(), 0.0
+    with Library(root, model_id, 512, writable=True) as library:
+        for start in range(0, size, 4000):
+            people = generator.centres(1000, rng)
+            plain, masked = generator.faces_of(np.repeat(people, 4, axis=0)[: min(4000, size - start)], rng)
+            outcomes = [MediaOutcome(path=f"/synthetic/{start + i}.jpg", status="indexed", sha256=f"{start + i:064x}",
+                                     faces=[NewFace(j, [0, 0, 1, 1], [[0, 0]] * 5, 0.9, {"verdict": "good"}, model_id,
+                                                    plain[i + j], None, masked_embedding=masked[i + j])
+                                            for j in range(min(4, len(plain) - i))])
+                        for i in range(0, len(plain), 4)]
+            with library.writing():
+                result = library.catalog.commit_outcomes(outcomes)
+                index_started = time.perf_counter()
+                library.apply_commit(result)
+                index_s += time.perf_counter() - index_started
+            print(f"\rlibrary: {start + len(plain)}/{size}", end="", flush=True)
+        save_started = time.perf_counter()
+        library.save_index()
+        kind = library.index.kind
+    print()
+    return {"faces": size, "write_s": round(time.perf_counter() - started, 1), "index_insert_s": round(index_s, 1),
+            "index_save_s": round(time.perf_counter() - save_started, 1), "index_kind": kind,
+            "faces_per_s": round(size / (time.perf_counter() - started))}
+
+
+def measure_cli(root: Path, probe: Path) -> dict:
+    """A one-off `facefind search` (wall, peak RSS), and library-level searches in this process."""
+    import resource
+
+    from facefind.library import Library
+    from facefind.pipeline.models import STACKS
+    from facefind.search import _candidates
+
+    runs = []
+    for _ in range(3):
+        started = time.perf_counter()
+        completed = subprocess.run([sys.executable, "-m", "facefind", "--library", str(root), "search", str(probe),
+                                    "--json", "--case", "bench", "--reason", "benchmark of search speed"],
+                                   capture_output=True, text=True)
+        runs.append(time.perf_counter() - started)
+        if completed.returncode not in (0, 1):
+            raise SystemExit(f"facefind search failed: {completed.stderr[-2000:]}")
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    started = time.perf_counter()
+    with Library(root, STACKS["arcface"].model_id, 512) as library:
+        open_s = time.perf_counter() - started
+        queries = library.index.vectors(library.index.ids()[:: max(1, len(library.index) // 200)][:200])
+        timings = {}
+        for mode in ("plain", "mean_of_both"):
+            seconds = []
+            for query in queries:
+                started = time.perf_counter()
+                _candidates(library, query, 10, None, mode)
+                seconds.append(time.perf_counter() - started)
+            timings[mode] = percentiles(seconds)
+    return {"cli_search_wall_s": [round(r, 2) for r in runs], "cli_peak_rss_mb": round(peak_rss_mb),
+            "library_open_read_only_s": round(open_s, 3), "library_search_candidates": timings,
+            "catalog_mb": round((root / "catalog.sqlite3").stat().st_size / 2**20),
+            "index_files_mb": {p.name: round(p.stat().st_size / 2**20, 1) for p in (root / "index").glob("*.index")}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embed-only", action="store_true", help="compute the real-embedding cache and stop")
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--cli", type=int, help="instead: build a library of this many faces (cached) and time the CLI")
+    parser.add_argument("--open", type=Path, help=argparse.SUPPRESS)  # internal: measure one index open
+    parser.add_argument("--open-mmap", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--open-read", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--trained-on", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.open:
+        open_in_this_process(args.open, args.open_mmap, args.trained_on)
+        return
     identity, plain, masked = real_embeddings(data_dir_or_exit() / "lfw")
     print(f"{len(plain)} real faces of {len(np.unique(identity))} people")
     if args.embed_only:
         return
+    from facefind.calibration.table import default_calibration
+
+    threshold = default_calibration().tables["standard"].threshold_for_fmr(1e-5)
+    generator = Generator(identity, plain, masked)
+    if args.cli:
+        root = RESULTS / "cache" / f"scale-library-{args.cli}"
+        built = None if (root / "catalog.sqlite3").exists() else build_library(generator, args.cli, root)
+        lfw = data_dir_or_exit() / "lfw"
+        measured = {**(built or {}), **measure_cli(root, lfw / list_images(lfw)[0])}
+        print(measured)
+        previous = json.loads((RESULTS / "scale.json").read_text())
+        previous.pop("machine", None)
+        cli = previous.get("cli") or {}
+        write_json("scale", {**previous, "cli": {**cli, str(args.cli): {**cli.get(str(args.cli), {}), **measured}}})
+        return
+    synthetic_identity, synthetic_plain, synthetic_masked = generator.sample(2000, 4, np.random.default_rng(7))
+    real = {"plain": pair_cosines(identity, plain), "covered": pair_cosines(identity, masked, plain)}
+    synthetic = {"plain": pair_cosines(synthetic_identity, synthetic_plain),
+                 "covered": pair_cosines(synthetic_identity, synthetic_masked, synthetic_plain)}
+    fit = {kind: {source: {"same_mean": float(pairs[0].mean()), "same_std": float(pairs[0].std()),
+                           "different_mean": float(pairs[1].mean()), "different_std": float(pairs[1].std())}
+                  for source, pairs in (("real", real[kind]), ("synthetic", synthetic[kind]))}
+           for kind in real}
+    print(json.dumps(fit, indent=1), flush=True)
+    folder = RESULTS / "cache" / "scale-index"
+    folder.mkdir(parents=True, exist_ok=True)
+    sizes = [bench_size(generator, int(size), threshold, folder) for size in args.sizes.split(",")]
+    payload = {"threshold_fmr_1e-5": threshold, "generator": {"scales": generator.scales,
+               "mask_gain": generator.mask_gain, "fit": fit}, "sizes": sizes}
+    previous = RESULTS / "scale.json"
+    if previous.exists():  # keep the CLI figures measured by --cli
+        payload["cli"] = json.loads(previous.read_text()).get("cli")
+    write_json("scale", payload)
+    plot(real, synthetic, sizes)
+
+
+def plot(real: dict, synthetic: dict, sizes: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for axis, kind in zip(axes[:2], ("plain", "covered")):
+        for source, pairs, style in (("real", real[kind], "-"), ("synthetic", synthetic[kind], "--")):
+            for label, values, colour in (("same person", pairs[0], "tab:green"), ("different", pairs[1], "tab:red")):
+                axis.hist(values, bins=80, range=(-0.3, 1), density=True, histtype="step", linestyle=style,
+                          color=colour, label=f"{source}: {label}")
+        axis.set_title(f"cosine, {'photo vs photo' if kind == 'plain' else 'masked template vs photo'}")
+        axis.legend(fontsize=7)
+    axis = axes[2]
+    x = np.arange(len(sizes))
+    for offset, key, colour in ((-0.2, "flat", "tab:blue"), (0.2, "ann", "tab:orange")):
+        axis.bar(x + offset, [s[key]["p50_ms"] for s in sizes], 0.4, color=colour, label=f"{key} p50")
+        axis.scatter(x + offset, [s[key]["p95_ms"] for s in sizes], color="black", marker="_", s=200)
+    axis.set_xticks(x, [f"{s['faces']:,} faces" for s in sizes])
+    axis.set_ylabel("single-query search, ms (bar p50, tick p95)")
+    axis.set_yscale("log")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(RESULTS / "scale.png", dpi=110)
 
 
 if __name__ == "__main__":

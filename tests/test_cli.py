@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -255,3 +256,46 @@ def test_demo_never_deletes_a_folder_it_did_not_make(tmp_path, capsys):
     assert code == 2 and "not an earlier demo" in err
     assert (precious / "holiday.jpg").read_bytes() == b"irreplaceable"
 
+
+
+def test_a_search_without_a_purpose_names_both_options(capsys, library):
+    for command in (["search", probe_sample()], ["verify", probe_sample(), probe_sample()],
+                    ["search", probe_sample(), "--case", "C-1"]):
+        code, _, err = run_here(capsys, "--library", library, *command)
+        assert code == 2 and "--case" in err and "--reason" in err, err
+    assert not library.exists()
+
+
+def test_audit_verify_and_export(capsys, library, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert run_here(capsys, "--library", library, "index", tmp_path / "empty")[0] == 0
+    code, out, _ = run_here(capsys, "--library", library, "audit", "verify")
+    assert code == 0 and "intact: 1 entries" in out
+    code, out, _ = run_here(capsys, "--library", library, "audit", "export", "--format", "csv",
+                            "--since", "2000-01-01", tmp_path / "audit.csv")
+    assert code == 0 and "wrote 1 entries" in out and "index" in (tmp_path / "audit.csv").read_text()
+    code, _, err = run_here(capsys, "--library", library, "audit", "export", "--since", "yesterday", tmp_path / "x")
+    assert code == 2 and "--since" in err
+    with sqlite3.connect(library / "audit.sqlite3") as db:
+        db.execute("UPDATE entries SET actor = 'someone else' WHERE id = 1")
+    code, _, err = run_here(capsys, "--library", library, "audit", "verify")
+    assert code == 1 and "entry 1" in err and "edited" in err
+
+
+def test_erase_a_person_from_the_command_line(capsys, library, photo_folder):
+    assert run_here(capsys, "--library", library, "index", photo_folder, "--workers", "1")[0] == 0
+    code, out, _ = run_here(capsys, "--library", library, "erase", "--person", probe_sample(), "--yes", "--opt-out")
+    assert code == 0 and "erased 1 face(s)" in out and "blocked" in out, out
+    code, out, _ = run_here(capsys, "--library", library, "search", *STATED, probe_sample())
+    assert code == 0 and "players.jpg" not in out
+
+
+def test_access_set_and_show(capsys, library, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert run_here(capsys, "--library", library, "index", tmp_path / "empty")[0] == 0
+    code, out, _ = run_here(capsys, "--library", library, "access", "set", "--user", "bob", "--role", "auditor",
+                            "--min-reason", "15")
+    assert code == 0 and "bob: auditor" in out and "15 characters" in out
+    code, _, err = run_here(capsys, "--library", library, "access", "set", "--user", "bob", "--role", "boss")
+    assert code == 2 and "unknown role" in err
+    assert "bob: auditor" in run_here(capsys, "--library", library, "access", "show")[1]

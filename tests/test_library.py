@@ -328,3 +328,128 @@ def test_a_full_disk_is_a_clear_error_loses_nothing_and_reads_still_work(tmp_pat
     assert result["index_files"] == ["faiss.index", "state.json"]  # no temporaries
     assert result["thumbnails"] == []  # crops of the batch that never committed are gone
     assert result["faces"] == result["index"] == 10  # what was committed before is all there
+
+
+# -- the index kind follows the library's size ---------------------------------------------------------
+
+from facefind.index import FaissAnnIndex, IndexPolicy  # noqa: E402
+from facefind.search import _candidates  # noqa: E402
+
+DIM = 64
+SMALL_THRESHOLD = IndexPolicy(ann_threshold=300)
+
+
+def _people(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(plain, masked template) unit vectors of ``count`` faces, five per person; the masked templates
+    share a "mask" direction, so strangers' masked templates look alike (as real ones do)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(count // 5 + 1, DIM))
+    plain = np.repeat(centres, 5, axis=0)[:count] + 0.5 * rng.normal(size=(count, DIM))
+    masked = plain + 1.5 * np.eye(DIM)[0] * np.linalg.norm(plain, axis=1, keepdims=True) + 0.5 * rng.normal(size=(count, DIM))
+    return tuple((v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32) for v in (plain, masked))
+
+
+def _add_people(library: Library, path: str, count: int, seed: int) -> list[int]:
+    plain, masked = _people(count, seed)
+    faces = [NewFace(i, [0, 0, 1, 1], [[0, 0]] * 5, 0.9, {"verdict": "good"}, "m", plain[i], None, masked_embedding=masked[i])
+             for i in range(count)]
+    return library.commit_outcomes([MediaOutcome(path=path, status="indexed", faces=faces)]).added_ids
+
+
+def _agrees_with_exact_search(library: Library, queries: np.ndarray) -> float:
+    """recall@10 of the library's index against scoring every stored embedding."""
+    ids = np.concatenate([i for i, _ in library.catalog.iter_embeddings("m", dim=DIM)])
+    vectors = np.concatenate([v for _, v in library.catalog.iter_embeddings("m", dim=DIM)])
+    _, found = library.index.search(queries, 10)
+    expected = ids[np.argsort(-(queries @ vectors.T), axis=1)[:, :10]]
+    return float(np.mean([len(set(e) & set(f)) / 10 for e, f in zip(expected, found)]))
+
+
+def test_the_index_switches_to_ann_at_the_threshold_and_agrees_with_exact_search(tmp_path):
+    with Library(tmp_path, "m", DIM, writable=True, index_policy=SMALL_THRESHOLD) as library:
+        _add_people(library, "/a.jpg", 299, seed=0)
+        assert isinstance(library.index, FaissFlatIndex)
+        _add_people(library, "/b.jpg", 200, seed=1)  # crosses 300: switched once, by this commit
+        assert isinstance(library.index, FaissAnnIndex) and library.index.trained_on == 499
+        library.save_index()
+    state = json.loads((tmp_path / "index" / "state.json").read_text())
+    assert state["index"]["kind"] == "pq-refine" and state["index"]["trained_on"] == 499
+    assert sorted(state["sha256"]) == ["faiss-refine.index", "faiss.index"]
+    with Library(tmp_path, "m", DIM, index_policy=SMALL_THRESHOLD) as reader:  # read-only: memory-mapped
+        assert isinstance(reader.index, FaissAnnIndex) and not reader.rebuilt_index
+        assert _agrees_with_exact_search(reader, _people(60, seed=0)[0]) >= 0.95
+
+
+def test_adds_and_removals_keep_agreeing_and_reopen(tmp_path):
+    with Library(tmp_path, "m", DIM, writable=True, index_policy=SMALL_THRESHOLD) as library:
+        first = _add_people(library, "/a.jpg", 600, seed=0)
+        library.remove_faces(first[::4])
+        _add_people(library, "/b.jpg", 300, seed=2)
+        library.remove_media("/b.jpg")
+        _add_people(library, "/c.jpg", 300, seed=3)
+        queries = np.concatenate([_people(40, seed=0)[0], _people(40, seed=3)[0]])
+        assert len(library.index) == 750 and _agrees_with_exact_search(library, queries) >= 0.95
+        _, ids = library.index.search(_people(600, seed=0)[0][::4], 10)
+        assert not np.isin(ids, first[::4]).any()
+        library.save_index()
+    with Library(tmp_path, "m", DIM, writable=True, index_policy=SMALL_THRESHOLD) as reopened:
+        assert not reopened.rebuilt_index and reopened.index_problem is None
+        assert _agrees_with_exact_search(reopened, queries) >= 0.95
+
+
+def test_the_codebook_is_trained_again_when_the_library_has_grown_fourfold(tmp_path):
+    with Library(tmp_path, "m", DIM, writable=True, index_policy=SMALL_THRESHOLD) as library:
+        _add_people(library, "/a.jpg", 300, seed=0)
+        _add_people(library, "/b.jpg", 900, seed=1)
+        assert library.index.trained_on == 300  # no rebuild per batch
+        library.save_index()
+    with Library(tmp_path, "m", DIM, writable=True, index_policy=SMALL_THRESHOLD) as reopened:
+        assert reopened.rebuilt_index and reopened.index.trained_on == 1200
+    with Library(tmp_path, "m", DIM, index_policy=SMALL_THRESHOLD) as reader:
+        assert not reader.rebuilt_index and reader.index.trained_on == 1200
+
+
+def test_a_large_library_is_rebuilt_from_the_catalog_as_ann(tmp_path):
+    with Library(tmp_path, "m", DIM, writable=True, index_policy=SMALL_THRESHOLD) as library:
+        _add_people(library, "/a.jpg", 500, seed=0)  # committed, index never saved: a crash
+    with Library(tmp_path, "m", DIM, index_policy=SMALL_THRESHOLD) as reader:
+        assert reader.rebuilt_index and isinstance(reader.index, FaissAnnIndex) and len(reader.index) == 500
+        assert _agrees_with_exact_search(reader, _people(60, seed=0)[0]) >= 0.95
+
+
+def test_a_library_saved_before_the_ann_index_reopens_without_a_rebuild(tmp_path):
+    """The layout facefind wrote before: a flat faiss.index, a second flat index of masked templates,
+    and a state.json without an "index" entry."""
+    with Library(tmp_path, "m", DIM, writable=True) as library:
+        _add_people(library, "/a.jpg", 20, seed=0)
+        library.save_index()
+    index_dir = tmp_path / "index"
+    masked = FaissFlatIndex(DIM)
+    masked.add(np.arange(1, 21), _people(20, seed=0)[1])
+    masked.save(index_dir / "faiss-masked.index")
+    state = json.loads((index_dir / "state.json").read_text())
+    del state["index"]
+    state.update(masked_count=20, sha256={**state["sha256"], "faiss-masked.index": "0" * 64})
+    (index_dir / "state.json").write_text(json.dumps(state))
+    with Library(tmp_path, "m", DIM) as reader:
+        assert not reader.rebuilt_index and len(reader.index) == 20
+    with Library(tmp_path, "m", DIM, writable=True) as writer:
+        assert not writer.rebuilt_index and writer.index_problem is None
+        _add_people(writer, "/b.jpg", 5, seed=1)
+        writer.save_index()
+    assert sorted(p.name for p in index_dir.iterdir()) == ["faiss.index", "state.json"]
+
+
+@pytest.mark.parametrize("policy", [IndexPolicy(), SMALL_THRESHOLD], ids=["flat", "ann"])
+def test_covered_probes_agree_with_scoring_every_face(tmp_path, policy):
+    """A covered probe re-scores the plain index's candidates with the masked templates: its top
+    matches are those of fused scoring over every face, though only the plain index exists."""
+    with Library(tmp_path, "m", DIM, writable=True, index_policy=policy) as library:
+        _add_people(library, "/a.jpg", 3000, seed=0)
+        plain, masked = _people(3000, seed=0)
+        probes = _people(3000, seed=0)[1][::150]  # covered photos of 20 people in the library
+        for probe in probes:
+            found, _ = _candidates(library, probe, 2, None, "mean_of_both")
+            fused = (plain @ probe + masked @ probe) / 2
+            expected = np.argsort(-fused)[:8] + 1  # face ids count from 1 in commit order
+            assert [face_id for face_id, _ in found][:3] == expected[:3].tolist()

@@ -101,3 +101,16 @@ def test_pedestrians_and_night_crowd(tmp_path, pipeline, data_dir):
     tracks = {f.face_id for f in facefind.faces(videos / "pedestrians.mp4").faces}
     # About ten people show a face at some point (six of them clearly); 3 templates per track at most.
     assert 6 <= len(tracks) / 3 <= 20
+
+
+def test_faces_that_plainly_continue_a_track_are_not_embedded(facefind, clip_with_a_cut, pipeline, monkeypatch):
+    import sqlite3
+
+    embedded: list[int] = []
+    features = pipeline._features
+    monkeypatch.setattr(pipeline, "_features", lambda crops: embedded.append(len(crops)) or features(crops))
+    assert facefind.index([clip_with_a_cut], workers=1).failed == 0
+    with sqlite3.connect(facefind.library_path / "catalog.sqlite3") as db:
+        tracks = db.execute("SELECT observations FROM tracks").fetchall()
+    assert len(tracks) == 1 and tracks[0][0] >= 12  # the face is seen in every sampled frame it is in...
+    assert sum(embedded) <= tracks[0][0] / 2  # ...but embedded in at most half of them

@@ -25,12 +25,14 @@ from typing import Callable, Iterator, Sequence
 
 from PIL import Image as PILImage
 
-from facefind.access import ACCESS_FILE, AccessConfig, Actor, ForbiddenError, Purpose, require_purpose
+from facefind.accounts import Accounts
+from facefind.access import ACCESS_FILE, AccessConfig, Actor, ForbiddenError, Purpose, os_user, require_purpose
 from facefind.audit import AuditLog, AuditVerdict
 from facefind.calibration import CalibrationSet, default_calibration
 from facefind.catalog import MediaRecord
 from facefind.check import CheckReport, check_library, unopenable_report
 from facefind.errors import DamagedLibraryError, FaceFindError, NotFoundError
+from facefind.erase import ErasurePlan, ErasureReport, carry_out_erasure, plan_erasure
 from facefind.evidence import export_evidence, parse_match_id
 from facefind.files import file_sha256, path_from_text, path_to_text
 from facefind.ingest import IngestOptions, IngestProgress, IngestReport, ingest
@@ -217,8 +219,15 @@ class FaceFind:
         return self._recognizer.dim if self._recognizer else self.stack.dim
 
     def open_library(self, writable: bool = False, create: bool | None = None) -> Library:
-        """The library; a missing one is created only when ``create`` (default: ``writable``), else NotFoundError."""
-        return Library(self.library_path, self.model_id, self.embedding_dim, writable=writable, create=create)
+        """The library; a missing one is created only when ``create`` (default: ``writable``), else NotFoundError.
+
+        A new library's access.json names its creator (the local OS user) its admin.
+        """
+        new = not (self.library_path / "catalog.sqlite3").is_file()
+        library = Library(self.library_path, self.model_id, self.embedding_dim, writable=writable, create=create)
+        if new and not (self.library_path / ACCESS_FILE).exists():
+            AccessConfig(local_roles={os_user(): "admin"}).save(self.library_path)
+        return library
 
     # -- accountability: who acts, may they, and the audit log -------------------------------------
 
@@ -228,6 +237,11 @@ class FaceFind:
 
     def access_config(self) -> AccessConfig:
         return AccessConfig.load(self.library_path)
+
+    @property
+    def accounts(self) -> Accounts:
+        """The library's users, API keys and login sessions (who may log in to its service)."""
+        return Accounts(self.library_path)
 
     def local_actor(self) -> Actor:
         """The OS user at this machine, with the role the library's access.json gives them."""
@@ -244,11 +258,8 @@ class FaceFind:
             raise
         return actor
 
-    def _purpose(self, purpose: Purpose | None) -> Purpose | None:
-        """The stated purpose, checked. Transition (issue 10): the HTTP service (an open library) does not
-        ask for one yet, so its searches are audited with no purpose until its forms send case and reason."""
-        if purpose is None and self._resident is not None:
-            return None
+    def _purpose(self, purpose: Purpose | None) -> Purpose:
+        """The stated purpose, checked against the library's shortest reason; there is no default purpose."""
         return require_purpose(purpose, self.access_config().min_reason_length)
 
     def _audit(self, actor: Actor, action: str, details: dict, purpose: Purpose | None = None) -> None:
@@ -285,10 +296,7 @@ class FaceFind:
         options = IngestOptions(
             workers=workers, max_pixels=self.max_pixels, pipeline=self.resolved_config, video_fps=video_fps
         )
-        new_library = not (self.library_path / "catalog.sqlite3").is_file()
         with self._library(writable=True) as library:
-            if new_library and not (self.library_path / ACCESS_FILE).exists():
-                AccessConfig(local_roles={actor.name: "admin"}).save(self.library_path)  # its creator owns it
             report = ingest(library, paths, options, progress, pipeline_factory=lambda: self.pipeline, cancel=cancel)
             self._audit(actor, "index", {
                 "paths": [path_to_text(Path(path).absolute()) for path in paths], "video_fps": video_fps,
@@ -451,6 +459,67 @@ class FaceFind:
             written = export_evidence(library, self.calibration, match_id, out, self.max_pixels)
         self._audit(actor, "evidence_export", {"match_id": match_id})
         return written
+
+    def change_access(
+        self, user: str | None = None, role: str | None = None, min_reason_length: int | None = None,
+        *, actor: Actor | None = None,
+    ) -> AccessConfig:
+        """Give a local OS user a role (``role`` "none" takes it away) and/or set the shortest search reason.
+
+        Audited as a settings change. The last local admin cannot be removed or demoted: no one
+        could change the settings back except by editing access.json by hand.
+        """
+        actor = self._allowed(actor, "settings")
+        config = self.access_config()
+        roles = dict(config.local_roles)
+        if user is not None:
+            if role == "none":
+                roles.pop(user, None)
+            else:
+                Actor(user, role or "")  # the role must exist
+                roles[user] = role
+            if "admin" not in roles.values():
+                raise FaceFindError("that would leave no local admin; make someone else admin first",
+                                    reason="bad_argument")
+        if min_reason_length is not None and not 1 <= min_reason_length <= 1000:
+            raise FaceFindError("the shortest reason must be 1..1000 characters", reason="bad_argument")
+        changed = AccessConfig(roles, config.min_reason_length if min_reason_length is None else min_reason_length)
+        changed.save(self.library_path)
+        self._audit(actor, "settings", {"local_roles": {"before": config.local_roles, "after": changed.local_roles},
+                                        "min_reason_length": {"before": config.min_reason_length,
+                                                              "after": changed.min_reason_length}})
+        return changed
+
+    def erasure_plan(
+        self, probe: Path | bytes, face: int | None = None, max_fmr: float = DEFAULT_MAX_FMR, *,
+        actor: Actor | None = None,
+    ) -> ErasurePlan:
+        """Every stored face of the person in ``probe`` within ``max_fmr``, to confirm before :meth:`erase_person`.
+
+        Nothing is written: not the search log, not the audit log (the erasure itself is audited).
+        """
+        _check_numbers(face=face, max_fmr=max_fmr)
+        self._allowed(actor, "erase")
+        with self._library(writable=False, create=False) as library, library.reading():
+            return plan_erasure(library, self.pipeline, self.calibration, probe, face, max_fmr, self.max_pixels)
+
+    def erase_person(
+        self, plan: ErasurePlan, opt_out: bool = False, *, actor: Actor | None = None,
+    ) -> ErasureReport:
+        """Delete every face of a confirmed :meth:`erasure_plan` everywhere the library keeps it.
+
+        With ``opt_out`` one template of the person (no image) is kept on the block list, so later
+        ingests never store their face. The audit log records that an erasure happened and its
+        scope (counts), never the face.
+        """
+        actor = self._allowed(actor, "erase")
+        with self._library(writable=True, create=False) as library:
+            report = carry_out_erasure(library, plan, opt_out)
+            self._audit(actor, "erase", {
+                "max_fmr": plan.max_fmr, "faces_removed": report.faces_removed,
+                "files_forgotten": report.files_forgotten, "searches_scrubbed": report.searches_scrubbed,
+                "opted_out": report.opted_out})
+        return report
 
     def audit_verify(self, *, actor: Actor | None = None) -> AuditVerdict:
         """Check the audit log's hash chain and anchors: the first edited, deleted or moved entry, if any."""

@@ -33,7 +33,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from facefind.access import Purpose, PurposeRequiredError
+from facefind.access import Actor, Purpose, PurposeRequiredError
 from facefind.api import FaceFind
 from facefind.errors import FaceFindError
 from facefind.pipeline import PipelineConfig
@@ -43,7 +43,8 @@ from facefind.search import DEFAULT_MAX_FMR
 
 app = typer.Typer(
     help="facefind: find every face in the photos you hold, then ask where else a face appears.\n\n"
-    "Start with `facefind index FOLDER`, then `facefind search PHOTO`. Try `facefind demo` first.",
+    "Start with `facefind index FOLDER`, then `facefind search PHOTO --case REF --reason WHY`."
+    " Try `facefind demo` first.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
@@ -557,6 +558,73 @@ def demo(
         console.print(Text.assemble(("3. evidence", "bold"), " for the best match: ", _plain(page)))
 
 
+@app.command()
+def erase(
+    person: Annotated[Path, typer.Option("--person", help="A photo of the person to erase.")],
+    face: Annotated[Optional[int], typer.Option("--face", "-f", help="Which face of the photo (0 = largest).")] = None,
+    max_fmr: Annotated[float, typer.Option(help="Erase faces matching at or below this false match rate.")] = DEFAULT_MAX_FMR,
+    opt_out: Annotated[bool, typer.Option("--opt-out", help="Keep one template (no image) so later indexing skips"
+                                          " this person's faces (see README, Erasure).")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Erase every face of one person from the library: catalog, index, crops, video tracks, search log."""
+    facefind = _facefind()
+    try:
+        plan = facefind.erasure_plan(person, face, max_fmr)
+        if not plan.candidates and not opt_out:
+            console.print(f"no face in the library matches this person at FMR <= {max_fmr:g}; nothing erased")
+            return
+        for candidate in plan.candidates:
+            crop = facefind.library_path / "thumbs" / candidate.thumbnail if candidate.thumbnail else "(no crop)"
+            console.print(Text.assemble(f"face {candidate.face_id}  FMR {candidate.fmr:.1e}  ", _plain(candidate.path),
+                                        "  ", _plain(crop)))
+        question = f"erase these {len(plan.candidates)} face(s)" + (" and block this person" if opt_out else "") + "?"
+        if not yes and not typer.confirm(question, default=False):
+            console.print("nothing erased")
+            raise typer.Exit(EXIT_FAILURES)
+        report = facefind.erase_person(plan, opt_out)
+    except FaceFindError as error:
+        raise _fail(error) from None
+    console.print(f"erased {report.faces_removed} face(s); {report.files_forgotten} file(s) forgotten entirely;"
+                  f" {report.searches_scrubbed} search(es) for this person scrubbed"
+                  + ("; this person is now blocked from future indexing" if report.opted_out else ""))
+
+
+access_app = typer.Typer(help="Who may do what on this machine's command line (the library's access.json).",
+                          no_args_is_help=True)
+app.add_typer(access_app, name="access")
+
+
+def _print_access(config) -> None:
+    for user, role in sorted(config.local_roles.items()):
+        console.print(Text.assemble(_plain(user), f": {role}"))
+    if not config.local_roles:
+        console.print("no roles set: every local user is admin")
+    console.print(f"shortest search reason: {config.min_reason_length} characters")
+
+
+@access_app.command("show")
+def access_show() -> None:
+    """The local users' roles and the shortest search reason accepted."""
+    try:
+        _print_access(_facefind().access_config())
+    except FaceFindError as error:
+        raise _fail(error) from None
+
+
+@access_app.command("set")
+def access_set(
+    user: Annotated[Optional[str], typer.Option(help="An OS user name.")] = None,
+    role: Annotated[Optional[str], typer.Option(help="admin, investigator, viewer, auditor, or none.")] = None,
+    min_reason: Annotated[Optional[int], typer.Option(help="Shortest --reason accepted, in characters.")] = None,
+) -> None:
+    """Give a local user a role (or none), or set the shortest reason; an admin's change, audited."""
+    try:
+        _print_access(_facefind().change_access(user, role, min_reason))
+    except FaceFindError as error:
+        raise _fail(error) from None
+
+
 audit_app = typer.Typer(help="The audit log: who searched, indexed, exported or erased, when and why.",
                          no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
@@ -606,15 +674,101 @@ def audit_export(
     console.print(Text.assemble(f"wrote {count} entries to ", _plain(out)))
 
 
+users_app = typer.Typer(help="Who may log in to `facefind serve`, with which role.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys: scoped, expiring, revocable; shown once, stored hashed.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
+
+
+def _account_admin() -> tuple[FaceFind, Actor]:
+    """The library and the local user, who must be its admin to manage accounts (and is audited as such)."""
+    facefind = _facefind()
+    actor = facefind.local_actor()
+    try:
+        actor.require("settings")
+    except FaceFindError as error:
+        raise _fail(error) from None
+    return facefind, actor
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="The user's login name.")],
+    admin: Annotated[bool, typer.Option("--admin", help="Same as --role admin.")] = False,
+    role: Annotated[str, typer.Option(help="admin, investigator, viewer or auditor.")] = "investigator",
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+) -> None:
+    """Add a user; the password is asked twice (or read from stdin), never taken from the command line."""
+    facefind, actor = _account_admin()
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = facefind.accounts.add_user(name, "admin" if admin else role, password, actor)
+    except FaceFindError as error:
+        raise _fail(error) from None
+    console.print(Text.assemble("added ", _plain(user.name), f" ({user.role})"))
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """The users and their roles."""
+    facefind, _ = _account_admin()
+    for user in facefind.accounts.users():
+        console.print(Text.assemble(_plain(user.name), f"  {user.role}  since {user.created_at}"))
+
+
+@keys_app.command("create")
+def keys_create(
+    user: Annotated[str, typer.Option("--user", help="Whose key: it acts as them, within its scopes.")],
+    scope: Annotated[list[str], typer.Option("--scope", help="search, index, admin or audit (repeatable).")],
+    expires: Annotated[str, typer.Option(help="Lifetime, e.g. 30d, 12h, 90m.")] = "30d",
+) -> None:
+    """Create an API key. Its token is printed once: it is stored only as a hash."""
+    from facefind.accounts import parse_duration
+
+    facefind, actor = _account_admin()
+    try:
+        token, key = facefind.accounts.create_key(user, scope, parse_duration(expires), actor)
+    except FaceFindError as error:
+        raise _fail(error) from None
+    console.print(f"key {key.key_id} for {key.user} ({', '.join(key.scopes)}), expires {key.expires_at}:")
+    console.print(token, markup=False, highlight=False)
+    errors.print("store it now: it cannot be shown again")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Every key: id, owner, scopes, expiry, state (never the token)."""
+    facefind, _ = _account_admin()
+    for key in facefind.accounts.keys():
+        state = "revoked" if key.revoked else "expired" if key.expired else "active"
+        console.print(Text.assemble(f"{key.key_id}  ", _plain(key.user),
+                                    f"  {','.join(key.scopes)}  expires {key.expires_at}  {state}"))
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (`facefind keys list`).")]) -> None:
+    """Revoke a key at once: its next request gets 401."""
+    facefind, actor = _account_admin()
+    try:
+        facefind.accounts.revoke_key(key_id, actor)
+    except FaceFindError as error:
+        raise _fail(error) from None
+    console.print(f"revoked key {key_id}")
+
+
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on. Until accounts exist, keep it on this machine.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Address to listen on. Elsewhere than this machine, put https in front.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     library: Annotated[Optional[Path], typer.Option("--library", "-L", help="Library folder (else the global --library).")] = None,
     allow_root: Annotated[Optional[list[Path]], typer.Option(
         "--allow-root", help="A server folder that may be indexed or read as a probe (repeatable); nothing else may.")] = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest uploaded image, in MB (413 above).")] = 25.0,
     workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes for index jobs (0 = one per core).")] = 0,
+    searches_per_hour: Annotated[int, typer.Option(help="Searches and verifies per user or API key per hour (429 above).")] = 600,
 ) -> None:
     """Serve the web UI and the HTTP API (/api/v1, documented at /docs) on one library, until Ctrl-C.
 
@@ -634,23 +788,24 @@ def serve(
         settings = ServiceSettings(
             library=library or state.library, host=host, port=port, allow_roots=tuple(roots),
             max_upload_bytes=max(1, int(max_upload_mb * 1024 * 1024)), max_pixels=state.max_pixels,
-            index_workers=workers,
+            index_workers=workers, searches_per_hour=searches_per_hour,
         )
     except ValidationError as error:
         raise _fail(FaceFindError(f"bad option: {error.errors()[0]['loc'][0]}: {error.errors()[0]['msg']}",
                                   reason="bad_argument")) from None
     if not settings.is_loopback():
         errors.print(Text.assemble(("warning:", "bold yellow"), f" listening on {host}: anyone who can reach this"
-                                   " address can search and index; facefind has no accounts yet."))
+                                   " address can try to log in; serve it over https (a reverse proxy) so cookies and keys stay secret."))
     facefind = FaceFind(settings.library, PipelineConfig(detection_size=state.detection_size),
                         max_pixels=settings.max_pixels)
     try:
+        service = create_app(settings, facefind)  # refuses a library without an admin account
         facefind.open()  # fails now, not at the first request, if another process is the library's writer
     except FaceFindError as error:
         raise _fail(error) from None
     console.print(Text.assemble("facefind: serving ", _plain(facefind.library_path), f" at http://{host}:{port}/",
                                 " (API docs at /docs); Ctrl-C stops"))
-    uvicorn.run(create_app(settings, facefind), host=host, port=port, log_level="warning")
+    uvicorn.run(service, host=host, port=port, log_level="warning")
 
 
 def run(args: list[str] | None = None) -> None:

@@ -9,6 +9,7 @@ mtime, or same content hash) and resumes with the rest.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
@@ -35,13 +36,18 @@ from facefind.catalog import MediaOutcome, NewFace, NewTrack
 from facefind.errors import FaceFindError, UnreadableMediaError
 from facefind.files import READ_WHOLE_MAX_BYTES, open_regular, path_to_text, stream_sha256
 from facefind.library import Library
+from facefind.optout import BlockList
 from facefind.pipeline import DetectedFace, FacePipeline, PipelineConfig
+from facefind.pipeline.align import CROP_SIZE, align_face
 from facefind.pipeline.decode import DEFAULT_MAX_PIXELS, decode_image, encode_jpeg, is_image_path
+from facefind.pipeline.detect import Detection
 from facefind.pipeline.track import FaceTracker
 from facefind.pipeline.video import (
     DEFAULT_SAMPLE_FPS,
     Coverage,
+    VideoFrame,
     is_video_path,
+    run_ahead,
     sample_frames,
     video_info,
 )
@@ -78,6 +84,7 @@ class IngestReport:
     failed: int = 0
     unchanged: int = 0
     faces_added: int = 0
+    opted_out: int = 0  # faces not stored: they match a person on the opt-out block list
     interrupted: bool = False
     cancelled: bool = False  # stopped on request (``cancel`` set): what was done is committed
     seconds: float = 0.0
@@ -91,6 +98,7 @@ class IngestReport:
         return {
             "discovered": self.discovered, "indexed": self.indexed, "no_face": self.no_face,
             "failed": self.failed, "unchanged": self.unchanged, "faces_added": self.faces_added,
+            "opted_out": self.opted_out,
         }
 
 
@@ -357,12 +365,19 @@ def _analyze_video(
     try:
         meta = video_info(Path(path))
         tracker = FaceTracker(1.0 / (options.video_fps or meta.average_fps or 25.0))
-        for frame in sample_frames(Path(path), options.video_fps, options.max_pixels, coverage):
-            if cancel is not None and cancel.is_set():
-                return None
-            tracker.update(frame.time_s, pipeline.analyze(frame.pixels, masked_templates=False), frame.pixels)
-            frames += 1
-            progress.footage(shown, frames, frame.time_s, meta.duration_s)
+        frames_ahead = _detected(pipeline, sample_frames(Path(path), options.video_fps, options.max_pixels, coverage))
+        with contextlib.closing(run_ahead(frames_ahead)) as analysed_frames:  # closing stops the decoding thread
+            for frame, detections, crops in analysed_frames:
+                if cancel is not None and cancel.is_set():
+                    return None
+                # Faces that plainly continue a track are not embedded: embedding is most of the cost.
+                steady = tracker.steady(frame.time_s, [d.box for d in detections], crops)
+                fresh = [d for d in range(len(detections)) if d not in steady]
+                faces = pipeline.describe([detections[d] for d in fresh], crops[fresh], masked_templates=False)
+                continued = {t: (detections[d].box.astype(np.float32), crops[d]) for d, t in steady.items()}
+                tracker.update(frame.time_s, sorted(faces, key=lambda face: -face.area), frame.pixels, continued)
+                frames += 1
+                progress.footage(shown, frames, frame.time_s, meta.duration_s)
     except UnreadableMediaError as error:
         return _failure(path, error.reason, str(error), **known), {}
     duration, message = meta.duration_s, None
@@ -398,6 +413,17 @@ def _analyze_video(
     return MediaOutcome(path=path, status=status, reason=reason, faces=faces, tracks=tracks, **known), thumbnails
 
 
+def _detected(
+    pipeline: FacePipeline, frames: Iterator[VideoFrame]
+) -> Iterator[tuple[VideoFrame, list[Detection], np.ndarray]]:
+    """Each frame with its detections and aligned crops: the part of the work that runs ahead."""
+    for frame in frames:
+        detections = pipeline.detector.detect(frame.pixels)
+        crops = np.stack([align_face(frame.pixels, d.landmarks) for d in detections]) if detections else \
+            np.empty((0, CROP_SIZE, CROP_SIZE, 3), np.uint8)
+        yield frame, detections, crops
+
+
 def _frame_with_box(candidate) -> bytes:
     """The best frame's stored thumbnail with the face boxed, for a glance at a search result."""
     frame = Image.open(io.BytesIO(candidate.frame_jpeg)).convert("RGB")
@@ -421,6 +447,7 @@ class _Committer:
         self.report = report
         self.progress = progress
         self.pending: list[MediaOutcome] = []
+        self.blocked = BlockList.load(library.catalog, library.model_id)
         self.last_commit = time.monotonic()
         self.last_save = time.monotonic()
 
@@ -431,6 +458,8 @@ class _Committer:
             self.library.catalog.touch_media(outcome.path, outcome.size or 0, outcome.mtime_ns or 0)
             self.report.unchanged += 1
         else:
+            outcome, thumbnails, opted_out = self.blocked.screen(outcome, thumbnails)  # never stored, not even a crop
+            self.report.opted_out += opted_out
             self.library.write_thumbnails(thumbnails)  # written before the catalog refers to them
             self.pending.append(outcome)
             if outcome.status == "failed":

@@ -161,7 +161,7 @@ def pick_face(faces: list[DetectedFace], face_index: int | None, label: str = "p
     return face_index
 
 
-COVERED_WIDENING = 25  # a covered probe's mates score lower against plain embeddings: look further
+COVERED_WIDENING = 10  # a covered probe's mates score lower against plain embeddings: look further
 
 
 def _candidates(

@@ -1,3 +1,4 @@
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 
 from facefind.errors import UnreadableMediaError
-from facefind.pipeline.track import FaceTracker
-from facefind.pipeline.video import Coverage, read_frame_at, sample_frames, video_info
+from facefind.pipeline.track import RECHECK_S, TEMPLATES_PER_TRACK, FaceTracker
+from facefind.pipeline.video import Coverage, read_frame_at, run_ahead, sample_frames, video_info
 from tests.conftest import face_scene, set_display_rotation, write_video
 
 
@@ -144,3 +145,65 @@ def test_tracker_keeps_two_people_in_one_frame_apart(tmp_path, pipeline):
     for i in range(5):
         tracker.update(i * 0.2, pipeline.analyze(team)[:3], team)
     assert len(tracker.finish()) == 3
+
+
+@pytest.mark.parametrize(
+    "change,continues",
+    [
+        ("none", True),
+        ("another face on the same box", False),
+        ("moved away", False),
+        ("not embedded for long", False),
+        ("a track too short for its templates", False),
+    ],
+)
+def test_only_a_face_that_plainly_continues_its_track_skips_embedding(clip_with_a_cut, pipeline, change, continues):
+    from facefind.pipeline.decode import decode_image
+    from facefind.samples import sample_path
+
+    pixels = next(sample_frames(clip_with_a_cut)).pixels
+    face = pipeline.analyze(pixels)[0]
+    tracker = FaceTracker(0.2)
+    sightings = 1 if change == "a track too short for its templates" else TEMPLATES_PER_TRACK
+    for time_s in np.arange(sightings) * 0.2:
+        tracker.update(float(time_s), [face], pixels)
+    box, crop, time_s = face.box.copy(), face.aligned, sightings * 0.2
+    if change == "another face on the same box":
+        crop = pipeline.analyze(decode_image(sample_path("gdp.jpg")).pixels)[0].aligned
+    elif change == "moved away":
+        box[[0, 2]] += 0.6 * (box[2] - box[0])
+    elif change == "not embedded for long":
+        while time_s - (sightings - 1) * 0.2 <= RECHECK_S:
+            tracker.update(time_s, [], pixels, continued={0: (box, crop)})
+            time_s += 0.2
+    assert tracker.steady(time_s, [box], crop[None]) == ({0: 0} if continues else {})
+
+
+@pytest.mark.parametrize("fail_after", [None, 2])
+def test_run_ahead_yields_everything_in_order_and_raises_what_the_producer_raised(fail_after):
+    def produce():
+        for i in range(10):
+            if i == fail_after:
+                raise UnreadableMediaError("broken", reason="corrupt_video")
+            yield i
+
+    got = []
+    with pytest.raises(UnreadableMediaError) if fail_after else contextlib.nullcontext():
+        got.extend(run_ahead(produce(), depth=2))
+    assert got == list(range(fail_after if fail_after else 10))
+
+
+def test_run_ahead_stops_its_producer_when_the_consumer_stops():
+    closed = threading.Event()
+
+    def endless():
+        try:
+            while True:
+                yield np.zeros(4)
+        finally:
+            closed.set()
+
+    ahead = run_ahead(endless(), depth=2)
+    next(ahead)
+    ahead.close()
+    assert closed.is_set() and not any(t.name == "facefind-video-ahead" for t in threading.enumerate())

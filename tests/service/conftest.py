@@ -13,21 +13,55 @@ from typing import Iterator
 import httpx
 import uvicorn
 
+from facefind.access import Actor
 from facefind.api import FaceFind
 from facefind.pipeline import FacePipeline
 from facefind.service import ServiceSettings, create_app
 
 
+SETUP = Actor("test-setup", "admin")
+PASSWORDS = {"root": "root password 0001", "ivy": "investigator pw 0002", "vera": "viewer password 3",
+             "otto": "auditor password 4"}
+ROLES = {"root": "admin", "ivy": "investigator", "vera": "viewer", "otto": "auditor"}
+PURPOSE = {"case": "CASE-2026-001", "reason": "testing the service end to end"}
+
+
+def add_users(facefind: FaceFind) -> dict[str, str]:
+    """The test accounts (one per role); API keys of the investigator and the admin with every scope they may have."""
+    for name, role in ROLES.items():
+        facefind.accounts.add_user(name, role, PASSWORDS[name], SETUP)
+    return {"ivy": facefind.accounts.create_key("ivy", ["search", "index"], None, SETUP)[0],
+            "root": facefind.accounts.create_key("root", ["search", "index", "admin", "audit"], None, SETUP)[0]}
+
+
 @dataclass
 class Served:
-    """A running service: its base URL, and the library API behind it (to prepare data directly)."""
+    """A running service: its base URL, the library API behind it (to prepare data directly), a key."""
 
     url: str
     facefind: FaceFind
     settings: ServiceSettings
+    keys: dict[str, str]
 
-    def client(self, **options) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=120.0, **options)
+    @property
+    def key(self) -> str:
+        return self.keys["ivy"]
+
+    def client(self, key: str | None = "", **options) -> httpx.Client:
+        """A client sending ``key`` (default: the investigator's); ``key=None`` sends no credentials."""
+        headers = options.pop("headers", {}) | ({} if key is None else {"Authorization": f"Bearer {key or self.key}"})
+        return httpx.Client(base_url=self.url, timeout=120.0, headers=headers, **options)
+
+    def login(self, name: str, client: httpx.Client | None = None) -> httpx.Client:
+        """A client logged in through the login form as ``name``; its CSRF token in ``client.csrf``."""
+        client = client or httpx.Client(base_url=self.url, timeout=120.0)
+        form = client.get("/login")
+        login_csrf = form.text.split('name="login_csrf" value="', 1)[1].split('"', 1)[0]
+        done = client.post("/login", data={"name": name, "password": PASSWORDS[name], "login_csrf": login_csrf})
+        assert done.status_code == 303, done.text
+        page = client.get("/history", headers={"Accept": "text/html"})  # a 403 page for some roles: it has it too
+        client.csrf = page.text.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+        return client
 
     def wait_for_job(self, client: httpx.Client, job_id: int, timeout_s: float = 300.0) -> dict:
         """Poll a job until it ends; returns its last state and the distinct progress seen on the way."""
@@ -45,6 +79,7 @@ def serve(settings: ServiceSettings, pipeline: FacePipeline) -> Iterator[Served]
     """Start the app under uvicorn on 127.0.0.1 (a socket bound here, so no port race); stop it after."""
     facefind = FaceFind(settings.library, max_pixels=settings.max_pixels)
     facefind._pipeline = pipeline  # the session's loaded models
+    keys = add_users(facefind)
     app = create_app(settings, facefind)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -59,7 +94,7 @@ def serve(settings: ServiceSettings, pipeline: FacePipeline) -> Iterator[Served]
             raise RuntimeError("the service did not start")
         time.sleep(0.05)
     try:
-        yield Served(f"http://127.0.0.1:{port}", facefind, settings)
+        yield Served(f"http://127.0.0.1:{port}", facefind, settings, keys)
     finally:
         server.should_exit = True
         thread.join(60)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,7 @@ from PIL import Image
 
 from facefind.samples import gallery_samples, probe_sample
 from facefind.service import ServiceSettings
-from tests.service.conftest import person_of, problem_of, serve
+from tests.service.conftest import PURPOSE, person_of, problem_of, serve
 
 pytestmark = pytest.mark.shared_data
 
@@ -63,7 +64,7 @@ def upload(client: httpx.Client, path: Path | None = None, data: bytes | None = 
            **form) -> httpx.Response:
     content = data if data is not None else path.read_bytes()
     return client.post("/api/v1/search", files={"file": (name, content, "image/jpeg")},
-                       data={k: str(v) for k, v in form.items()})
+                       data={**PURPOSE, **{k: str(v) for k, v in form.items()}})
 
 
 def png(image: Image.Image) -> bytes:
@@ -88,7 +89,7 @@ def test_search_by_upload_finds_each_probe_person_at_rank_1(client, folders, pro
 
 def test_search_by_server_path_inside_an_allowed_root(client, folders):
     probe = folders["people"] / "probes" / "obama1.jpg"
-    response = client.post("/api/v1/search", data={"path": str(probe), "top_k": "3"})
+    response = client.post("/api/v1/search", data={"path": str(probe), "top_k": "3", **PURPOSE})
     assert response.status_code == 200, response.text
     result = response.json()
     assert result["probe_path"] == str(probe.resolve())
@@ -128,7 +129,7 @@ def test_bad_uploads_are_refused_with_problem_json(client, name, content, status
 )
 def test_server_paths_outside_the_allowed_roots_are_403(client, folders, path):
     path = path.format(**{k: str(v) for k, v in folders.items()})
-    search = client.post("/api/v1/search", data={"path": path})
+    search = client.post("/api/v1/search", data={"path": path, **PURPOSE})
     job = client.post("/api/v1/jobs", json={"paths": [path]})
     expected = 400 if not path.startswith("/") else 403
     for response in (search, job):
@@ -153,13 +154,14 @@ def test_bad_search_options_are_problems(client, folders, form, status, reason):
 
 def test_upload_and_path_together_is_a_bad_argument(client, folders):
     probe = folders["people"] / "probes" / "obama1.jpg"
-    response = client.post("/api/v1/search", files={"file": ("p.jpg", probe.read_bytes())}, data={"path": str(probe)})
+    response = client.post("/api/v1/search", files={"file": ("p.jpg", probe.read_bytes())},
+                           data={"path": str(probe), **PURPOSE})
     assert response.status_code == 400 and problem_of(response)["reason"] == "bad_argument"
 
 
 def test_verify_two_uploads(client, folders):
     people = folders["people"]
-    response = client.post("/api/v1/verify", files={
+    response = client.post("/api/v1/verify", data=PURPOSE, files={
         "a": ("a.jpg", (people / "probes" / "obama1.jpg").read_bytes()),
         "b": ("b.jpg", (people / "train" / "obama" / "obama.jpg").read_bytes()),
     })
@@ -234,7 +236,8 @@ def test_an_index_job_reaches_done_and_its_faces_become_searchable_then_removabl
     gone.unlink()  # catalogued, then deleted on disk: a clear 404, not a server error
     missing = client.get("/api/v1/media/file", params={"path": str(gone)})
     assert missing.status_code == 404 and "no longer on disk" in problem_of(missing)["detail"]
-    removed = client.post("/api/v1/remove", json={"path": str(incoming.resolve())}).json()
+    with server.client(server.keys["root"]) as admin:  # removal is an admin's
+        removed = admin.post("/api/v1/remove", json={"path": str(incoming.resolve())}).json()
     assert removed["removed"] == done["faces"]
     assert not upload(client, probe_sample()).json()["matches"]
 
@@ -246,7 +249,7 @@ def test_twenty_concurrent_searches_while_an_ingest_job_writes(client, server, f
 
     def search(_: int) -> tuple[int, str, int]:
         with server.client() as own:
-            response = own.post("/api/v1/search", files={"file": ("p.jpg", probe)})
+            response = own.post("/api/v1/search", files={"file": ("p.jpg", probe)}, data=PURPOSE)
             body = response.json()
             return response.status_code, person_of(body["matches"][0]["source"]["path"]), body["gallery_size"]
 
@@ -289,3 +292,22 @@ def test_search_within_one_folder_compares_only_its_faces(client, folders):
     assert result["searched_in"] == str(folder) and result["gallery_size"] == 2
     assert {person_of(m["source"]["path"]) for m in result["matches"]} == {"biden"}
     assert not any(m["within_limits"] for m in result["matches"]), "Obama is not Biden"
+
+
+@pytest.mark.parametrize("route", ["/api/v1/search", "/api/v1/verify"])
+@pytest.mark.parametrize("purpose", [{}, {"case": "CASE-1"}, {"case": "CASE-1", "reason": "short"},
+                                     {"case": " ", "reason": "a long enough reason, but no case"}])
+def test_a_search_or_verify_without_a_stated_purpose_is_422(client, folders, route, purpose):
+    probe = (folders["people"] / "probes" / "obama1.jpg").read_bytes()
+    files = {"file": ("p.jpg", probe)} if route.endswith("search") else {"a": ("a.jpg", probe), "b": ("b.jpg", probe)}
+    response = client.post(route, files=files, data=purpose)
+    assert response.status_code == 422, response.text
+    assert problem_of(response)["reason"] == "purpose_required"
+
+
+def test_an_http_search_is_audited_with_its_actor_address_and_purpose(client, server, folders):
+    result = upload(client, folders["people"] / "probes" / "obama1.jpg").json()
+    entry = [e for e in server.facefind.audit_log.entries() if e["action"] == "search"][-1]
+    assert entry["actor"] == "ivy" and entry["client_address"] == "127.0.0.1"
+    assert json.loads(entry["purpose"]) == PURPOSE
+    assert json.loads(entry["details"])["search_id"] == result["search_id"]

@@ -15,12 +15,13 @@ from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
 from facefind.samples import gallery_samples, probe_sample
 from facefind.service import ServiceSettings
 from tests.conftest import face_scene, write_video
-from tests.service.conftest import person_of, serve
+from tests.service.conftest import PASSWORDS, PURPOSE, person_of, serve
 
 pytestmark = pytest.mark.shared_data
 
@@ -54,8 +55,28 @@ def server(folders, pipeline):
         yield served
 
 
+def log_in(driver, server, name: str, password: str) -> None:
+    driver.get(server.url + "/search")  # not logged in: the login page, which comes back here after
+    driver.find_element(By.ID, "login-name").send_keys(name)
+    driver.find_element(By.ID, "login-password").send_keys(password)
+    submit_and_wait(driver, "login-submit")
+
+
+def state_purpose(driver, case: str, reason: str) -> None:
+    driver.find_element(By.ID, "purpose-case").send_keys(case)
+    driver.find_element(By.ID, "purpose-reason").send_keys(reason)
+    submit_and_wait(driver, "purpose-submit")
+
+
+def submit_and_wait(driver, button: str) -> None:
+    """Click a form's submit button and wait for the next page (a click does not wait for it)."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.ID, button).click()
+    WebDriverWait(driver, WAIT_S).until(staleness_of(page))
+
+
 @pytest.fixture(scope="module")
-def browser():
+def browser(server):
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and chromedriver):
         pytest.fail("the browser tests need Chromium: apt-get install -y chromium chromium-driver")
@@ -65,6 +86,9 @@ def browser():
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
     ARTIFACTS.mkdir(exist_ok=True)
+    log_in(driver, server, "ivy", PASSWORDS["ivy"])
+    state_purpose(driver, PURPOSE["case"], PURPOSE["reason"])
+    assert driver.find_element(By.ID, "purpose").text.startswith(f"Purpose: case {PURPOSE['case']}")
     yield driver
     driver.quit()
 
@@ -207,3 +231,47 @@ def test_a_missing_page_is_an_html_problem_page(browser, server):
     browser.get(server.url + "/library/file?path=/no/such/file.jpg")
     assert browser.find_element(By.TAG_NAME, "h1").text == "404 Not Found"
     assert "not_found" in browser.find_element(By.CSS_SELECTOR, ".problem").text
+
+
+def test_logout_then_login_asks_for_the_purpose_before_the_first_search(browser, server):
+    """Runs last: it ends the module's session. A wrong password, then the purpose form, then the search form."""
+    browser.get(server.url + "/search")
+    submit_and_wait(browser, "logout")
+    browser.get(server.url + "/history")
+    assert "/login?next=%2Fhistory" in browser.current_url
+    log_in(browser, server, "ivy", "not her password")
+    assert "wrong user name or password" in browser.find_element(By.ID, "login-error").text
+    shoot(browser, "login")
+    log_in(browser, server, "ivy", PASSWORDS["ivy"])
+    wait(browser, lambda d: d.current_url.endswith("/search"))
+    assert not browser.find_elements(By.ID, "search-form"), "the purpose comes first"
+    state_purpose(browser, "CASE-9", "too short")
+    assert "at least" in browser.find_element(By.ID, "purpose-error").text
+    shoot(browser, "purpose")
+    browser.find_element(By.ID, "purpose-reason").clear()
+    state_purpose(browser, "", "a suspect seen at the depot on the 3rd")
+    assert "case CASE-9" in browser.find_element(By.ID, "purpose").text
+    assert browser.find_element(By.ID, "search-form")
+    assert "ivy (investigator)" in browser.find_element(By.ID, "actor").text
+
+
+def test_an_admin_adds_an_investigator_who_states_a_purpose_searches_and_opens_evidence(browser, server, folders):
+    browser.delete_all_cookies()
+    log_in(browser, server, "root", PASSWORDS["root"])
+    browser.find_element(By.LINK_TEXT, "Accounts").click()
+    browser.find_element(By.ID, "user-name").send_keys("ines")
+    browser.find_element(By.ID, "user-password").send_keys("ines has a long password")
+    submit_and_wait(browser, "user-add")
+    assert "ines investigator" in browser.find_element(By.ID, "users").text
+    shoot(browser, "accounts")
+    browser.delete_all_cookies()
+    log_in(browser, server, "ines", "ines has a long password")
+    assert not browser.find_elements(By.LINK_TEXT, "Accounts"), "an investigator does not manage accounts"
+    state_purpose(browser, "CASE-77", "who is in the depot photo of the 3rd")
+    upload_probe(browser, server, folders["people"] / "probes" / "obama1.jpg")
+    assert "CASE-77" in browser.find_element(By.ID, "purpose").text, "the purpose stands above the results"
+    browser.get(browser.find_element(By.CSS_SELECTOR, ".card a.evidence").get_attribute("href"))
+    assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Match")
+    done = [(e["action"], e["purpose"]) for e in server.facefind.audit_log.entries() if e["actor"] == "ines"]
+    assert [action for action, _ in done] == ["login", "search", "evidence_export"]
+    assert "CASE-77" in done[1][1]

@@ -33,7 +33,32 @@ def facefind_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "facefind", *args]
 
 
+def add_admin(library: Path) -> str:
+    """An admin made as a user would (password on stdin) and an API key of theirs, from the key's output."""
+    made = subprocess.run(facefind_command("--library", str(library), "users", "add", "--admin", "--password-stdin",
+                                           "root"), input="a long admin password\n", capture_output=True, text=True,
+                          timeout=120)
+    assert made.returncode == 0, made.stderr
+    key = subprocess.run(facefind_command("--library", str(library), "keys", "create", "--user", "root",
+                                          "--scope", "search", "--expires", "1d"), capture_output=True, text=True,
+                         timeout=120)
+    assert key.returncode == 0 and "cannot be shown again" in key.stderr, key.stderr
+    return key.stdout.split()[-1]
+
+
+def test_serve_refuses_to_start_without_an_admin_and_says_how_to_make_one(tmp_path):
+    """No default credentials: a library without accounts is not served at all."""
+    port = free_port()
+    done = subprocess.run(facefind_command("serve", "--port", str(port), "--library", str(tmp_path / "lib")),
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"facefind --library {tmp_path / 'lib'} users add --admin NAME" in done.stderr
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "nothing listens"
+
+
 def test_serve_answers_over_http_and_stops_cleanly_on_ctrl_c(tmp_path):
+    key = add_admin(tmp_path / "lib")
     port = free_port()
     process = subprocess.Popen(
         facefind_command("serve", "--port", str(port), "--library", str(tmp_path / "lib"), "--allow-root", str(tmp_path)),
@@ -43,13 +68,16 @@ def test_serve_answers_over_http_and_stops_cleanly_on_ctrl_c(tmp_path):
         deadline = time.monotonic() + 120
         while True:
             try:
-                stats = httpx.get(f"http://127.0.0.1:{port}/api/v1/stats", timeout=5).json()
+                stats = httpx.get(f"http://127.0.0.1:{port}/api/v1/stats", timeout=5,
+                                  headers={"Authorization": f"Bearer {key}"}).json()
                 break
             except httpx.TransportError:
                 assert process.poll() is None and time.monotonic() < deadline, process.communicate()
                 time.sleep(0.3)
         assert stats["files"] == 0 and Path(stats["library"]) == tmp_path / "lib"
-        assert httpx.get(f"http://127.0.0.1:{port}/search").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/stats").status_code == 401
+        assert httpx.get(f"http://127.0.0.1:{port}/search").headers["location"] == "/login?next=%2Fsearch"
+        assert httpx.get(f"http://127.0.0.1:{port}/login").status_code == 200
     finally:
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=60)
@@ -72,6 +100,7 @@ def test_serve_refuses_bad_options_without_a_traceback(tmp_path, args, message):
 
 
 def test_serve_refuses_a_library_another_process_writes(tmp_path):
+    add_admin(tmp_path / "lib")
     with hold(tmp_path / "lib"):
         done = subprocess.run(facefind_command("serve", "--library", str(tmp_path / "lib")),
                               capture_output=True, text=True, timeout=120)

@@ -11,13 +11,24 @@ table's ``fmr_multiplier`` widens its claims by the measured factor.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from facefind.calibration.table import CalibrationSet, CalibrationTable
+from facefind.calibration.pooled import (
+    MIN_RESOLVED_COUNT,
+    QUALITY_CLASSES,
+    PooledFit,
+    TailCounts,
+    fit_pooled,
+    measured_with_interval,
+    quality_class,
+    tail_counts,
+)
+from facefind.calibration.table import SCORE_GRID, CalibrationSet, CalibrationTable
 from facefind.evaluation.covered import covered_pair_scores, embed_covered_lfw
 from facefind.evaluation.degrade import DEGRADATIONS, degrade
 from facefind.evaluation.lfw import (
@@ -34,6 +45,7 @@ CHECK_LEVELS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 # How a probe whose lower face is covered is matched; chosen by bench/masked.py (see README).
 COVERED_MATCH_MODE = "mean_of_both"
 MAX_CLAIM_ERROR = 2.0
+STANDARD_CLASSES = ("good", "fair")  # pairs scored with the standard table (a poor face picks low_quality)
 SEED = 0
 
 
@@ -170,6 +182,146 @@ def calibrate(
                    " reports the bound min_supported_fmr and marks it as a bound",
     }
     return CalibrationSet(model_id=stack.model_id, tables=tables, provenance=provenance, checks=checks)
+
+
+def symmetric_counts(embeddings: LfwEmbeddings, members: np.ndarray) -> TailCounts:
+    """Impostor tail counts among the images ``members`` (with a face), per identity and pair quality."""
+    members = members[embeddings.found[members]]
+    vectors, quality = embeddings.embeddings[members], quality_class(np.array(embeddings.quality)[members])
+    return tail_counts(SCORE_GRID, vectors, embeddings.identities[members], quality,
+                       vectors, embeddings.identities[members], quality)[0]
+
+
+def probe_counts(probes: LfwEmbeddings, gallery: LfwEmbeddings, members: np.ndarray, probe_mask: np.ndarray) -> TailCounts:
+    """Impostor tail counts of (degraded) probes against clean gallery images of the same people set."""
+    rows = members[probe_mask[members] & probes.found[members]]
+    columns = members[gallery.found[members]]
+    return tail_counts(SCORE_GRID, probes.embeddings[rows], probes.identities[rows],
+                       quality_class(np.array(probes.quality)[rows]), gallery.embeddings[columns],
+                       gallery.identities[columns], quality_class(np.array(gallery.quality)[columns]))[0]
+
+
+def pooled_table(name: str, base: CalibrationTable, fitted: PooledFit, description: str) -> CalibrationTable:
+    """``base`` (for FNMR and match mode) with the pooled claimed curve, its interval and resolved range."""
+    return replace(base, name=name, fmr=fitted.high, fmr_low=fitted.low, fmr_point=fitted.point,
+                   resolved_until=fitted.resolved_until, impostor_pairs=fitted.impostor_pairs,
+                   domain_shift=fitted.shift,
+                   fmr_multiplier=1.0, description=description)
+
+
+def shifted_table(base: CalibrationTable, shift: tuple[float, float], description: str) -> CalibrationTable:
+    """A table with no in-the-wild data of its own, moved by the standard table's domain shift interval."""
+    def moved(by: float) -> np.ndarray:
+        return 10 ** np.interp(base.scores - by, base.scores, np.log10(np.clip(base.fmr, 1e-12, 1.0)))
+
+    return replace(base, fmr=moved(shift[1]), fmr_low=moved(shift[0]), fmr_point=moved(shift[1]), domain_shift=shift[1],
+                   resolved_until=base.max_supported_score + shift[1], fmr_multiplier=1.0,
+                   description=description)
+
+
+@dataclass(frozen=True)
+class WildData:
+    """One model's embeddings for the pooled fit: clean and degraded LFW, in-the-wild celeba_dev."""
+
+    lfw: LfwEmbeddings
+    degraded: LfwEmbeddings | None
+    wild: LfwEmbeddings
+    wild_removed: np.ndarray  # celeba_dev photos left out as label errors
+
+
+def lab_counts(data: WildData, lfw_ids: set[int]) -> tuple[TailCounts, TailCounts | None]:
+    """LFW tail counts for the people ``lfw_ids``: clean pairs, and degraded 'poor' probes vs clean
+    (without degraded embeddings, LFW's own pairs with a poor face stand for them: the same counts)."""
+    lfw_members = members_of(data.lfw, lfw_ids)
+    clean = symmetric_counts(data.lfw, lfw_members)
+    if data.degraded is None:
+        return clean, clean
+    poor = np.array([q == "poor" for q in data.degraded.quality])
+    return clean, probe_counts(data.degraded, data.lfw, lfw_members, poor)
+
+
+def pooled_tables(shipped: CalibrationSet, data: WildData, lab: tuple[TailCounts, TailCounts | None],
+                  wild_ids: set[int]) -> dict[str, CalibrationTable]:
+    """Standard, low-quality (and covered) tables fitted on LFW counts ``lab`` + celeba_dev people ``wild_ids``."""
+    wild = symmetric_counts(data.wild, np.setdiff1d(members_of(data.wild, wild_ids), data.wild_removed))
+    lab, lab_poor = lab
+    standard = fit_pooled(lab, wild, STANDARD_CLASSES)
+    tables = {"standard": pooled_table(
+        "standard", shipped.tables["standard"], standard,
+        "max(in-the-wild FMR where resolved, LFW FMR moved by the in-the-wild score shift), upper end of the"
+        " identity-bootstrap 95% interval; good and fair pairs")}
+    if lab_poor is not None and "low_quality" in shipped.tables:
+        low = fit_pooled(lab_poor, wild, ("poor",))
+        lab_source = "LFW pairs with a poor face" if lab_poor is lab else "degraded-LFW 'poor' probes vs clean LFW"
+        tables["low_quality"] = pooled_table(
+            "low_quality", shipped.tables["low_quality"], low,
+            f"max(in-the-wild FMR of pairs with a poor face where resolved, FMR of {lab_source} moved by the"
+            " score shift), upper end of the identity-bootstrap 95% interval")
+    if "covered" in shipped.tables:
+        tables["covered"] = shifted_table(
+            shipped.tables["covered"], standard.shift_interval,
+            "synthetic-mask LFW table moved by the standard table's in-the-wild shift (95% interval of the shift;"
+            " no in-the-wild covered faces to bootstrap)")
+    return tables
+
+
+def held_out_claims(table: CalibrationTable, counts: TailCounts, classes: tuple[str, ...]) -> list[dict]:
+    """Claimed (with interval) vs measured FMR (with identity-bootstrap interval) on held-out people."""
+    rows = []
+    for level in CHECK_LEVELS:
+        threshold = table.threshold_for_fmr(level)
+        index = int(np.argmin(np.abs(SCORE_GRID - threshold)))
+        evidence = table.evidence(threshold)
+        measured = measured_with_interval(counts, classes, index)
+        rows.append({
+            "target_fmr": level, "threshold": threshold, "claimed_fmr": evidence.fmr,
+            "claimed_interval": list(evidence.fmr_interval), "claimed_is_bound": evidence.fmr_is_bound, **measured,
+            "ratio_claimed_to_measured": evidence.fmr / measured["measured_fmr"] if measured["measured_fmr"] else None,
+            "measured_is_supported": measured["false_matches"] >= MIN_RESOLVED_COUNT,
+        })
+    return rows
+
+
+def cross_validate(shipped: CalibrationSet, data: WildData, lfw_fit: set[int], lfw_check: set[int]) -> dict:
+    """Identity-level 2-fold check on celeba_dev: fit on LFW ``lfw_fit`` + half its people, check the rest."""
+    wild_a, wild_b = identity_split(data.wild.names, SEED)
+    lfw_held = symmetric_counts(data.lfw, members_of(data.lfw, lfw_check))
+    lab = lab_counts(data, lfw_fit)
+    folds = []
+    for fit_ids, check_ids in ((wild_a, wild_b), (wild_b, wild_a)):
+        tables = pooled_tables(shipped, data, lab, fit_ids)
+        wild_held = symmetric_counts(data.wild, np.setdiff1d(members_of(data.wild, check_ids), data.wild_removed))
+        fold = {"fit_people": sorted(data.wild.names[i] for i in fit_ids)[:3] + ["..."],
+                "domain_shift": {name: t.domain_shift for name, t in tables.items()}}
+        for data_name, held in (("celeba_dev", wild_held), ("lfw", lfw_held)):
+            fold[data_name] = {
+                pair_quality: held_out_claims(tables["low_quality" if pair_quality == "poor" else "standard"],
+                                              held, (pair_quality,))
+                for pair_quality in QUALITY_CLASSES if "low_quality" in tables or pair_quality != "poor"
+            }
+        folds.append(fold)
+    return {"method": "celeba_dev people split in halves (seed 0); tables fitted on LFW fit-half + one half,"
+                      " checked on the other celeba_dev half and the LFW check-half; then the halves swapped",
+            "folds": folds}
+
+
+def refit_in_the_wild(shipped: CalibrationSet, data: WildData) -> CalibrationSet:
+    """The shipped LFW-fitted set refitted with all celeba_dev people pooled in, and its held-out checks."""
+    lfw_fit, lfw_check = identity_split(data.lfw.names, SEED)
+    tables = pooled_tables(shipped, data, lab_counts(data, lfw_fit), set(range(len(data.wild.names))))
+    checks = {**shipped.checks, "in_the_wild_cross_validation": cross_validate(shipped, data, lfw_fit, lfw_check)}
+    provenance = {
+        **shipped.provenance,
+        "in_the_wild": {
+            "data": f"celeba_dev ({len(data.wild.paths)} photos, {len(data.wild.names)} people; "
+                    f"{len(data.wild_removed)} label error(s) left out)",
+            "method": __import__("facefind.calibration.pooled", fromlist=["x"]).__doc__.strip(),
+            "domain_shift": {name: table.domain_shift for name, table in tables.items()},
+            "low_quality_lfw_source": "degraded LFW" if data.degraded is not None else "LFW pairs with a poor face",
+            "date": datetime.now(timezone.utc).date().isoformat(),
+        },
+    }
+    return CalibrationSet(model_id=shipped.model_id, tables=tables, provenance=provenance, checks=checks)
 
 
 def main() -> None:

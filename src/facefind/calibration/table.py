@@ -50,6 +50,7 @@ class MatchEvidence:
     fnmr: float
     verdict: str
     table: str
+    fmr_interval: tuple[float, float] = (0.0, 1.0)  # 95%; fmr is its upper end where the table has intervals
 
 
 @dataclass
@@ -66,6 +67,12 @@ class CalibrationTable:
     fmr_multiplier: float = 1.0  # >1 widens claims where the held-out check showed them too optimistic
     match_mode: str = "plain"  # covered probes: how they were matched when this table was fitted
     max_verdict: str = "strong"  # the strongest verdict a pair scored with this table may get (not stored)
+    # Pooled tables (calibration/pooled.py): fmr is the upper end of a 95% interval whose lower end is
+    # fmr_low, fmr_point the point estimate, resolved_until the last score the data resolves.
+    fmr_low: np.ndarray | None = None
+    fmr_point: np.ndarray | None = None
+    resolved_until: float | None = None
+    domain_shift: float = 0.0  # in-the-wild minus LFW impostor score shift used for the tail
 
     @classmethod
     def fit(
@@ -89,28 +96,46 @@ class CalibrationTable:
     @property
     def min_supported_fmr(self) -> float:
         """The smallest FMR the data resolves (MIN_IMPOSTOR_COUNT impostor pairs at or above the score)."""
+        if self.resolved_until is not None:
+            return float(self._claimed_at(self.resolved_until))
         return MIN_IMPOSTOR_COUNT / max(self.impostor_pairs, 1) * self.fmr_multiplier
 
     @property
     def max_supported_score(self) -> float:
         """Above this score the FMR is only an upper bound."""
+        if self.resolved_until is not None:
+            return self.resolved_until
         supported = np.nonzero(self.fmr * self.impostor_pairs >= MIN_IMPOSTOR_COUNT)[0]
         return float(self.scores[supported[-1]]) if len(supported) else float(self.scores[0])
 
     def evidence(self, score: float) -> MatchEvidence:
         fmr, bound = self.fmr_at(score)
         return MatchEvidence(fmr=fmr, fmr_is_bound=bound, fnmr=self.fnmr_at(score),
-                             verdict=verdict_for_fmr(fmr, self.max_verdict), table=self.name)
+                             verdict=verdict_for_fmr(fmr, self.max_verdict), table=self.name,
+                             fmr_interval=self.fmr_interval_at(score))
+
+    def fmr_interval_at(self, score: float) -> tuple[float, float]:
+        """The 95% interval of the FMR at ``score``; (0, bound) beyond the resolved range.
+
+        Tables without intervals (fitted before pooled calibration) give (claimed, claimed)."""
+        claimed, bound = self.fmr_at(score)
+        if bound:
+            return 0.0, claimed
+        if self.fmr_low is None:
+            return claimed, claimed
+        low = 10 ** float(np.interp(score, self.scores, np.log10(np.clip(self.fmr_low, 1e-12, 1.0))))
+        return min(low, claimed), claimed
+
+    def _claimed_at(self, score: float) -> float:
+        logs = np.log10(np.clip(self.fmr * self.fmr_multiplier, 1e-12, 1.0))
+        return 10 ** float(np.interp(score, self.scores, logs))
 
     def fmr_at(self, score: float) -> tuple[float, bool]:
         """(FMR, is_bound): log-linear between grid points; an upper bound beyond the supported range."""
         limit = self.max_supported_score
         if score >= limit:
             return self.min_supported_fmr, True
-        supported = self.fmr * self.fmr_multiplier
-        logs = np.log10(np.clip(supported, 1e-12, 1.0))
-        value = 10 ** float(np.interp(score, self.scores, logs))
-        return min(1.0, max(value, self.min_supported_fmr)), False
+        return min(1.0, max(self._claimed_at(score), self.min_supported_fmr)), False
 
     def fnmr_at(self, score: float) -> float:
         return float(np.interp(score, self.scores, self.fnmr))
@@ -136,6 +161,12 @@ class CalibrationTable:
             "scores": [float(s) for s in self.scores],
             "fmr": [float(f"{v:.6g}") for v in self.fmr],
             "fnmr": [float(f"{v:.6g}") for v in self.fnmr],
+            **({} if self.fmr_low is None else {
+                "resolved_until": self.resolved_until,
+                "domain_shift": self.domain_shift,
+                "fmr_low": [float(f"{v:.6g}") for v in self.fmr_low],
+                "fmr_point": [float(f"{v:.6g}") for v in self.fmr_point],
+            }),
         }
 
     @classmethod
@@ -150,6 +181,10 @@ class CalibrationTable:
             description=data.get("description", ""),
             fmr_multiplier=float(data.get("fmr_multiplier", 1.0)),
             match_mode=data.get("match_mode", "plain"),
+            fmr_low=np.asarray(data["fmr_low"], dtype=np.float64) if "fmr_low" in data else None,
+            fmr_point=np.asarray(data["fmr_point"], dtype=np.float64) if "fmr_point" in data else None,
+            resolved_until=data.get("resolved_until"),
+            domain_shift=float(data.get("domain_shift", 0.0)),
         )
 
 

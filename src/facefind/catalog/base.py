@@ -250,4 +250,20 @@ class Catalog(Protocol):
         """(time, probe, params, [(rank, face id, score)]) of one past search, to show it again."""
         ...
 
+    def probe_embeddings(self) -> tuple[list[int], np.ndarray]:
+        """Search ids and probe vectors of the search log (erased probes left out)."""
+        ...
+
+    def forget_search_probes(self, search_ids: list[int]) -> None:
+        """Erase the probe and results of these searches (their searched-for person was erased)."""
+        ...
+
+    def block_template(self, model_id: str, embedding: np.ndarray, threshold: float) -> int:
+        """Add an opted-out person's template (no image) to the block list."""
+        ...
+
+    def blocked_templates(self, model_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(templates, similarity thresholds) of the block list for this model."""
+        ...
+
     def close(self) -> None: ...

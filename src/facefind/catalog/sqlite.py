@@ -106,6 +106,13 @@ CREATE TABLE IF NOT EXISTS search_results (
 );
 CREATE INDEX IF NOT EXISTS search_results_face ON search_results(face_id);
 CREATE TABLE IF NOT EXISTS pending_deletions (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS blocked_templates (
+    id INTEGER PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    embedding BLOB NOT NULL,
+    threshold REAL NOT NULL
+);
 """
 
 _FACE_COLUMNS = """
@@ -686,6 +693,37 @@ class SqliteCatalog:
                 [(search_id, rank, face_id, score) for rank, (face_id, score) in enumerate(results, start=1)],
             )
         return search_id
+
+    def probe_embeddings(self) -> tuple[list[int], np.ndarray]:
+        """Search ids and probe vectors of the search log (erased probes left out), to find a person's probes."""
+        rows = self._db.execute("SELECT id, embedding FROM searches WHERE length(embedding) > 0 ORDER BY id").fetchall()
+        return [r[0] for r in rows], _vectors([r[1] for r in rows], None)
+
+    def forget_search_probes(self, search_ids: list[int]) -> None:
+        """Erase the probe (vector, path, hash) and results of these searches: the searched-for person was erased."""
+        with self._transaction() as db:
+            for chunk in self._chunks(search_ids):
+                marks = ",".join("?" * len(chunk))
+                db.execute(
+                    "UPDATE searches SET embedding = X'',"
+                    " probe = json_set(probe, '$.path', NULL, '$.sha256', NULL, '$.erased', json('true'))"
+                    f" WHERE id IN ({marks})", chunk)
+                db.execute(f"DELETE FROM search_results WHERE search_id IN ({marks})", chunk)
+
+    def block_template(self, model_id: str, embedding: np.ndarray, threshold: float) -> int:
+        """Keep one template of a person who opted out (no image): later ingests skip faces scoring >= threshold."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO blocked_templates(created_at, model_id, embedding, threshold) VALUES (?, ?, ?, ?)",
+                (_now(), model_id, np.asarray(embedding, np.float32).tobytes(), float(threshold)))
+        return int(cursor.lastrowid)
+
+    def blocked_templates(self, model_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(templates, thresholds) of the opted-out people for this model; empty in a library made before opt-out."""
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        rows = [] if "blocked_templates" not in tables else self._db.execute(
+            "SELECT embedding, threshold FROM blocked_templates WHERE model_id = ? ORDER BY id", (model_id,)).fetchall()
+        return _vectors([r[0] for r in rows], None), np.asarray([r[1] for r in rows], dtype=np.float32)
 
     def search_result(self, search_id: int, rank: int) -> tuple[dict, np.ndarray, int, float] | None:
         row = self._db.execute(

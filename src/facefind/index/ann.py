@@ -30,13 +30,13 @@ class IndexPolicy:
     ``ann_threshold``: below it the flat index is exact and fast enough (its scan grows linearly:
     ~9 ms a query at 100k faces on 2 cores); above it the ANN index is built. ``retrain_growth``:
     a codebook trained on N faces is trained again once the library holds that many times N.
-    ``rerank``: candidates proposed per result asked for, re-ranked with the fp16 codes.
+    ``rerank_extra``: candidates proposed beyond the ``k`` asked for, re-ranked with the fp16 codes
+    (a constant, not a factor: a covered probe asks for hundreds and needs no more slack).
     """
 
     ann_threshold: int = 100_000
     retrain_growth: float = 4.0
-    rerank: int = 16
-    min_candidates: int = 256
+    rerank_extra: int = 600
 
     def kind_for(self, count: int) -> str:
         return "pq-refine" if count >= self.ann_threshold else "flat"
@@ -94,7 +94,7 @@ class FaissAnnIndex:
         if len(self) == 0 or k <= 0:
             return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
         k = min(k, len(self))
-        wanted = min(len(self), max(k * self.policy.rerank, self.policy.min_candidates))
+        wanted = min(len(self), k + self.policy.rerank_extra)
         _, proposed = self._proposals.search(queries, wanted)
         scores = np.full((len(queries), k), -np.inf, np.float32)
         ids = np.full((len(queries), k), -1, np.int64)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facefind.pipeline.align import align_face
-from facefind.pipeline.detect import ScrfdDetector
+from facefind.pipeline.detect import Detection, ScrfdDetector
 from facefind.pipeline.embed import OnnxArcFace, Recognizer, l2_normalise
 from facefind.pipeline.models import DEFAULT_STACK, stack_named
 from facefind.pipeline.occlusion import (
@@ -84,6 +84,18 @@ class FacePipeline:
         if not detections:
             return []
         crops = np.stack([align_face(rgb, d.landmarks) for d in detections])
+        return sorted(self.describe(detections, crops, masked_templates), key=lambda face: -face.area)
+
+    def describe(
+        self, detections: list[Detection], crops: np.ndarray, masked_templates: bool | None = None
+    ) -> list[DetectedFace]:
+        """Embed and assess faces already detected and aligned, in the order given.
+
+        Video calls this apart from detection: detection runs ahead in the decode thread, and
+        faces that plainly continue a track are never embedded (see pipeline/track.py).
+        """
+        if not detections:
+            return []
         use_masked = self.config.masked_templates if masked_templates is None else masked_templates
         if use_masked:  # one batch: the faces, then the same faces masked
             both = self._features(np.concatenate([crops, self._masked(crops)]))
@@ -107,7 +119,7 @@ class FacePipeline:
             for d, crop, embedding, masked_embedding, occlusion, norm
             in zip(detections, crops, embeddings, masked, occlusions, norms)
         ]
-        return sorted(faces, key=lambda face: -face.area)
+        return faces
 
     def _features(self, crops: np.ndarray) -> np.ndarray:
         """The recogniser's output before normalisation, where it offers it."""

@@ -123,6 +123,9 @@ def open_session(path: Path | bytes, threads: int | None = None) -> ort.Inferenc
     """An onnxruntime CPU session from a file or serialised model; ``threads`` bounds intra-op threads."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # Idle intra-op threads sleep instead of spinning: spinning workers of small models starved the
+    # other stage (and the other processes) on a busy 2-core machine, 2.5x slower (bench/video.py).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is None:
         threads = int(os.environ.get("FACEFIND_THREADS", "0"))
     if threads:

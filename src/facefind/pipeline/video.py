@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 import os
+import queue
 import stat
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import av
 import numpy as np
@@ -23,6 +25,7 @@ from facefind.errors import UnreadableMediaError
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm"})
 _ISO_MEDIA_SUFFIXES = frozenset({".mp4", ".m4v", ".mov"})  # boxes; the index is the `moov` box
 DEFAULT_SAMPLE_FPS = 5.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -204,3 +207,51 @@ def read_frame_at(path: Path, time_s: float) -> np.ndarray:
         if last is None:
             raise UnreadableMediaError(f"no frame at {time_s:.2f} s", reason="corrupt_video")
         return _upright(last, rotation)
+
+
+def run_ahead(items: Iterator[T], depth: int = 4) -> Iterator[T]:
+    """``items`` produced in a background thread, up to ``depth`` ahead of the consumer.
+
+    Decoding and detection are native code that releases the GIL, so they overlap with the
+    consumer's embedding and tracking. The producer's exceptions are raised in the consumer;
+    a consumer that stops early (cancel, error) stops the producer before this returns.
+    """
+    slots: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    finished = object()
+
+    def put(entry: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((finished, None))
+        except BaseException as error:  # handed to the consumer, which raises it
+            put((finished, error))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # a generator is closed in the thread that ran it: its files are shut here
+
+    producer = threading.Thread(target=produce, name="facefind-video-ahead", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if item is finished:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        producer.join()

@@ -21,7 +21,7 @@ from facefind.schema import (
     VerifyResponse,
 )
 from facefind.search import DEFAULT_MAX_FMR
-from facefind.service.actor import Actor, current_actor
+from facefind.service.actor import ActingFor, Quota, current_actor, requires, stated_purpose
 from facefind.service.problems import PROBLEM_RESPONSES
 from facefind.service.settings import ServiceSettings
 from facefind.service.uploads import probe_from
@@ -39,11 +39,12 @@ def settings_of(request: Request) -> ServiceSettings:
 
 Library = Annotated[FaceFind, Depends(library_api)]
 Settings = Annotated[ServiceSettings, Depends(settings_of)]
-ActingFor = Annotated[Actor, Depends(current_actor)]
 PageOffset = Annotated[int, Query(ge=0)]
 PageLimit = Annotated[int, Query(ge=1, le=500)]
 UploadedImage = Annotated[UploadFile | None, File(description="The image, uploaded")]
 ServerPath = Annotated[str | None, Form(description="Or: an image on the server, inside an allowed root")]
+Case = Annotated[str | None, Form(description="Purpose: the case reference this search is for (required)")]
+Reason = Annotated[str | None, Form(description="Purpose: why, in words (required; a minimum length applies)")]
 
 
 class IndexJobRequest(BaseModel):
@@ -62,8 +63,13 @@ class Removed(BaseModel):
 
 @router.post("/search", response_model=SearchResponse, summary="Search the library for one face of a probe")
 def search(
+    request: Request,
     facefind: Library,
     settings: Settings,
+    actor: ActingFor,
+    quota: Quota,
+    case: Case = None,
+    reason: Reason = None,
     file: UploadedImage = None,
     path: ServerPath = None,
     face: Annotated[int | None, Form(description="Which face of the probe (0 = largest)")] = None,
@@ -72,15 +78,22 @@ def search(
     show_all: Annotated[bool, Form(description="Show the top-k candidates even beyond the limits, marked")] = False,
     within: Annotated[str | None, Form(alias="in", description="Only faces of this indexed file or folder")] = None,
 ) -> SearchResponse:
+    """Every search states its purpose (``case`` and ``reason``) and is written to the audit log."""
     probe = probe_from(file, path, facefind, settings)
     return facefind.search(probe, face=face, top_k=top_k, max_fmr=max_fmr, show_all=show_all,
-                           within=Path(within) if within else None)
+                           within=Path(within) if within else None,
+                           purpose=stated_purpose(request, case, reason), actor=actor)
 
 
 @router.post("/verify", response_model=VerifyResponse, summary="Compare one face of image A with one of image B")
 def verify(
+    request: Request,
     facefind: Library,
     settings: Settings,
+    actor: ActingFor,
+    quota: Quota,
+    case: Case = None,
+    reason: Reason = None,
     a: UploadedImage = None,
     b: UploadedImage = None,
     a_path: ServerPath = None,
@@ -91,36 +104,45 @@ def verify(
 ) -> VerifyResponse:
     first = probe_from(a, a_path, facefind, settings, "first image")
     second = probe_from(b, b_path, facefind, settings, "second image")
-    return facefind.verify(first, second, face_a, face_b, max_fmr)
+    return facefind.verify(first, second, face_a, face_b, max_fmr, purpose=stated_purpose(request, case, reason),
+                           actor=actor)
 
 
 @router.post("/faces", response_model=FacesResponse, summary="Detect the faces of an image (not stored)")
-def detect_faces(facefind: Library, settings: Settings, file: UploadedImage = None, path: ServerPath = None) -> FacesResponse:
+def detect_faces(facefind: Library, settings: Settings, actor: ActingFor, file: UploadedImage = None,
+                 path: ServerPath = None) -> FacesResponse:
+    actor.require("faces")  # before the probe is read
     probe = probe_from(file, path, facefind, settings, "image")
-    return facefind.faces(probe) if isinstance(probe, Path) else facefind.faces_in_upload(probe)
+    if isinstance(probe, Path):
+        return facefind.faces(probe, actor=actor)
+    return facefind.faces_in_upload(probe, actor=actor)
 
 
-@router.get("/media", response_model=MediaPage, summary="The library's files, a page at a time")
+@router.get("/media", response_model=MediaPage, summary="The library's files, a page at a time",
+            dependencies=[requires("faces")])
 def media(facefind: Library, status: str | None = None, offset: PageOffset = 0, limit: PageLimit = 50) -> MediaPage:
     return facefind.media_page(status, offset, limit)
 
 
-@router.get("/media/item", response_model=MediaItem, summary="One catalogued file")
+@router.get("/media/item", response_model=MediaItem, summary="One catalogued file", dependencies=[requires("faces")])
 def media_item(facefind: Library, path: str) -> MediaItem:
     return facefind.media_item(path)
 
 
 @router.get("/media/faces", response_model=FacesResponse, summary="The stored faces of one catalogued file")
-def media_faces(facefind: Library, path: str) -> FacesResponse:
-    return facefind.faces(facefind.media_file(path))
+def media_faces(facefind: Library, actor: ActingFor, path: str) -> FacesResponse:
+    actor.require("faces")
+    return facefind.faces(facefind.media_file(path), actor=actor)
 
 
-@router.get("/media/file", response_class=FileResponse, summary="A catalogued image or video (range requests)")
+@router.get("/media/file", response_class=FileResponse, summary="A catalogued image or video (range requests)",
+            dependencies=[requires("read_results")])
 def media_file(facefind: Library, path: str) -> FileResponse:
     return FileResponse(facefind.media_file(path))
 
 
-@router.get("/thumbnails/{name:path}", response_class=FileResponse, summary="A stored face crop or video frame")
+@router.get("/thumbnails/{name:path}", response_class=FileResponse, summary="A stored face crop or video frame",
+            dependencies=[requires("read_results")])
 def thumbnail(facefind: Library, name: str) -> FileResponse:
     return FileResponse(facefind.thumbnail_file(name), media_type="image/jpeg")
 
@@ -128,49 +150,53 @@ def thumbnail(facefind: Library, name: str) -> FileResponse:
 @router.post("/jobs", response_model=IndexJob, status_code=202, summary="Start indexing server folders")
 def start_job(facefind: Library, settings: Settings, actor: ActingFor, request: IndexJobRequest) -> IndexJob:
     return facefind.start_index_job(request.paths, settings.allow_roots, actor.name, settings.index_workers,
-                                    request.video_fps)
+                                    request.video_fps, actor=actor)
 
 
-@router.get("/jobs", response_model=list[IndexJob], summary="Index jobs of this server, newest first")
+@router.get("/jobs", response_model=list[IndexJob], summary="Index jobs of this server, newest first",
+            dependencies=[requires("index")])
 def jobs(facefind: Library) -> list[IndexJob]:
     return facefind.index_jobs()
 
 
-@router.get("/jobs/{job_id}", response_model=IndexJob, summary="An index job's progress or report")
+@router.get("/jobs/{job_id}", response_model=IndexJob, summary="An index job's progress or report",
+            dependencies=[requires("index")])
 def job(facefind: Library, job_id: int) -> IndexJob:
     return facefind.index_job(job_id)
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=IndexJob, summary="Stop a job after the file in hand")
+@router.post("/jobs/{job_id}/cancel", response_model=IndexJob, summary="Stop a job after the file in hand",
+             dependencies=[requires("index")])
 def cancel_job(facefind: Library, job_id: int) -> IndexJob:
     return facefind.cancel_index_job(job_id)
 
 
 @router.get("/stats", summary="Files by status, unindexed files by reason, faces by quality, searches")
-def stats(facefind: Library) -> dict:
-    return facefind.stats()
+def stats(facefind: Library, actor: ActingFor) -> dict:
+    return facefind.stats(actor=actor)
 
 
 @router.post("/remove", response_model=Removed, summary="Forget a file, a folder's files, or single faces")
-def remove(facefind: Library, request: RemoveRequest) -> Removed:
-    return Removed(removed=facefind.remove(Path(request.path) if request.path else None, request.face_ids))
+def remove(facefind: Library, actor: ActingFor, request: RemoveRequest) -> Removed:
+    return Removed(removed=facefind.remove(Path(request.path) if request.path else None, request.face_ids,
+                                           actor=actor))
 
 
 @router.get("/evidence/{match_id}", response_model=EvidenceResponse, summary="Evidence for one match, as JSON")
-def evidence(facefind: Library, match_id: str) -> EvidenceResponse:
-    return facefind.evidence(match_id)
+def evidence(facefind: Library, actor: ActingFor, match_id: str) -> EvidenceResponse:
+    return facefind.evidence(match_id, actor=actor)
 
 
 @router.get("/evidence/{match_id}/html", response_class=HTMLResponse, summary="The printable evidence page")
-def evidence_page(facefind: Library, match_id: str) -> HTMLResponse:
-    return HTMLResponse(facefind.evidence_html(match_id))
+def evidence_page(facefind: Library, actor: ActingFor, match_id: str) -> HTMLResponse:
+    return HTMLResponse(facefind.evidence_html(match_id, actor=actor))
 
 
 @router.get("/searches", response_model=SearchLogPage, summary="The search log, newest first")
-def searches(facefind: Library, offset: PageOffset = 0, limit: PageLimit = 50) -> SearchLogPage:
-    return facefind.search_log(offset, limit)
+def searches(facefind: Library, actor: ActingFor, offset: PageOffset = 0, limit: PageLimit = 50) -> SearchLogPage:
+    return facefind.search_log(offset, limit, actor=actor)
 
 
 @router.get("/searches/{search_id}", response_model=SearchResponse, summary="A past search's results again")
-def past_search(facefind: Library, search_id: int) -> SearchResponse:
-    return facefind.reopen_search(search_id)
+def past_search(facefind: Library, actor: ActingFor, search_id: int) -> SearchResponse:
+    return facefind.reopen_search(search_id, actor=actor)

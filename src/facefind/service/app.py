@@ -19,7 +19,10 @@ from fastapi.templating import Jinja2Templates
 
 from facefind.api import FaceFind
 from facefind.pipeline import PipelineConfig
-from facefind.service import api_routes, problems, ui_routes
+from facefind.accounts import LoginPolicy
+from facefind.errors import FaceFindError
+from facefind.service import admin_routes, api_routes, auth_routes, problems, ui_routes
+from facefind.service.actor import SlidingWindow
 from facefind.service.settings import ServiceSettings
 from facefind.service.uploads import BodySizeLimit
 
@@ -29,8 +32,19 @@ SWAGGER_STATIC = Path(swagger_ui.__file__).parent / "static"  # Swagger UI 5 shi
 
 
 def create_app(settings: ServiceSettings, facefind: FaceFind | None = None) -> FastAPI:
-    """The service for ``settings``; pass ``facefind`` to serve an already configured library API."""
+    """The service for ``settings``; pass ``facefind`` to serve an already configured library API.
+
+    Refuses (``no_admin``) a library without an admin account: there are no default credentials.
+    """
     library_api = facefind or FaceFind(settings.library, PipelineConfig(), max_pixels=settings.max_pixels)
+    accounts = library_api.accounts
+    if not accounts.has_admin():
+        raise FaceFindError(
+            "no admin account yet, and facefind has no default one: create it with\n"
+            f"  facefind --library {library_api.library_path} users add --admin NAME\n"
+            "then start the server again", reason="no_admin")
+    accounts.policy = LoginPolicy(max_failures=settings.login_max_failures, lockout_s=settings.lockout_s,
+                                  session_ttl_s=settings.session_hours * 3600)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -45,6 +59,8 @@ def create_app(settings: ServiceSettings, facefind: FaceFind | None = None) -> F
                   docs_url=None, redoc_url=None)
     app.state.facefind = library_api
     app.state.settings = settings
+    app.state.accounts = accounts
+    app.state.search_quota = SlidingWindow(settings.searches_per_hour)
     package = resources.files("facefind.service")
     app.state.templates = Jinja2Templates(directory=str(package / "templates"))
     ui_routes.add_template_helpers(app.state.templates, library_api)
@@ -52,6 +68,8 @@ def create_app(settings: ServiceSettings, facefind: FaceFind | None = None) -> F
     app.mount("/docs-static", StaticFiles(directory=str(SWAGGER_STATIC)), name="docs-static")
     app.include_router(api_routes.router)
     app.include_router(ui_routes.router)
+    app.include_router(auth_routes.router)
+    app.include_router(admin_routes.router)
     problems.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
 

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from facefind.errors import FaceFindError
+from facefind.service.actor import LoginRequired
 
 PROBLEM_TYPE = "application/problem+json"
 STATUS_BY_REASON = {
@@ -28,6 +30,13 @@ STATUS_BY_REASON = {
     "not_an_image": 415,
     "too_large": 413,
     "forbidden_path": 403,
+    "forbidden": 403,
+    "csrf": 403,
+    "unauthenticated": 401,
+    "purpose_required": 422,
+    "rate_limited": 429,
+    "locked_out": 429,
+    "exists": 409,
     "permission_denied": 403,
     "not_found": 404,
     "busy": 409,
@@ -53,8 +62,11 @@ class Problem(BaseModel):
 PROBLEM_RESPONSES = {
     status: {"model": Problem, "content": {PROBLEM_TYPE: {}}, "description": description}
     for status, description in (
-        (400, "bad_argument"), (403, "forbidden_path"), (404, "not_found"), (409, "busy"),
-        (413, "too_large"), (415, "not_an_image"), (422, "no_face, bad_face_index, corrupt, invalid fields"),
+        (400, "bad_argument"), (401, "unauthenticated: no, unknown, expired or revoked key; no session"),
+        (403, "forbidden (role or key scope), forbidden_path, csrf"), (404, "not_found"), (409, "busy"),
+        (413, "too_large"), (415, "not_an_image"),
+        (422, "no_face, bad_face_index, corrupt, purpose_required, invalid fields"),
+        (429, "rate_limited (Retry-After says when to try again)"),
     )
 }
 
@@ -90,7 +102,17 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(FaceFindError)
     async def facefind_error(request: Request, error: FaceFindError) -> Response:
-        return problem_response(request, status_for(error.reason), error.reason, str(error))
+        response = problem_response(request, status_for(error.reason), error.reason, str(error))
+        if getattr(error, "retry_after", None) is not None:
+            response.headers["Retry-After"] = str(error.retry_after)
+        if response.status_code == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="facefind"'
+        return response
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, error: LoginRequired) -> Response:
+        back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse("/login?next=" + quote(back, safe=""), status_code=303)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> Response:

@@ -26,6 +26,10 @@ class ServiceSettings(BaseModel):
     max_upload_bytes: int = Field(DEFAULT_MAX_UPLOAD_BYTES, ge=1, description="Largest uploaded image (413 above)")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="Decompression-bomb guard, as for ingest")
     index_workers: int = Field(0, ge=0, description="Worker processes for index jobs (0 = one per core)")
+    searches_per_hour: int = Field(600, ge=1, description="Searches and verifies per user or API key per hour (429 above)")
+    login_max_failures: int = Field(5, ge=1, description="Failed logins (per user, per address) before a lockout")
+    lockout_s: float = Field(30.0, gt=0, description="First lockout; each further failure doubles it (up to an hour)")
+    session_hours: float = Field(12.0, gt=0, description="How long a login lasts")
 
     @property
     def max_request_bytes(self) -> int:
@@ -33,7 +37,7 @@ class ServiceSettings(BaseModel):
         return 2 * self.max_upload_bytes + 64 * 1024
 
     def is_loopback(self) -> bool:
-        """Whether only this machine can connect: until accounts exist, anything else is open to anyone."""
+        """Whether only this machine can connect (cookies then travel over plain http only on this machine)."""
         if self.host == "localhost":
             return True
         try:

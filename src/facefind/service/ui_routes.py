@@ -12,10 +12,10 @@ from fastapi.templating import Jinja2Templates
 from facefind.api import FaceFind
 from facefind.errors import FaceFindError
 from facefind.schema import SearchResponse
-from facefind.service.actor import current_actor
+from facefind.service.actor import ActingFor, page_actor, requires
 from facefind.service.api_routes import Library, Settings, search
 
-router = APIRouter(dependencies=[Depends(current_actor)], include_in_schema=False)
+router = APIRouter(dependencies=[Depends(page_actor)], include_in_schema=False)
 
 
 def add_template_helpers(templates: Jinja2Templates, facefind: FaceFind) -> None:
@@ -58,9 +58,13 @@ def home() -> RedirectResponse:
     return RedirectResponse("/search")
 
 
-@router.get("/search")
-def search_page(request: Request) -> HTMLResponse:
-    return _page(request, "search.html", active="search")
+@router.get("/search", dependencies=[requires("search")])
+def search_page(request: Request, purpose: str | None = None) -> HTMLResponse:
+    """The search form, once this session has stated its purpose; the purpose form until then (or to change it)."""
+    stated = request.state.session.purpose if hasattr(request.state, "session") else None
+    if purpose == "change" and stated is not None:
+        return _page(request, "search.html", active="search", purpose=None, case=stated.case, reason=stated.reason)
+    return _page(request, "search.html", active="search", purpose=stated)
 
 
 @router.post("/ui/results")
@@ -70,38 +74,39 @@ def results_fragment(request: Request, facefind: Library, response: SearchRespon
 
 
 @router.get("/evidence/{match_id}")
-def evidence_page(facefind: Library, match_id: str) -> HTMLResponse:
-    return HTMLResponse(facefind.evidence_html(match_id))
+def evidence_page(facefind: Library, actor: ActingFor, match_id: str) -> HTMLResponse:
+    return HTMLResponse(facefind.evidence_html(match_id, actor=actor))
 
 
-@router.get("/video")
+@router.get("/video", dependencies=[requires("read_results")])
 def video_page(request: Request, facefind: Library, path: str, t: float = 0.0) -> HTMLResponse:
     return _page(request, "video.html", active="search", media=facefind.media_item(path), start=max(0.0, t))
 
 
-@router.get("/library")
-def library_page(request: Request, facefind: Library, settings: Settings, status: str | None = None,
+@router.get("/library", dependencies=[requires("faces")])
+def library_page(request: Request, facefind: Library, settings: Settings, actor: ActingFor, status: str | None = None,
                  offset: int = 0) -> HTMLResponse:
-    return _page(request, "library.html", active="library", stats=facefind.stats(),
+    return _page(request, "library.html", active="library", stats=facefind.stats(actor=actor),
                  page=facefind.media_page(status, offset, 50), status=status, jobs=facefind.index_jobs(),
                  roots=[str(root) for root in settings.allow_roots])
 
 
-@router.get("/library/file")
-def file_page(request: Request, facefind: Library, path: str) -> HTMLResponse:
+@router.get("/library/file", dependencies=[requires("faces")])
+def file_page(request: Request, facefind: Library, actor: ActingFor, path: str) -> HTMLResponse:
     media = facefind.media_item(path)
-    faces = facefind.faces(Path(media.path)) if media.kind == "image" and media.status == "indexed" else None
+    indexed_image = media.kind == "image" and media.status == "indexed"
+    faces = facefind.faces(Path(media.path), actor=actor) if indexed_image else None
     return _page(request, "file.html", active="library", media=media, faces=faces)
 
 
 @router.get("/history")
-def history_page(request: Request, facefind: Library, offset: int = 0) -> HTMLResponse:
-    return _page(request, "history.html", active="history", log=facefind.search_log(offset, 50))
+def history_page(request: Request, facefind: Library, actor: ActingFor, offset: int = 0) -> HTMLResponse:
+    return _page(request, "history.html", active="history", log=facefind.search_log(offset, 50, actor=actor))
 
 
 @router.get("/history/{search_id}")
-def past_search_page(request: Request, facefind: Library, search_id: int) -> HTMLResponse:
-    result = facefind.reopen_search(search_id)
+def past_search_page(request: Request, facefind: Library, actor: ActingFor, search_id: int) -> HTMLResponse:
+    result = facefind.reopen_search(search_id, actor=actor)
     return _page(request, "past_search.html", active="history", result=result,
                  results_html=_results(request, facefind, result, reopened=True).body.decode())
 

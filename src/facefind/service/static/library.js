@@ -3,6 +3,7 @@
   "use strict";
   const form = document.getElementById("job-form");
   if (!form) return;
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const path = document.getElementById("job-path");
   const cancel = document.getElementById("job-cancel");
   const panel = document.getElementById("job");
@@ -35,7 +36,7 @@
     event.preventDefault();
     const response = await fetch("/api/v1/jobs", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
       body: JSON.stringify({ paths: [path.value] }),
     });
     const body = await response.json();
@@ -50,7 +51,7 @@
     poll();
   });
 
-  cancel.addEventListener("click", () => fetch(`/api/v1/jobs/${jobId}/cancel`, { method: "POST" }));
+  cancel.addEventListener("click", () => fetch(`/api/v1/jobs/${jobId}/cancel`, { method: "POST", headers: { "X-CSRF-Token": csrf } }));
 
   if (panel.dataset.runningJob) {
     jobId = panel.dataset.runningJob;

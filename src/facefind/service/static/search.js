@@ -4,6 +4,8 @@
 (function () {
   "use strict";
   const form = document.getElementById("search-form");
+  if (!form) return;  // the purpose comes first
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const input = document.getElementById("probe-file");
   const dropZone = document.getElementById("drop-zone");
   const probe = document.getElementById("probe");
@@ -35,7 +37,7 @@
     if (showAll) data.set("show_all", "true");
     if (!data.get("in")) data.delete("in");
     say("Searching...", "busy");
-    const response = await fetch("/ui/results", { method: "POST", body: data });
+    const response = await fetch("/ui/results", { method: "POST", body: data, headers: { "X-CSRF-Token": csrf } });
     const text = await response.text();
     if (!response.ok) {
       let problem;

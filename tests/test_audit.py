@@ -1,0 +1,193 @@
+"""The audit log: one entry per action, and any edit, deletion, reordering or cut-off tail is caught."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from facefind.audit import AuditLog, entry_hash
+from facefind.samples import probe_sample
+from tests.conftest import PURPOSE
+
+
+def _filled_log(library: Path, entries: int = 5) -> AuditLog:
+    log = AuditLog(library)
+    for number in range(entries):
+        log.append(f"user{number % 2}", "search", {"number": number}, {"case": "C-1", "reason": "a reason"})
+    return log
+
+
+def test_an_untouched_log_verifies(tmp_path):
+    log = _filled_log(tmp_path)
+    verdict = log.verify()
+    assert verdict.intact and verdict.entries == 5
+    anchors = [json.loads(line) for line in log.anchor_path.read_text().splitlines()]
+    assert anchors[-1]["id"] == 5 and anchors[-1]["hash"] == verdict.head_hash
+
+
+def _sql(log: AuditLog, *statements: str) -> None:
+    with sqlite3.connect(log.path) as db:
+        for statement in statements:
+            db.execute(statement)
+
+
+# (how the log is tampered with, the entry verify must name first)
+TAMPERING = {
+    "edit details": (lambda log: _sql(log, "UPDATE entries SET details = '{\"number\": 7}' WHERE id = 3"), 3),
+    "edit actor": (lambda log: _sql(log, "UPDATE entries SET actor = 'user9' WHERE id = 2"), 2),
+    "edit purpose": (lambda log: _sql(log, "UPDATE entries SET purpose = NULL WHERE id = 4"), 4),
+    "edit time": (lambda log: _sql(log, "UPDATE entries SET time = '2020-01-01T00:00:00+00:00' WHERE id = 1"), 1),
+    "edit and rehash": (lambda log: _edit_and_rehash(log, 2), 3),  # the next entry's link gives it away
+    "delete a row": (lambda log: _sql(log, "DELETE FROM entries WHERE id = 2"), 3),
+    "reorder two rows": (lambda log: _sql(
+        log, "UPDATE entries SET id = -3 WHERE id = 3", "UPDATE entries SET id = 3 WHERE id = 2",
+        "UPDATE entries SET id = 2 WHERE id = -3"), 2),
+    "cut the tail": (lambda log: _sql(log, "DELETE FROM entries WHERE id >= 4"), 4),
+    "rewrite the whole chain": (lambda log: _rewrite_chain(log), 1),
+}
+
+
+def _edit_and_rehash(log: AuditLog, entry_id: int) -> None:
+    """A forger who knows the hash rule: edits an entry and gives it a correct hash of its own."""
+    entry = next(e for e in log.entries() if e["id"] == entry_id)
+    entry["details"] = "{}"
+    _sql(log, f"UPDATE entries SET details = '{{}}', hash = '{entry_hash(entry, entry['prev_hash'])}'"
+              f" WHERE id = {entry_id}")
+
+
+def _rewrite_chain(log: AuditLog) -> None:
+    """Replace the log with a consistent forged chain: only the anchor file can tell."""
+    log.path.unlink()
+    Path(str(log.path) + "-wal").unlink(missing_ok=True)
+    forged = AuditLog(log.path.parent)
+    forged.anchor_path = log.path.parent / "elsewhere.jsonl"
+    for number in range(5):
+        forged.append("forger", "search", {"number": number})
+
+
+@pytest.mark.parametrize("tamper, first_bad", TAMPERING.values(), ids=TAMPERING.keys())
+def test_tampering_is_detected_and_the_first_bad_entry_named(tamper, first_bad, tmp_path):
+    log = _filled_log(tmp_path)
+    assert log.verify().intact
+    tamper(log)
+    verdict = AuditLog(tmp_path).verify()
+    assert not verdict.intact and verdict.problem.entry_id == first_bad, verdict.problem
+
+
+def test_a_byte_flipped_in_the_file_is_detected(tmp_path):
+    log = _filled_log(tmp_path)
+    with sqlite3.connect(log.path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(log.path.read_bytes())
+    at = data.index(b"user1")  # one actor name, in place in the database page
+    data[at + 4] = ord("7")
+    log.path.write_bytes(bytes(data))
+    verdict = AuditLog(tmp_path).verify()
+    assert not verdict.intact and verdict.problem.entry_id is not None
+
+
+def test_a_torn_anchor_line_from_a_crash_is_tolerated(tmp_path):
+    log = _filled_log(tmp_path)
+    with open(log.anchor_path, "a") as anchors:
+        anchors.write('{"id": 6, "ha')
+    assert log.verify().intact
+
+
+def test_a_kill_9_mid_write_never_breaks_the_chain(tmp_path):
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from pathlib import Path; from facefind.audit import AuditLog\n"
+        "log = AuditLog(Path(sys.argv[1]))\n"
+        "while True: log.append('writer', 'search', {'pad': 'x' * 5000})\n"), str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 60
+        while AuditLog(tmp_path).head()[0] < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    log = AuditLog(tmp_path)
+    verdict = log.verify()
+    assert verdict.intact and verdict.entries >= 20, verdict.problem
+    log.append("after", "search", {})  # and the chain goes on from there
+    assert log.verify().intact
+
+
+# -- through the library API: every action writes exactly one entry ------------------------------
+
+def _export(facefind, tmp_path):
+    match = facefind.search(probe_sample(), purpose=PURPOSE).matches[0]
+    return lambda: facefind.export_evidence(match.match_id, tmp_path / "page.html")
+
+
+ACTIONS = {
+    "index": lambda ff, folder, tmp: lambda: ff.index([folder / "gdp.jpg"], workers=1),
+    "search": lambda ff, folder, tmp: lambda: ff.search(probe_sample(), purpose=PURPOSE),
+    "verify": lambda ff, folder, tmp: lambda: ff.verify(probe_sample(), folder / "players.jpg", purpose=PURPOSE),
+    "evidence_export": lambda ff, folder, tmp: _export(ff, tmp),
+    "remove": lambda ff, folder, tmp: lambda: ff.remove(folder / "gdp.jpg"),
+    "repair": lambda ff, folder, tmp: lambda: ff.check(repair=True),
+    "audit_export": lambda ff, folder, tmp: lambda: ff.audit_export(tmp / "audit.jsonl"),
+    "erase": lambda ff, folder, tmp: lambda: ff.erase_person(ff.erasure_plan(probe_sample())),
+    "settings": lambda ff, folder, tmp: lambda: ff.change_access("bob", "viewer"),
+}
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+def test_every_action_writes_exactly_one_entry(action, facefind, photo_folder, tmp_path):
+    facefind.index([photo_folder / "players.jpg"], workers=1)
+    if action == "remove":
+        facefind.index([photo_folder / "gdp.jpg"], workers=1)
+    run = ACTIONS[action](facefind, photo_folder, tmp_path)
+    before = list(facefind.audit_log.entries())
+    run()
+    added = list(facefind.audit_log.entries())[len(before):]
+    assert [entry["action"] for entry in added] == [action]
+    assert facefind.audit_verify().intact
+
+
+def test_a_search_entry_records_who_why_what_and_what_was_shown(facefind, photo_folder):
+    facefind.index([photo_folder], workers=1)
+    result = facefind.search(probe_sample(), purpose=PURPOSE)
+    entry = list(facefind.audit_log.entries())[-1]
+    details = json.loads(entry["details"])
+    assert json.loads(entry["purpose"]) == {"case": PURPOSE.case, "reason": PURPOSE.reason}
+    assert entry["actor"] == facefind.local_actor().name
+    assert details["probe"]["sha256"] == hashlib.sha256(probe_sample().read_bytes()).hexdigest()
+    crop = Image.open(io.BytesIO(base64.b64decode(details["probe"]["crop_jpeg_base64"])))
+    assert crop.format == "JPEG" and crop.size == (48, 48)
+    assert details["gallery_size"] == result.gallery_size and details["search_id"] == result.search_id
+    assert [(r["match_id"], r["fmr"]) for r in details["results"]] == [(m.match_id, m.fmr) for m in result.matches]
+    assert details["parameters"]["max_fmr"] == result.max_fmr
+
+
+def test_a_removal_records_its_scope_not_the_file(facefind, photo_folder):
+    facefind.index([photo_folder], workers=1)
+    removed = facefind.remove(photo_folder / "gdp.jpg")
+    entry = list(facefind.audit_log.entries())[-1]
+    assert json.loads(entry["details"]) == {"by": "path", "files": 1, "faces": removed}
+    assert "gdp" not in entry["details"]
+
+
+def test_export_filters_by_actor_and_time_in_jsonl_and_csv(tmp_path):
+    log = _filled_log(tmp_path, entries=6)
+    times = [entry["time"] for entry in log.entries()]
+    out = tmp_path / "out.jsonl"
+    assert log.export(out, "jsonl", actor="user1") == 3
+    assert {json.loads(line)["actor"] for line in out.read_text().splitlines()} == {"user1"}
+    from datetime import datetime
+    since, until = datetime.fromisoformat(times[1]), datetime.fromisoformat(times[3])
+    assert log.export(tmp_path / "out.csv", "csv", since=since, until=until) == 3
+    rows = list(csv.DictReader((tmp_path / "out.csv").open(newline="")))
+    assert [int(row["id"]) for row in rows] == [2, 3, 4] and json.loads(rows[0]["details"]) == {"number": 1}
