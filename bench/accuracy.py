@@ -1,11 +1,14 @@
 """Accuracy of each shipped model stack, side by side, through facefind's own detection and alignment.
 
 Prints and writes bench/results/accuracy.json, accuracy_det.png (both stacks) and accuracy_hist.png /
-accuracy_hist_sface.png (score distributions with the verdict thresholds). For each stack:
+accuracy_hist_sface.png (score distributions with the verdict thresholds) and accuracy_calibration.png
+(claimed vs measured FMR on held-out people). For each stack:
 - LFW View-2 10-fold verification accuracy (threshold chosen on 9 folds, tested on the 10th);
 - TAR at FMR 1e-3, 1e-4, 1e-5 over all LFW pairs, and over all celeba_dev pairs (in-the-wild photos);
 - open-set 1:N on LFW (rank-1, FNIR at FPIR 0.01 / 0.001, and at facefind's default operating point);
-- the shipped calibration tables' claimed vs measured FMR on the held-out half of the people;
+- the shipped calibration tables' claimed vs measured FMR on people not used for fitting (LFW and celeba_dev,
+  by pair quality, identity-bootstrap 95% intervals; celeba_dev by 2-fold identity cross-validation);
+- open-set stranger rate (shown any match) vs predicted, in galleries of 150, 1,500 and 2,500 faces;
 - pipeline speed (decode -> detect -> align -> quality -> embed, one thread) on the same photos.
 
     python bench/accuracy.py [--cache DIR] [--models arcface,sface]
@@ -26,10 +29,12 @@ from _common import RESULTS, data_dir_or_exit, tar_at_fmr, write_json  # noqa: E
 
 from facefind.calibration import default_calibration  # noqa: E402
 from facefind.calibration.table import POSSIBLE_MAX_FMR, STRONG_MAX_FMR, WEAK_MAX_FMR  # noqa: E402
+from facefind.calibration.pooled import QUALITY_CLASSES, quality_class  # noqa: E402
 from facefind.calibration.table import CalibrationTable  # noqa: E402
 from facefind.evaluation.lfw import (  # noqa: E402
     LfwEmbeddings,
     embed_lfw,
+    identity_split,
     list_images,
     pair_scores,
     read_view2_pairs,
@@ -50,6 +55,11 @@ LFW_ALIASES = (
 )
 PUBLISHED_LFW_ACCURACY = {"arcface": 0.9970, "sface": 0.9940}  # InsightFace model zoo; OpenCV Zoo (fp32)
 LABEL_ERROR_MARGIN = 0.2  # on celeba_dev: 1 photo beyond it (0.64); the next largest margins are 0.16, 0.15
+OPEN_SET_GALLERIES = (150, 1500, 2500)
+OPEN_SET_MAX_FMR = (1e-4, 1e-5)
+OPEN_SET_DRAWS = 3
+OPEN_SET_STRANGERS = 2000
+SEED = 0
 SPEED_IMAGES = 60  # photos timed per stack: every 23rd celeba_dev photo (in-the-wild, 99 px to 4000+ px wide)
 
 
@@ -137,6 +147,61 @@ def calibration_checks(model_id: str) -> dict:
     return {"provenance": shipped.provenance, "checks": shipped.checks}
 
 
+def stranger_rates(model_id: str, lfw: LfwEmbeddings, celeba: LfwEmbeddings, removed: np.ndarray) -> dict:
+    """Open-set: share of strangers shown any match vs what the tables predict, in mixed galleries.
+
+    Faces: LFW people never used for fitting (the check half) plus celeba_dev (used for fitting: its
+    rows say so). Half the people are enrolled; a gallery is N random faces of enrolled people; every
+    face of a non-enrolled person is searched as a stranger. A pair is shown when its score reaches
+    the threshold of the table the pair uses (its poorer face) for max_fmr. Predicted: 1 - prod(1 - claimed
+    FMR at that threshold) over the gallery, averaged over strangers. Interval: bootstrap over stranger people.
+    """
+    calibration = default_calibration(model_id)
+    _fit, check = identity_split(lfw.names, SEED)
+    lfw_rows = np.nonzero(lfw.found & np.isin(lfw.identities, list(check)))[0]
+    celeba_rows = np.setdiff1d(np.nonzero(celeba.found)[0], removed)
+    vectors = np.concatenate([lfw.embeddings[lfw_rows], celeba.embeddings[celeba_rows]])
+    people = np.concatenate([lfw.identities[lfw_rows], celeba.identities[celeba_rows] + len(lfw.names)])
+    quality = np.concatenate([quality_class(np.array(lfw.quality)[lfw_rows]),
+                              quality_class(np.array(celeba.quality)[celeba_rows])])
+    tables = [calibration.table_for(name) for name in QUALITY_CLASSES]
+    rng = np.random.default_rng(SEED)
+    results = []
+    for gallery_size in OPEN_SET_GALLERIES:
+        for max_fmr in OPEN_SET_MAX_FMR:
+            shown, predicted, stranger_people = [], [], []
+            for _draw in range(OPEN_SET_DRAWS):
+                enrolled = rng.permutation(np.unique(people))[: len(np.unique(people)) // 2]
+                candidates = np.nonzero(np.isin(people, enrolled))[0]
+                gallery = rng.choice(candidates, size=min(gallery_size, len(candidates)), replace=False)
+                strangers = np.nonzero(~np.isin(people, enrolled))[0]
+                strangers = rng.choice(strangers, size=min(OPEN_SET_STRANGERS, len(strangers)), replace=False)
+                pair_class = np.maximum(quality[strangers][:, None], quality[gallery][None, :])
+                thresholds = np.array([max(t.threshold_for_fmr(max_fmr), t.threshold_for_fmr(1.0 / len(gallery)))
+                                       for t in tables])
+                claimed = np.array([t.fmr_at(th)[0] for t, th in zip(tables, thresholds)])
+                scores = vectors[strangers] @ vectors[gallery].T
+                shown.append((scores >= thresholds[pair_class]).any(axis=1))
+                predicted.append(1 - np.exp(np.log1p(-claimed[pair_class]).sum(axis=1)))
+                stranger_people.append(people[strangers])
+            shown_all, predicted_all = np.concatenate(shown), np.concatenate(predicted)
+            who = np.concatenate(stranger_people)
+            unique, inverse = np.unique(who, return_inverse=True)
+            per_person_shown = np.bincount(inverse, weights=shown_all, minlength=len(unique))
+            per_person_faces = np.bincount(inverse, minlength=len(unique))
+            weights = rng.multinomial(len(unique), np.full(len(unique), 1 / len(unique)), size=300)
+            samples = (weights @ per_person_shown) / np.maximum(weights @ per_person_faces, 1)
+            results.append({
+                "gallery_size": int(len(gallery)), "max_fmr": max_fmr, "strangers_searched": int(len(shown_all)),
+                "measured_stranger_rate": float(shown_all.mean()),
+                "measured_interval": [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))],
+                "predicted_stranger_rate": float(predicted_all.mean()),
+            })
+    return {"faces": int(len(vectors)), "lfw_check_half_faces": int(len(lfw_rows)), "celeba_dev_faces": int(len(celeba_rows)),
+            "draws": OPEN_SET_DRAWS, "rows": results,
+            "note": "celeba_dev people were used to fit the shipped tables; LFW check-half people were not"}
+
+
 def pipeline_speed(model: str, photos: list[Path]) -> dict:
     """Seconds per photo through the whole pipeline (masked templates included, as at ingest), one thread."""
     pipeline = FacePipeline(PipelineConfig(model=model, threads=1))
@@ -184,8 +249,8 @@ def celeba_tar(celeba: LfwEmbeddings, removed: np.ndarray) -> dict:
     }
 
 
-def evaluate(model: str, data: Path, cache: Path) -> tuple[dict, dict, LfwEmbeddings]:
-    """The report for one stack, its score arrays for the plots, and its celeba_dev embeddings."""
+def evaluate(model: str, data: Path, cache: Path) -> tuple[dict, dict, LfwEmbeddings, LfwEmbeddings]:
+    """The report for one stack, its score arrays for the plots, and its celeba_dev and LFW embeddings."""
     config = PipelineConfig(model=model, masked_templates=False)
     stack = STACKS[model]
 
@@ -216,7 +281,7 @@ def evaluate(model: str, data: Path, cache: Path) -> tuple[dict, dict, LfwEmbedd
         "calibration": calibration_checks(stack.model_id),
     }
     scores = {"lfw": (genuine, impostor), "celeba_dev": pair_scores(celeba, np.arange(len(celeba.paths)))}
-    return result, scores, celeba
+    return result, scores, celeba, lfw
 
 
 def main() -> None:
@@ -225,14 +290,16 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(STACKS), help="comma-separated model stacks")
     args = parser.parse_args()
     data = data_dir_or_exit()
-    results, scores, celeba = {}, {}, {}
+    results, scores, celeba, lfw = {}, {}, {}, {}
     for model in args.models.split(","):
-        results[model], scores[model], celeba[model] = evaluate(model, data, args.cache)
+        results[model], scores[model], celeba[model], lfw[model] = evaluate(model, data, args.cache)
     removed = suspected_label_errors(celeba)
     for model in results:
         results[model]["celeba_dev"] = celeba_tar(celeba[model], removed)
+        results[model]["open_set_strangers"] = stranger_rates(results[model]["model_id"], lfw[model], celeba[model], removed)
     path = write_json("accuracy", {"models": results})
     _plots(scores)
+    _calibration_plot(results)
     for model, result in results.items():
         _print(model, result)
     print(f"wrote {path}")
@@ -266,13 +333,23 @@ def _print(model: str, result: dict) -> None:
     print(f"  with LFW's double-named people merged: FNIR@FPIR=0.01 {merged['fnir_at_fpir_0.01']['fnir'] * 100:.2f}%,"
           f" FNIR@FPIR=0.001 {merged['fnir_at_fpir_0.001']['fnir'] * 100:.2f}%,"
           f" default FPIR {merged['default_operating_point']['fpir'] * 100:.2f}%")
-    print("Calibration, held-out people (claimed vs measured FMR):")
-    for name, check in result["calibration"]["checks"].items():
-        for row in check["after_widening"]:
-            ratio = row["ratio_measured_to_claimed"]
-            print(f"  {name:34s} target {row['target_fmr']:<7g} claimed {row['claimed_fmr']:.2e}{'(bound)' if row['claimed_is_bound'] else '':7s}"
-                  f" measured {row['measured_fmr']:.2e} ({row['false_matches']} of {row['impostor_pairs']})"
-                  f" ratio {'-' if ratio is None else f'{ratio:.2f}'}")
+    print("Calibration on people not used for fitting (claimed vs measured FMR, identity-bootstrap 95% intervals):")
+    for number, fold in enumerate(result["calibration"]["checks"]["in_the_wild_cross_validation"]["folds"], 1):
+        print(f"  fold {number}: domain shift {', '.join(f'{k} {v:.3f}' for k, v in fold['domain_shift'].items())}")
+        for data_set in ("celeba_dev", "lfw"):
+            for pair_quality, rows in fold[data_set].items():
+                for row in rows[:4]:
+                    ratio = row["ratio_claimed_to_measured"]
+                    low, high = row["measured_interval"]
+                    print(f"    {data_set:10s} {pair_quality:5s} target {row['target_fmr']:<6g} claimed {row['claimed_fmr']:.1e}"
+                          f" [{row['claimed_interval'][0]:.1e}, {row['claimed_interval'][1]:.1e}]"
+                          f" measured {row['measured_fmr']:.1e} [{low:.1e}, {high:.1e}] ({row['false_matches']:.0f} pairs)"
+                          f" claimed/measured {'-' if ratio is None else f'{ratio:.2f}'}")
+    print("Open set, strangers shown a match (measured [95%] vs predicted):")
+    for row in result["open_set_strangers"]["rows"]:
+        low, high = row["measured_interval"]
+        print(f"  gallery {row['gallery_size']:5d} max_fmr {row['max_fmr']:g}: measured {row['measured_stranger_rate'] * 100:.2f}%"
+              f" [{low * 100:.2f}, {high * 100:.2f}] predicted {row['predicted_stranger_rate'] * 100:.2f}%")
 
 
 def _plots(scores: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]) -> None:
@@ -301,6 +378,37 @@ def _plots(scores: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]) -> None:
     fig.savefig(RESULTS / "accuracy_det.png", dpi=110)
     for model, by_set in scores.items():
         _histogram(model, *by_set["lfw"])
+
+
+def _calibration_plot(results: dict) -> None:
+    """Claimed vs measured FMR on held-out people, both folds, by data set and pair quality."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 5), squeeze=False)
+    for axis, (model, result) in zip(axes[0], results.items()):
+        for fold in result["calibration"]["checks"]["in_the_wild_cross_validation"]["folds"]:
+            for data_set, marker in (("celeba_dev", "o"), ("lfw", "s")):
+                for pair_quality, colour in zip(("good", "fair", "poor"), ("tab:green", "tab:orange", "tab:red")):
+                    rows = [r for r in fold[data_set].get(pair_quality, []) if r["false_matches"] >= 5]
+                    if not rows:
+                        continue
+                    measured = np.array([r["measured_fmr"] for r in rows])
+                    errors = np.abs(np.array([r["measured_interval"] for r in rows]).T - measured)
+                    axis.errorbar([r["claimed_fmr"] for r in rows], measured, yerr=errors, fmt=marker, color=colour,
+                                  alpha=0.7, markersize=4, label=f"{data_set} {pair_quality}")
+        line = np.array([1e-6, 2e-2])
+        axis.loglog(line, line, "k-", linewidth=0.8, label="claimed = measured")
+        axis.loglog(line, line / 1.5, "k:", linewidth=0.8, label="claimed = 1.5 x measured")
+        axis.loglog(line, line * 1.5, "k:", linewidth=0.8)
+        axis.set_xlabel("claimed FMR (upper 95%)")
+        axis.set_ylabel("measured FMR on held-out people")
+        axis.set_title(f"{model}: held-out celeba_dev halves and LFW")
+        handles, labels = axis.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))
+        axis.legend(unique.values(), unique.keys(), fontsize=7)
+        axis.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "accuracy_calibration.png", dpi=110)
 
 
 def _histogram(model: str, genuine: np.ndarray, impostor: np.ndarray) -> None:

@@ -69,6 +69,7 @@ def test_passwords_are_stored_as_argon2id_hashes_only(accounts, tmp_path):
     token, session = accounts.login("root", PASSWORD, "127.0.0.1")
     assert session.role == "admin" and accounts.session(token).user == "root"
     assert token.encode() not in stored_bytes(tmp_path), "a session id is stored hashed"
+    assert {oct(path.stat().st_mode & 0o777) for path in tmp_path.glob(ACCOUNTS_FILE + "*")} == {"0o600"}
 
 
 @pytest.mark.parametrize(
@@ -191,12 +192,13 @@ def facefind(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
 
 def test_the_cli_makes_users_and_keys_and_never_lists_a_token(tmp_path):
     library = str(tmp_path / "lib")
-    assert facefind("-L", library, "users", "add", "--admin", "--password-stdin", "root", stdin=PASSWORD + "\n").returncode == 0
+    first = facefind("-L", library, "users", "add", "--admin", "--password-stdin", "root", stdin=PASSWORD + "\n")
+    assert first.returncode == 0, first.stderr
     added = facefind("-L", library, "users", "add", "--role", "auditor", "--password-stdin", "otto", stdin="short\n")
     assert added.returncode == 2 and "at least 12 characters" in added.stderr and "Traceback" not in added.stderr
     made = facefind("-L", library, "keys", "create", "--user", "root", "--scope", "audit", "--expires", "2d")
     token = made.stdout.split()[-1]
-    assert made.returncode == 0 and token.startswith("ffk_")
+    assert made.returncode == 0 and token.startswith("ffk_"), made.stderr
     listed = facefind("-L", library, "keys", "list")
     assert "root" in listed.stdout and "audit" in listed.stdout and token not in listed.stdout
     assert facefind("-L", library, "keys", "revoke", "1").returncode == 0

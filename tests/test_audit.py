@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from facefind.audit import AuditLog, entry_hash
+from facefind.audit import AuditLog, Redaction, entry_hash
 from facefind.samples import probe_sample
 from tests.conftest import PURPOSE
 
@@ -160,9 +160,13 @@ def test_every_action_writes_exactly_one_entry(action, facefind, photo_folder, t
 def test_a_search_entry_records_who_why_what_and_what_was_shown(facefind, photo_folder):
     facefind.index([photo_folder], workers=1)
     result = facefind.search(probe_sample(), purpose=PURPOSE)
-    entry = list(facefind.audit_log.entries())[-1]
-    details = json.loads(entry["details"])
-    assert json.loads(entry["purpose"]) == {"case": PURPOSE.case, "reason": PURPOSE.reason}
+    entry = facefind.audit_log.select()[-1]
+    details = entry["details"]  # the chained record and its personal payload, together
+    assert entry["payload"] == "kept"
+    chained = json.loads(list(facefind.audit_log.entries())[-1]["details"])
+    assert "probe" not in chained and "path" not in json.dumps(chained)  # personal data is in the payload only
+    assert [r["fmr"] for r in chained["results"]] == [m.fmr for m in result.matches]  # the FMRs stay chained
+    assert entry["purpose"] == {"case": PURPOSE.case, "reason": PURPOSE.reason}
     assert entry["actor"] == facefind.local_actor().name
     assert details["probe"]["sha256"] == hashlib.sha256(probe_sample().read_bytes()).hexdigest()
     crop = Image.open(io.BytesIO(base64.b64decode(details["probe"]["crop_jpeg_base64"])))
@@ -176,8 +180,9 @@ def test_a_removal_records_its_scope_not_the_file(facefind, photo_folder):
     facefind.index([photo_folder], workers=1)
     removed = facefind.remove(photo_folder / "gdp.jpg")
     entry = list(facefind.audit_log.entries())[-1]
-    assert json.loads(entry["details"]) == {"by": "path", "files": 1, "faces": removed}
-    assert "gdp" not in entry["details"]
+    assert json.loads(entry["details"]) == {"by": "path", "files": 1, "faces": removed,
+                                            "redacted_entries": []}  # indexed as part of the folder: nothing
+    assert "gdp" not in entry["details"] and entry["payload_sha256"] is None
 
 
 def test_export_filters_by_actor_and_time_in_jsonl_and_csv(tmp_path):
@@ -191,3 +196,80 @@ def test_export_filters_by_actor_and_time_in_jsonl_and_csv(tmp_path):
     assert log.export(tmp_path / "out.csv", "csv", since=since, until=until) == 3
     rows = list(csv.DictReader((tmp_path / "out.csv").open(newline="")))
     assert [int(row["id"]) for row in rows] == [2, 3, 4] and json.loads(rows[0]["details"]) == {"number": 1}
+
+
+# -- personal payloads: redactable without breaking the chain ------------------------------------
+
+def _log_with_payloads(library: Path) -> AuditLog:
+    """Entries 1-3: searches with a probe (personal payload); entry 2's probe is /photos/a.jpg."""
+    log = AuditLog(library)
+    for number, name in enumerate(("b.jpg", "a.jpg", "c.jpg")):
+        log.append("ivy", "search", {"search_id": number + 1, "gallery_size": 9,
+                                     "probe": {"path": f"/photos/{name}", "sha256": f"{number:064d}"},
+                                     "results": [{"match_id": f"{number + 1}-1", "fmr": 1e-6, "face_id": 40 + number,
+                                                  "path": "/photos/z.jpg"}]})
+    return log
+
+
+@pytest.mark.parametrize("redaction, redacted", [
+    (Redaction(paths=frozenset({"/photos/a.jpg"})), [2]),
+    (Redaction(paths=frozenset({"/photos"})), [1, 2, 3]),  # a folder takes what lies under it
+    (Redaction(sha256s=frozenset({f"{2:064d}"})), [3]),
+    (Redaction(face_ids=frozenset({40})), [1]),  # a result that pointed at a removed face
+    (Redaction(search_ids=frozenset({2, 3})), [2, 3]),  # searches whose probe was the erased person
+    (Redaction(face_ids=frozenset({99}), paths=frozenset({"/photos/a"})), []),  # no prefix of a name
+], ids=["path", "folder", "sha256", "face id", "search ids", "nothing"])
+def test_a_redaction_deletes_the_payloads_it_covers_and_the_chain_still_verifies(redaction, redacted, tmp_path):
+    log = _log_with_payloads(tmp_path)
+    log.append("admin", "remove", {"faces": 1}, redact=redaction)
+    assert json.loads(list(log.entries())[-1]["details"])["redacted_entries"] == redacted
+    verdict = log.verify()
+    assert verdict.intact and verdict.redacted == len(redacted), verdict.problem
+    assert sorted(set(range(1, 4)) - set(log.payloads())) == redacted
+    states = {entry["id"]: entry["payload"] for entry in log.select()}
+    assert states == {**{i: "redacted" if i in redacted else "kept" for i in (1, 2, 3)}, 4: None}
+    exported = tmp_path / "out.jsonl"
+    log.export(exported)
+    lines = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert [line["payload"] for line in lines[:3]] == [states[1], states[2], states[3]]
+    for line in lines[:3]:
+        assert ("probe" in line["details"]) == (line["payload"] == "kept")
+        assert line["details"]["results"][0]["fmr"] == 1e-6  # what was shown, and how sure, stays
+    stored = b"".join(path.read_bytes() for path in tmp_path.glob("audit.sqlite3*"))
+    assert (b"/photos/a.jpg" in stored) == (2 not in redacted)  # secure delete and a truncated WAL: no byte left
+
+
+# (how a payload is tampered with, the entry verify must name)
+PAYLOAD_TAMPERING = {
+    "edit a payload": (lambda log: _sql(log, "UPDATE payloads SET payload = replace(payload, 'a.jpg', 'x.jpg')"
+                                             " WHERE entry_id = 2"), 2),
+    "delete a payload unrecorded": (lambda log: _sql(log, "DELETE FROM payloads WHERE entry_id = 3"), 3),
+    "swap two payloads": (lambda log: _sql(
+        log, "UPDATE payloads SET entry_id = -1 WHERE entry_id = 1", "UPDATE payloads SET entry_id = 1 WHERE entry_id = 2",
+        "UPDATE payloads SET entry_id = 2 WHERE entry_id = -1"), 1),
+    "drop a commitment": (lambda log: _sql(log, "UPDATE entries SET payload_sha256 = NULL WHERE id = 2"), 2),
+}
+
+
+@pytest.mark.parametrize("tamper, first_bad", PAYLOAD_TAMPERING.values(), ids=PAYLOAD_TAMPERING.keys())
+def test_a_tampered_payload_is_tampering_not_redaction(tamper, first_bad, tmp_path):
+    log = _log_with_payloads(tmp_path)
+    assert log.verify().intact
+    tamper(log)
+    verdict = AuditLog(tmp_path).verify()
+    assert not verdict.intact and verdict.problem.entry_id == first_bad, verdict.problem
+
+
+def test_removing_a_probe_photo_redacts_its_searches_and_leaves_the_chain_intact(facefind, photo_folder):
+    facefind.index([photo_folder], workers=1)
+    removed = photo_folder / "gdp.jpg"
+    searches = [facefind.search(removed, purpose=PURPOSE).search_id for _ in range(3)]
+    kept = facefind.search(probe_sample(), purpose=PURPOSE)  # no result in gdp.jpg: its payload stays
+    facefind.remove(removed)
+    remove_entry = list(facefind.audit_log.entries())[-1]
+    redacted = json.loads(remove_entry["details"])["redacted_entries"]
+    by_search = {e["details"].get("search_id"): e for e in facefind.audit_log.select() if e["action"] == "search"}
+    assert sorted(redacted) == sorted(by_search[s]["id"] for s in searches)
+    assert by_search[kept.search_id]["payload"] == "kept"
+    verdict = facefind.audit_verify()
+    assert verdict.intact and verdict.redacted == 3, verdict.problem

@@ -15,12 +15,12 @@ from PIL import Image
 from facefind.errors import FaceFindError
 from facefind.samples import probe_sample
 from tests.conftest import PURPOSE
+from tests.test_erasure import audit_crops
 
 
 def _library_bytes(library: Path) -> bytes:
-    """Every file of the library but the audit log (kept through erasure on purpose, see README)."""
-    return b"".join(path.read_bytes() for path in sorted(library.rglob("*"))
-                    if path.is_file() and not path.name.startswith("audit"))
+    """Every file of the library, the audit log and its anchors included."""
+    return b"".join(path.read_bytes() for path in sorted(library.rglob("*")) if path.is_file())
 
 
 def _traces(facefind, face_ids: list[int], solo: Path) -> dict[str, bytes]:
@@ -56,8 +56,10 @@ def test_an_erased_person_leaves_no_trace_and_an_opt_out_keeps_them_out(opt_out,
                                                                          with_solo_photo):
     solo = with_solo_photo
     facefind.index([photo_folder], workers=1)
-    for probe in (probe_sample(), probe_sample(), solo):  # the search log now holds their probe vectors
-        assert facefind.search(probe, purpose=PURPOSE).matches
+    searches = []
+    for probe in (probe_sample(), probe_sample(), solo):  # search and audit logs now hold their probes
+        searches.append(facefind.search(probe, purpose=PURPOSE))
+        assert searches[-1].matches
     others = facefind.search(photo_folder / "gdp.jpg", purpose=PURPOSE, show_all=True)  # someone else's search
 
     plan = facefind.erasure_plan(probe_sample())
@@ -67,6 +69,7 @@ def test_an_erased_person_leaves_no_trace_and_an_opt_out_keeps_them_out(opt_out,
     theirs = [key for key in traces if key.startswith("search") and not key.endswith(f"{others.search_id} probe")]
     for key in [k for k in traces if k.startswith("search") and k not in theirs]:
         del traces[key]  # the search for someone else keeps its probe
+    traces.update(audit_crops(facefind, {s.search_id for s in searches}))
     template = plan.probe_face.embedding.astype(np.float32).tobytes()[:64]
     before = _library_bytes(facefind.library_path)
     assert all(pattern in before for pattern in traces.values())  # the scan can see them
@@ -85,6 +88,10 @@ def test_an_erased_person_leaves_no_trace_and_an_opt_out_keeps_them_out(opt_out,
     assert facefind.check().healthy
     erasures = [e for e in facefind.audit_log.entries() if e["action"] == "erase"]
     assert len(erasures) == 1 and json.loads(erasures[0]["details"])["faces_removed"] == report.faces_removed
+    verdict = facefind.audit_verify()  # their 3 searches, and someone else's whose results showed them
+    assert verdict.intact and verdict.redacted == 4, verdict.problem
+    assert json.loads(erasures[0]["details"])["redacted_entries"] == [
+        e["id"] for e in facefind.audit_log.select() if e["payload"] == "redacted"]
 
     shutil.copy(photo_folder / "players.jpg", photo_folder / "players-again.jpg")  # a new photo with them in it
     again = facefind.index([photo_folder], workers=1)

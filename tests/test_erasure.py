@@ -13,13 +13,18 @@ from tests.conftest import PURPOSE
 
 
 def _library_bytes(library: Path) -> bytes:
-    """Every file in the library folder: catalog, WAL, index files, thumbnails, state.
+    """Every file in the library folder: catalog, WAL, index files, thumbnails, state, audit log and anchors."""
+    return b"".join(path.read_bytes() for path in sorted(library.rglob("*")) if path.is_file())
 
-    All but the audit log (audit.sqlite3 and its anchors): the record of who searched, when and
-    why, kept on purpose through erasure (README, "Erasure"); it holds no face vectors.
-    """
-    return b"".join(path.read_bytes() for path in sorted(library.rglob("*"))
-                    if path.is_file() and not path.name.startswith("audit"))
+
+def audit_crops(facefind, search_ids: set[int]) -> dict[str, bytes]:
+    """The audit log's probe crops of these searches, as stored (base64 in JSON), past the common JPEG header."""
+    crops = {}
+    for entry in facefind.audit_log.select():
+        if entry["action"] == "search" and entry["details"]["search_id"] in search_ids:
+            crop = entry["details"]["probe"]["crop_jpeg_base64"].encode()
+            crops[f"audit crop of search {entry['details']['search_id']}"] = crop[len(crop) // 2: len(crop) // 2 + 64]
+    return crops
 
 
 def _traces(library: Path, path: Path) -> dict[str, bytes]:
@@ -42,11 +47,11 @@ def _traces(library: Path, path: Path) -> dict[str, bytes]:
 def test_a_removed_photo_leaves_no_trace_in_the_library(facefind, photo_folder):
     removed, kept = photo_folder / "players.jpg", photo_folder / "gdp.jpg"
     facefind.index([photo_folder], workers=1)
-    for _ in range(3):  # the photo was used as a probe: the search log holds its path, hash and face vector
-        facefind.search(removed, show_all=True, purpose=PURPOSE)
+    probes = [facefind.search(removed, show_all=True, purpose=PURPOSE).search_id
+              for _ in range(3)]  # the photo was a probe: search log and audit log hold its path, hash, vector, crop
     facefind.search(probe_sample(), show_all=True, purpose=PURPOSE)
     library = facefind.library_path
-    traces = _traces(library, removed)
+    traces = {**_traces(library, removed), **audit_crops(facefind, set(probes))}
     searching = sqlite3.connect(library / "catalog.sqlite3")  # another process (a search) has the catalog open
     searching.execute("SELECT COUNT(*) FROM faces").fetchone()
     assert sum(key.startswith("probe") for key in traces) == 3 and sum(key.startswith("face") for key in traces) > 2
@@ -58,6 +63,8 @@ def test_a_removed_photo_leaves_no_trace_in_the_library(facefind, photo_folder):
     after = _library_bytes(library)
     left = [name for name, pattern in traces.items() if pattern in after]
     assert left == [], f"still in the library after remove: {left}"
+    verdict = facefind.audit_verify()  # 3 probe searches, and the search whose results showed its faces
+    assert verdict.intact and verdict.redacted == 4, verdict.problem
     with sqlite3.connect(library / "catalog.sqlite3") as db:
         assert db.execute("SELECT COUNT(*) FROM search_results WHERE face_id NOT IN (SELECT id FROM faces)").fetchone()[0] == 0
     assert not (Path(str(library / "catalog.sqlite3") + "-wal").exists()

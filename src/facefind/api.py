@@ -27,12 +27,12 @@ from PIL import Image as PILImage
 
 from facefind.accounts import Accounts
 from facefind.access import ACCESS_FILE, AccessConfig, Actor, ForbiddenError, Purpose, os_user, require_purpose
-from facefind.audit import AuditLog, AuditVerdict
+from facefind.audit import AuditLog, AuditVerdict, Redaction
 from facefind.calibration import CalibrationSet, default_calibration
 from facefind.catalog import MediaRecord
 from facefind.check import CheckReport, check_library, unopenable_report
 from facefind.errors import DamagedLibraryError, FaceFindError, NotFoundError
-from facefind.erase import ErasurePlan, ErasureReport, carry_out_erasure, plan_erasure
+from facefind.erase import ErasurePlan, ErasureReport, carry_out_erasure, file_hashes_under, plan_erasure
 from facefind.evidence import export_evidence, parse_match_id
 from facefind.files import file_sha256, path_from_text, path_to_text
 from facefind.ingest import IngestOptions, IngestProgress, IngestReport, ingest
@@ -262,14 +262,16 @@ class FaceFind:
         """The stated purpose, checked against the library's shortest reason; there is no default purpose."""
         return require_purpose(purpose, self.access_config().min_reason_length)
 
-    def _audit(self, actor: Actor, action: str, details: dict, purpose: Purpose | None = None) -> None:
+    def _audit(self, actor: Actor, action: str, details: dict, purpose: Purpose | None = None,
+               redact: Redaction | None = None) -> None:
         """One audit entry, committed before the operation's result is handed back.
 
         An open (service) library anchors the chain head every ANCHOR_EVERY entries and at close;
-        a one-shot call (the CLI) anchors at once, its "close".
+        a one-shot call (the CLI) anchors at once, its "close". A removal or erasure passes what it
+        took as ``redact``: earlier entries' personal payloads that mention it are deleted.
         """
         self.audit_log.append(actor.name, action, details, purpose.as_dict() if purpose else None,
-                              actor.client_address, anchor=self._resident is None)
+                              actor.client_address, anchor=self._resident is None, redact=redact)
 
     # -- the operations ------------------------------------------------------------------------
 
@@ -408,7 +410,9 @@ class FaceFind:
         actor = self._allowed(actor, "remove")
         with self._library(writable=True, create=False) as library:
             if path is not None:
-                removed, files = library.remove_media(path_to_text(path.absolute()))
+                target = path_to_text(path.absolute())
+                hashes = file_hashes_under(library, target)  # read before the removal forgets them
+                removed, files = library.remove_media(target)
                 if files == 0:
                     raise NotFoundError(f"{path} is not in the library")
             else:
@@ -417,8 +421,11 @@ class FaceFind:
                     raise NotFoundError(f"no face with id {', '.join(map(str, missing))} in the library")
                 removed = library.remove_faces(face_ids or [])  # a video face takes its whole track
             # the scope only: naming the removed file here would keep what removal is meant to forget
+            gone = Redaction(frozenset(removed), frozenset({target}) if path is not None else frozenset(),
+                             hashes if path is not None else frozenset())
             self._audit(actor, "remove", {"by": "path" if path is not None else "face_ids",
-                                          "files": files if path is not None else None, "faces": len(removed)})
+                                          "files": files if path is not None else None, "faces": len(removed)},
+                        redact=gone)
             return len(removed)
 
     def check(self, repair: bool = False, *, actor: Actor | None = None) -> CheckReport:
@@ -510,7 +517,7 @@ class FaceFind:
 
         With ``opt_out`` one template of the person (no image) is kept on the block list, so later
         ingests never store their face. The audit log records that an erasure happened and its
-        scope (counts), never the face.
+        scope (counts), never the face, and redacts every earlier entry's payload that mentions it.
         """
         actor = self._allowed(actor, "erase")
         with self._library(writable=True, create=False) as library:
@@ -518,7 +525,9 @@ class FaceFind:
             self._audit(actor, "erase", {
                 "max_fmr": plan.max_fmr, "faces_removed": report.faces_removed,
                 "files_forgotten": report.files_forgotten, "searches_scrubbed": report.searches_scrubbed,
-                "opted_out": report.opted_out})
+                "opted_out": report.opted_out}, redact=Redaction(
+                    frozenset(report.face_ids), frozenset(report.forgotten_paths),
+                    frozenset(report.forgotten_sha256s), frozenset(report.search_ids)))
         return report
 
     def audit_verify(self, *, actor: Actor | None = None) -> AuditVerdict:

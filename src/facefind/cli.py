@@ -641,7 +641,8 @@ def audit_verify() -> None:
     except FaceFindError as error:
         raise _fail(error) from None
     if verdict.intact:
-        console.print(f"audit log intact: {verdict.entries} entries, head {verdict.head_hash[:16]}")
+        console.print(f"audit log intact: {verdict.entries} entries ({verdict.redacted} with personal data redacted"
+                      f" by a removal or erasure), head {verdict.head_hash[:16]}")
         return
     problem = verdict.problem
     errors.print(Text.assemble(("audit log tampered:", "bold red"), f" entry {problem.entry_id}: ", _plain(problem.detail)))

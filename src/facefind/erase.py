@@ -5,7 +5,8 @@ but nothing is written to the search log: an erasure must not itself leave the p
 behind. Deletion goes through the library's removal path (catalog rows with secure delete, index
 entries, crops, video tracks and boxed frames, WAL checkpoint); a file left with none of its faces
 is forgotten entirely (path, hash, ingest log), and searches whose probe was this person lose
-their probe vector, path, hash and results.
+their probe vector, path, hash and results. The report names what went (face ids, forgotten files,
+scrubbed searches) so the audit log can redact its own mentions of them.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ class ErasureReport:
     files_forgotten: int
     searches_scrubbed: int
     opted_out: bool
+    face_ids: tuple[int, ...] = ()
+    forgotten_paths: tuple[str, ...] = ()
+    forgotten_sha256s: tuple[str, ...] = ()
+    search_ids: tuple[int, ...] = ()  # the scrubbed searches: their probe was this person
 
 
 def plan_erasure(
@@ -93,15 +98,27 @@ def carry_out_erasure(library: Library, plan: ErasurePlan, opt_out: bool) -> Era
         library.catalog.block_template(library.model_id, plan.probe_face.embedding, plan.threshold)
     # the removals come last: each ends with the WAL checkpoint that also flushes the changes above
     removed = library.remove_faces([c.face_id for c in plan.candidates]) if plan.candidates else []
-    emptied = sorted({c.path for c in plan.candidates
-                      if (record := library.catalog.media_by_path(c.path)) is not None and record.face_count == 0})
-    for path in emptied:  # nothing else of the file is kept: forget its path and hash too
+    emptied = {c.path: record.sha256 for c in plan.candidates
+               if (record := library.catalog.media_by_path(c.path)) is not None and record.face_count == 0}
+    for path in sorted(emptied):  # nothing else of the file is kept: forget its path and hash too
         library.remove_media(path)
     if not removed:
         deadline = time.monotonic() + CHECKPOINT_PATIENCE_S
         while not library.catalog.checkpoint() and time.monotonic() < deadline:
             time.sleep(0.05)
-    return ErasureReport(len(removed), len(emptied), len(theirs), opt_out)
+    return ErasureReport(len(removed), len(emptied), len(theirs), opt_out, tuple(removed), tuple(sorted(emptied)),
+                         tuple(sha for sha in emptied.values() if sha), tuple(theirs))
+
+
+def file_hashes_under(library: Library, path: str) -> frozenset[str]:
+    """SHA-256s of the files a removal of ``path`` (a file or folder) takes, read before it forgets them.
+
+    A file's hash is what names it in the audit log when it was a probe; files without a face never were.
+    """
+    media = library.catalog.media_by_path(path)
+    faces = library.catalog.faces(library.catalog.face_ids_under(path))
+    return frozenset({record.sha256 for record in faces.values() if record.sha256}
+                     | ({media.sha256} if media is not None and media.sha256 else set()))
 
 
 def _scores(vectors: np.ndarray, embedding: np.ndarray) -> list[float]:

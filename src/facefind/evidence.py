@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from facefind.calibration import CalibrationSet
+from facefind.calibration import CalibrationSet, MatchEvidence
+from facefind.calibration.table import format_fmr
 from facefind.errors import FaceFindError, NotFoundError, UnreadableMediaError
 from facefind.files import file_sha256, path_from_text
 from facefind.library import Library
@@ -160,7 +161,7 @@ def export_evidence(
         match_id=html.escape(match_id),
         score=f"{score:.4f}",
         verdict=html.escape(fields["verdict"]),
-        fmr_text=html.escape(fields["fmr_text"]),
+        fmr_text=html.escape(fmr_with_interval(fields)),
         table=html.escape(table.name),
         search_id=search_id,
         rank=rank,
@@ -170,6 +171,15 @@ def export_evidence(
     )
     _write_atomically(out, page.encode("utf-8", "backslashreplace"))  # a stray lone surrogate shows, never fails
     return out
+
+
+def fmr_with_interval(fields: dict) -> str:
+    """'1 in 12.3k (95% interval 1 in 40.0k to 1 in 12.3k)': the claim is the interval's cautious end."""
+    low, high = fields["fmr_interval"]
+    if fields["fmr_is_bound"] or low == high:
+        return fields["fmr_text"]
+    low_text = "0" if low <= 0 else format_fmr(MatchEvidence(low, False, 0.0, "", ""))
+    return f"{fields['fmr_text']} (95% interval {low_text} to {format_fmr(MatchEvidence(high, False, 0.0, '', ''))})"
 
 
 def _write_atomically(out: Path, data: bytes) -> None:

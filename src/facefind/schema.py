@@ -75,6 +75,9 @@ class Calibrated(BaseModel):
     similarity: float = Field(description="Raw cosine similarity of the embeddings, -1..1")
     fmr: float = Field(description="False match rate: share of pairs of different people scoring at least this high")
     fmr_is_bound: bool = Field(description="True when the score is beyond what calibration data resolves: fmr is an upper bound")
+    fmr_interval: list[float] = Field(
+        description="[low, high] 95% identity-bootstrap interval of the FMR at this score; fmr is its high end"
+                    " (on the evidence, not lower than the truth). [0, fmr] when fmr is a bound")
     fmr_text: str = Field(description="fmr as '1 in N' (with '<' when it is a bound)")
     fnmr: float = Field(description="Share of same-person pairs that score below this")
     verdict: str = Field(description="strong / possible / weak / not a match, by FMR (see README)")

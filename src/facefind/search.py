@@ -51,6 +51,7 @@ def calibrated(table: CalibrationTable, similarity: float) -> dict:
         "similarity": round(similarity, 4),
         "fmr": float(f"{evidence.fmr:.3g}"),
         "fmr_is_bound": evidence.fmr_is_bound,
+        "fmr_interval": [float(f"{value:.3g}") for value in evidence.fmr_interval],
         "fmr_text": format_fmr(evidence),
         "fnmr": round(evidence.fnmr, 4),
         "verdict": evidence.verdict,

@@ -254,3 +254,12 @@ def test_the_admin_page_adds_a_user_and_shows_a_new_key_once(server):
         assert admin.post(f"/admin/keys/{key_id}/revoke", data=form).status_code == 303
         assert nina.get("/api/v1/stats").status_code == 401
     admin.close()
+
+
+@pytest.mark.parametrize(("user", "status", "where"), [("ivy", 307, "/search"), ("vera", 307, "/history"),
+                                                       ("root", 307, "/search"), ("otto", 403, None)])
+def test_the_home_page_leads_each_role_to_a_page_it_may_see(server, sessions, user, status, where):
+    response = sessions[user].get("/")
+    assert response.status_code == status and response.headers.get("location") == where
+    if where:
+        assert sessions[user].get(where).status_code == 200

@@ -207,6 +207,8 @@ class CalibrationSet:
             table = self.tables["covered"]
         elif probe_quality == "poor" and "low_quality" in self.tables:
             table = self.tables["low_quality"]
+        elif probe_quality == "fair" and "fair" in self.tables:
+            table = self.tables["fair"]
         else:
             table = self.tables["standard"]
         return replace(table, max_verdict=POOR_PAIR_MAX_VERDICT) if probe_quality == "poor" else table

@@ -14,6 +14,8 @@ import numpy as np
 
 class VectorIndex(Protocol):
     dim: int
+    kind: str  # recorded in index/state.json: which backend reads the files back
+    tolerance: float  # how far a held vector may be from the stored embedding (compressed codes)
 
     def __len__(self) -> int: ...
 
@@ -35,6 +37,14 @@ class VectorIndex(Protocol):
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """The stored vectors of ``ids`` (as held, for verification); an id not held raises KeyError."""
+        ...
+
+    def files(self, path: Path) -> list[Path]:
+        """Every file :meth:`save` writes for ``path`` (each is checksummed in index/state.json)."""
+        ...
+
+    def params(self) -> dict:
+        """The kind and parameters to record in the library (enough to load the files again)."""
         ...
 
     def save(self, path: Path) -> None:

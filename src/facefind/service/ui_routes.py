@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from facefind.api import FaceFind
+from facefind.access import ForbiddenError
 from facefind.errors import FaceFindError
 from facefind.schema import SearchResponse
 from facefind.service.actor import ActingFor, page_actor, requires
@@ -53,9 +54,17 @@ def _results(request: Request, facefind: FaceFind, result: SearchResponse, reope
     return _page(request, "_results.html", result=result, durations=durations, reopened=reopened, probe_boxes=boxes)
 
 
+HOME_PAGES = (("search", "/search"), ("read_results", "/history"), ("settings", "/admin/accounts"))
+
+
 @router.get("/")
-def home() -> RedirectResponse:
-    return RedirectResponse("/search")
+def home(actor: ActingFor) -> RedirectResponse:
+    """The first page this actor's role may see: an investigator searches, a viewer reads past results."""
+    for operation, page in HOME_PAGES:
+        if actor.may(operation):
+            return RedirectResponse(page)
+    raise ForbiddenError(f"{actor.name} ({actor.role}) has no web pages yet: the audit log is read with"
+                         " `facefind audit verify` and `facefind audit export`")
 
 
 @router.get("/search", dependencies=[requires("search")])

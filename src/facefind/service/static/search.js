@@ -38,6 +38,7 @@
     if (!data.get("in")) data.delete("in");
     say("Searching...", "busy");
     const response = await fetch("/ui/results", { method: "POST", body: data, headers: { "X-CSRF-Token": csrf } });
+    if (response.redirected) { window.location = response.url; return; }  // the login expired
     const text = await response.text();
     if (!response.ok) {
       let problem;
