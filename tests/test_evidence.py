@@ -88,3 +88,12 @@ def test_a_name_that_is_not_utf8_still_gives_a_whole_page(facefind, photo_folder
     page = facefind.export_evidence(match.match_id, tmp_path / "page.html").read_text()
     assert "probe-\\xe9.jpg" in page and page.count("data:image/png;base64,") == 6  # the name's text form
 
+
+
+@pytest.mark.parametrize("fields,expected", [
+    ({"fmr_text": "1 in 12.3k", "fmr_interval": [2.5e-5, 8.13e-5], "fmr_is_bound": False},
+     "1 in 12.3k (95% interval 1 in 40.0k to 1 in 12.3k)"),
+    ({"fmr_text": "< 1 in 176.0k", "fmr_interval": [0.0, 5.68e-6], "fmr_is_bound": True}, "< 1 in 176.0k"),
+])
+def test_the_page_shows_the_fmr_interval(fields, expected):
+    assert evidence.fmr_with_interval(fields) == expected

@@ -384,7 +384,10 @@ def main() -> None:
     parser.add_argument("--base", type=Path, default=None, help="the LFW-only calibration file to refit (with --wild)")
     parser.add_argument("--leave-out", nargs="*", default=[], help="--wild photos left out as label errors")
     args = parser.parse_args()
-    progress = lambda stage, done, total: print(f"\r{stage}: {done}/{total}", end="", flush=True)  # noqa: E731
+
+    def progress(stage: str, done: int, total: int) -> None:
+        print(f"\r{stage}: {done}/{total}", end="", flush=True)
+
     if args.wild is None:
         result = calibrate(args.lfw, args.cache, args.workers, model=args.model, progress=progress)
     else:
