@@ -10,7 +10,7 @@ final run to completion. It then checks that
   landmarks, detection score, quality, embeddings and thumbnail bytes (faces are keyed by file and
   face number: ids depend on the order in which two workers finish);
 - the index on disk names the catalog's revision and holds exactly the catalog's face ids, with
-  the catalog's vectors (plain and masked), in both libraries;
+  the catalog's vectors, in both libraries (masked templates are kept in the catalog only);
 - no orphan is left: no thumbnail that no row refers to, none missing, no `*.tmp*` file;
 - no worker process outlives the `facefind` process that started it.
 
@@ -230,7 +230,7 @@ def check_library(library: Path) -> list[str]:
     state = json.loads((library / "index" / "state.json").read_text())
     if state.get("revision") != revision:
         problems.append(f"index/state.json names revision {state.get('revision')}, the catalog is at {revision}")
-    for file_name, column in (("faiss.index", 1), ("faiss-masked.index", 2)):
+    for file_name, column in (("faiss.index", 1),):  # masked templates live in the catalog only
         expected = {row[0]: np.frombuffer(row[column], np.float32) for row in rows if row[column] is not None}
         index = FaissFlatIndex.load(library / "index" / file_name)
         ids = sorted(int(i) for i in index.ids())
@@ -326,7 +326,7 @@ def torture(folder: Path, workdir: Path, kills: int, seed: int) -> dict:
         "compared": {
             "catalog": "every file's status, SHA-256, reason and face count; every face's box, landmarks,"
                        " detection score, quality, embedding and masked embedding (keyed by path and face number)",
-            "index": "state.json revision = catalog revision; faiss.index and faiss-masked.index hold exactly the"
+            "index": "state.json revision = catalog revision; faiss.index holds exactly the"
                      " catalog's face ids with the catalog's vectors (both libraries)",
             "thumbnails": "SHA-256 of every face's thumbnail equals the reference's; no orphan or missing thumbnail",
             "leftovers": "no *.tmp* file in the library; no worker alive 15 s after its parent was killed",
