@@ -5,6 +5,7 @@ Screenshots of every page go to tests/artifacts/ (git-ignored); the README's two
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def submit_and_wait(driver, button: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def browser(server):
+def browser(server, tmp_path_factory):
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and chromedriver):
         pytest.fail("the browser tests need Chromium: apt-get install -y chromium chromium-driver")
@@ -84,7 +85,11 @@ def browser(server):
     options.binary_location = chromium
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1100"):
         options.add_argument(argument)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
+    # Chromium's profile and singleton sockets go under pytest's temporary folder, not /tmp for good.
+    scratch = tmp_path_factory.mktemp("chromium")
+    options.add_argument(f"--user-data-dir={scratch / 'profile'}")
+    service = Service(executable_path=chromedriver, env={**os.environ, "TMPDIR": str(scratch)})
+    driver = webdriver.Chrome(options=options, service=service)
     ARTIFACTS.mkdir(exist_ok=True)
     log_in(driver, server, "ivy", PASSWORDS["ivy"])
     state_purpose(driver, PURPOSE["case"], PURPOSE["reason"])

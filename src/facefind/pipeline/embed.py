@@ -23,15 +23,23 @@ class Recognizer(Protocol):
     def embed(self, crops: np.ndarray) -> np.ndarray: ...
 
 
-class OnnxArcFace:
-    """An ArcFace-style ONNX recogniser: RGB input scaled to [-1, 1], NCHW, batched."""
+class OnnxRecognizer:
+    """An ONNX recogniser run in batches: aligned RGB crops -> network output -> unit vectors.
 
-    def __init__(self, model: ModelFile = ARCFACE_MBF, threads: int | None = None, batch_size: int = 32) -> None:
-        self.model_id = model.model_id
-        self._session = open_session(verified_path(model), threads)
-        self._input_name = self._session.get_inputs()[0].name
-        self.dim = int(self._session.get_outputs()[0].shape[-1])
+    Subclasses say how their network wants its pixels (:meth:`prepare`); the batching, the raw
+    features the usability check reads, and the normalisation are shared.
+    """
+
+    def __init__(self, model_id: str, session, batch_size: int = 32) -> None:
+        self.model_id = model_id
+        self._session = session
+        self._input_name = session.get_inputs()[0].name
+        self.dim = int(session.get_outputs()[0].shape[-1])
         self.batch_size = batch_size
+
+    def prepare(self, chunk: np.ndarray) -> np.ndarray:
+        """N x 112 x 112 x 3 float32 RGB pixels (0..255) -> the network's NCHW input."""
+        raise NotImplementedError
 
     def raw_features(self, crops: np.ndarray) -> np.ndarray:
         """The network's output before normalisation (its norm says how face-like the crop is)."""
@@ -39,13 +47,22 @@ class OnnxArcFace:
             return np.empty((0, self.dim), dtype=np.float32)
         batches = []
         for start in range(0, len(crops), self.batch_size):
-            chunk = crops[start : start + self.batch_size].astype(np.float32)
-            blob = ((chunk - 127.5) / 127.5).transpose(0, 3, 1, 2)
+            blob = np.ascontiguousarray(self.prepare(crops[start : start + self.batch_size].astype(np.float32)))
             batches.append(self._session.run(None, {self._input_name: blob})[0])
         return np.vstack(batches)
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         return l2_normalise(self.raw_features(crops))
+
+
+class OnnxArcFace(OnnxRecognizer):
+    """An ArcFace-style ONNX recogniser: RGB input scaled to [-1, 1], NCHW, batched."""
+
+    def __init__(self, model: ModelFile = ARCFACE_MBF, threads: int | None = None, batch_size: int = 32) -> None:
+        super().__init__(model.model_id, open_session(verified_path(model), threads), batch_size)
+
+    def prepare(self, chunk: np.ndarray) -> np.ndarray:
+        return ((chunk - 127.5) / 127.5).transpose(0, 3, 1, 2)
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from facefind.pipeline.embed import l2_normalise
+from facefind.pipeline.embed import OnnxRecognizer
 from facefind.pipeline.models import SFACE_2021DEC, ModelFile, open_session, verified_path
 
 INPUT_NAME = "data"
@@ -77,25 +77,12 @@ def _fold_dequantize(graph: onnx.GraphProto, initialisers: dict[str, onnx.Tensor
     graph.initializer.extend(survivors + folded)
 
 
-class OnnxSFace:
+class OnnxSFace(OnnxRecognizer):
     """SFace through onnxruntime: aligned RGB crops -> unit 128-d embeddings (and their raw norms)."""
 
     def __init__(self, model: ModelFile = SFACE_2021DEC, threads: int | None = None, batch_size: int = 32,
                  fold_weights: bool = True) -> None:
-        self.model_id = model.model_id
-        self._session = open_session(repaired_sface(model, fold_weights), threads)
-        self.dim = int(self._session.get_outputs()[0].shape[-1])
-        self.batch_size = batch_size
+        super().__init__(model.model_id, open_session(repaired_sface(model, fold_weights), threads), batch_size)
 
-    def raw_features(self, crops: np.ndarray) -> np.ndarray:
-        """The network's output before normalisation (its norm says how face-like the crop is)."""
-        if len(crops) == 0:
-            return np.empty((0, self.dim), dtype=np.float32)
-        batches = []
-        for start in range(0, len(crops), self.batch_size):
-            blob = crops[start : start + self.batch_size].astype(np.float32).transpose(0, 3, 1, 2)
-            batches.append(self._session.run(None, {INPUT_NAME: np.ascontiguousarray(blob)})[0])
-        return np.vstack(batches)
-
-    def embed(self, crops: np.ndarray) -> np.ndarray:
-        return l2_normalise(self.raw_features(crops))
+    def prepare(self, chunk: np.ndarray) -> np.ndarray:
+        return chunk.transpose(0, 3, 1, 2)  # the graph normalises its own input
