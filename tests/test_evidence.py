@@ -23,6 +23,18 @@ def test_evidence_page_shows_both_faces_with_provenance(facefind, photo_folder, 
     assert "WARNING" not in page
 
 
+def test_evidence_says_who_ran_the_search_when_and_why(facefind, photo_folder, tmp_path):
+    from facefind.access import Actor
+
+    facefind.index([photo_folder], workers=1)
+    investigator = Actor("ivy", "investigator", client_address="127.0.0.1")
+    match = facefind.search(probe_sample(), purpose=PURPOSE, actor=investigator).matches[0]
+    page = facefind.export_evidence(match.match_id, tmp_path / "e.html", actor=investigator).read_text()
+    said = re.search(r'<p class="requested">(.*?)</p>', page).group(1)
+    assert "ivy" in said and "investigator" in said and "127.0.0.1" in said
+    assert PURPOSE.case in said and PURPOSE.reason.replace("'", "&#x27;") in said
+
+
 def test_evidence_warns_when_the_source_changed(facefind, photo_folder, tmp_path):
     facefind.index([photo_folder], workers=1)
     match = facefind.search(probe_sample(), purpose=PURPOSE).matches[0]

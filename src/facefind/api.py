@@ -330,7 +330,8 @@ class FaceFind:
         with self._library() as library, library.reading():
             result = search_library(
                 library, self.pipeline, self.calibration, probe, face, top_k, max_fmr, show_all, self.max_pixels,
-                within,
+                within, requested_by={"actor": actor.name, "role": actor.role, "client_address": actor.client_address,
+                                      "purpose": purpose.as_dict()},
             )
         self._audit(actor, "search", {
             "search_id": result.search_id, "probe": self._probe_record(probe, result.searched_face),

@@ -155,6 +155,7 @@ def export_evidence(
     covered = bool(probe_face["quality"].get("lower_face_covered"))
     table = pair_table(calibration, probe_face["quality"]["verdict"], match.quality["verdict"], covered)
     fields = calibrated(table, score)
+    logged = library.catalog.search_log_entry(search_id)
     template = resources.files("facefind").joinpath("templates/evidence.html").read_text()
     page = template.format(
         title=html.escape(f"facefind evidence {match_id}"),
@@ -166,11 +167,25 @@ def export_evidence(
         search_id=search_id,
         rank=rank,
         generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        requested=_requested_by(logged[0], logged[2]) if logged else "",
         probe=_render_side("Probe", probe_side),
         match=_render_side("Match", match_side),
     )
     _write_atomically(out, page.encode("utf-8", "backslashreplace"))  # a stray lone surrogate shows, never fails
     return out
+
+
+def _requested_by(searched_at: str, params: dict) -> str:
+    """Who ran the search, when, and why: the accountability line every evidence page carries."""
+    who = params.get("requested_by")
+    if not who:
+        return f"<p>Search run on {html.escape(searched_at)} (who and why were not recorded: an older library).</p>"
+    purpose = who.get("purpose") or {}
+    address = f" from {who['client_address']}" if who.get("client_address") else " at this machine's command line"
+    return (f"<p class=\"requested\">Search run by <strong>{html.escape(str(who.get('actor')))}</strong>"
+            f" ({html.escape(str(who.get('role')))}){html.escape(address)} on {html.escape(searched_at)},"
+            f" for case <strong>{html.escape(str(purpose.get('case', '')))}</strong>:"
+            f" {html.escape(str(purpose.get('reason', '')))}</p>")
 
 
 def fmr_with_interval(fields: dict) -> str:

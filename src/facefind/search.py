@@ -221,6 +221,7 @@ def search_library(
     show_all: bool = False,
     max_pixels: int = 100_000_000,
     within: Path | None = None,
+    requested_by: dict | None = None,
 ) -> SearchResponse:
     """Rank the library's faces against one face of the probe, with calibrated scores; log the search.
 
@@ -228,6 +229,8 @@ def search_library(
     and at most one false match that strong expected among the faces compared.
     ``show_all`` returns the top ``top_k`` whatever their scores, marked.
     ``within`` restricts the search to one file or folder (e.g. a video).
+    ``requested_by`` (who, in which role, from where, and the stated purpose) is kept with the
+    search, so the evidence page of any of its matches says who ran it and why.
     """
     if top_k < 1:
         raise FaceFindError("--top-k must be at least 1", reason="bad_argument")
@@ -264,7 +267,8 @@ def search_library(
         probe={"path": probe_path, "sha256": hashlib.sha256(data).hexdigest(), "face": searched.model_dump()},
         embedding=probe_face.embedding,
         params={"top_k": top_k, "max_fmr": max_fmr, "show_all": show_all, "gallery_size": gallery_size,
-                "calibration_table": table.name, "within": str(within) if within else None},
+                "calibration_table": table.name, "within": str(within) if within else None,
+                "requested_by": requested_by},
         results=[(record.id, score) for record, score, *_ in hits],
     )
     matches = [

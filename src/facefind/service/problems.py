@@ -28,6 +28,8 @@ STATUS_BY_REASON = {
     "corrupt": 422,
     "unreadable": 422,
     "not_an_image": 415,
+    "unsupported_format": 415,
+    "not_a_file": 422,
     "too_large": 413,
     "forbidden_path": 403,
     "forbidden": 403,
