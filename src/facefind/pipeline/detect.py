@@ -18,6 +18,7 @@ from facefind.pipeline.models import SCRFD_500M, open_session, verified_path
 
 STRIDES = (8, 16, 32)
 ANCHORS_PER_CELL = 2
+MIN_SIDE = 320  # small images are enlarged to this long side: both detectors miss faces that fill a tiny frame
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,39 @@ class Detection:
     box: np.ndarray  # (4,) x1, y1, x2, y2
     landmarks: np.ndarray  # (5, 2) left eye, right eye, nose, left mouth, right mouth (image left/right)
     score: float
+
+
+def detect_with_padded_retry(detect_once, rgb: np.ndarray) -> list[Detection]:
+    """``detect_once(rgb, pad_fraction)``, retried on a padded copy when a tight crop yields nothing."""
+    found = detect_once(rgb, 0.0)
+    if not found:
+        found = detect_once(rgb, 0.5)
+    return found
+
+
+def pad_image(rgb: np.ndarray, pad_fraction: float) -> tuple[np.ndarray, int]:
+    """The image with a black border of ``pad_fraction`` of its long side in all, and the border width."""
+    pad = int(round(max(rgb.shape[:2]) * pad_fraction / 2))
+    if pad:
+        rgb = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    return rgb, pad
+
+
+def fit_to_size(rgb: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """Scale so the long side fits ``size`` (small images up to MIN_SIDE); the resized image and the scale."""
+    long_side = max(rgb.shape[:2])
+    scale = min(size / long_side, 1.0 if long_side >= MIN_SIDE else MIN_SIDE / long_side)
+    new_w, new_h = max(1, int(round(rgb.shape[1] * scale))), max(1, int(round(rgb.shape[0] * scale)))
+    resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return resized, scale
+
+
+def clipped_box(box: np.ndarray, width: int, height: int, min_face_px: float) -> np.ndarray | None:
+    """The box clipped to the image, or None when what is left is smaller than ``min_face_px``."""
+    box = box.copy()
+    box[[0, 2]] = box[[0, 2]].clip(0, width)
+    box[[1, 3]] = box[[1, 3]].clip(0, height)
+    return None if min(box[2] - box[0], box[3] - box[1]) < min_face_px else box
 
 
 class ScrfdDetector:
@@ -52,16 +86,11 @@ class ScrfdDetector:
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """All faces in ``rgb``, best first; retries on a padded copy if none is found."""
-        found = self._detect_once(rgb, pad_fraction=0.0)
-        if not found:
-            found = self._detect_once(rgb, pad_fraction=0.5)
-        return found
+        return detect_with_padded_retry(self._detect_once, rgb)
 
     def _detect_once(self, rgb: np.ndarray, pad_fraction: float) -> list[Detection]:
         height, width = rgb.shape[:2]
-        pad = int(round(max(height, width) * pad_fraction / 2))
-        if pad:
-            rgb = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        rgb, pad = pad_image(rgb, pad_fraction)
         blob, scale = self._letterbox(rgb)
         outputs = self._session.run(None, {self._input_name: blob})
         boxes, landmarks, scores = self._decode(outputs, blob.shape[2], blob.shape[3])
@@ -72,20 +101,15 @@ class ScrfdDetector:
         keep = self._nms(boxes, scores)
         detections = []
         for i in keep:
-            box = boxes[i].copy()
-            box[[0, 2]] = box[[0, 2]].clip(0, width)
-            box[[1, 3]] = box[[1, 3]].clip(0, height)
-            if min(box[2] - box[0], box[3] - box[1]) < self.min_face_px:
-                continue
-            detections.append(Detection(box=box, landmarks=landmarks[i], score=float(scores[i])))
+            box = clipped_box(boxes[i], width, height, self.min_face_px)
+            if box is not None:
+                detections.append(Detection(box=box, landmarks=landmarks[i], score=float(scores[i])))
         return detections
 
     def _letterbox(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
         """Scale so the long side fits ``size``, pad bottom/right to multiples of 32, normalise."""
-        height, width = rgb.shape[:2]
-        scale = min(self.size / max(height, width), 1.0 if max(height, width) >= 320 else 320 / max(height, width))
-        new_w, new_h = max(1, int(round(width * scale))), max(1, int(round(height * scale)))
-        resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        resized, scale = fit_to_size(rgb, self.size)
+        new_h, new_w = resized.shape[:2]
         pad_w, pad_h = -(-new_w // 32) * 32, -(-new_h // 32) * 32
         canvas = np.zeros((pad_h, pad_w, 3), dtype=np.float32)
         canvas[:new_h, :new_w] = (resized.astype(np.float32) - 127.5) / 128.0

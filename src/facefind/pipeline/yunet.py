@@ -12,10 +12,15 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facefind.pipeline.detect import Detection
+from facefind.pipeline.detect import (
+    MIN_SIDE,
+    Detection,
+    clipped_box,
+    detect_with_padded_retry,
+    fit_to_size,
+    pad_image,
+)
 from facefind.pipeline.models import YUNET_2023MAR, verified_path
-
-MIN_SIDE = 320
 
 
 class YunetDetector:
@@ -43,30 +48,21 @@ class YunetDetector:
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """All faces in ``rgb``, best first; retries on a padded copy if none is found."""
-        found = self._detect_once(rgb, pad_fraction=0.0)
-        if not found:
-            found = self._detect_once(rgb, pad_fraction=0.5)
-        return found
+        return detect_with_padded_retry(self._detect_once, rgb)
 
     def _detect_once(self, rgb: np.ndarray, pad_fraction: float) -> list[Detection]:
         height, width = rgb.shape[:2]
-        pad = int(round(max(height, width) * pad_fraction / 2))
-        if pad:
-            rgb = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-        long_side = max(rgb.shape[:2])
-        scale = min(self.size / long_side, 1.0 if long_side >= MIN_SIDE else MIN_SIDE / long_side)
-        new_w, new_h = max(1, int(round(rgb.shape[1] * scale))), max(1, int(round(rgb.shape[0] * scale)))
-        resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        self._detector.setInputSize((new_w, new_h))
+        rgb, pad = pad_image(rgb, pad_fraction)
+        resized, scale = fit_to_size(rgb, self.size)
+        self._detector.setInputSize((resized.shape[1], resized.shape[0]))
         _, rows = self._detector.detect(cv2.cvtColor(resized, cv2.COLOR_RGB2BGR))
         if rows is None:
             return []
         detections = []
         for row in sorted(rows, key=lambda r: -r[14]):
-            box = np.array([row[0], row[1], row[0] + row[2], row[1] + row[3]], dtype=np.float64) / scale - pad
-            box[[0, 2]] = box[[0, 2]].clip(0, width)
-            box[[1, 3]] = box[[1, 3]].clip(0, height)
-            if min(box[2] - box[0], box[3] - box[1]) < self.min_face_px:
+            box = clipped_box(np.array([row[0], row[1], row[0] + row[2], row[1] + row[3]], dtype=np.float64) / scale
+                              - pad, width, height, self.min_face_px)
+            if box is None:
                 continue
             # YuNet's landmark order (right eye, left eye, nose, right and left mouth corner, as the person
             # sees them) is image-left first, the same order as SCRFD's.
