@@ -18,7 +18,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from facefind.index.faiss_index import check_vectors, read_faiss_index, write_faiss_index
+from facefind.index.faiss_index import (
+    check_vectors,
+    id_map_ids,
+    id_map_vectors,
+    read_faiss_index,
+    write_faiss_index,
+)
 
 TRAIN_SAMPLE = 65_536  # vectors the PQ codebook is trained on (16 centroids per sub-space need few)
 
@@ -106,16 +112,10 @@ class FaissAnnIndex:
         return scores, ids
 
     def ids(self) -> np.ndarray:
-        return faiss.vector_to_array(self._refine.id_map).astype(np.int64, copy=False)
+        return id_map_ids(self._refine)
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        if len(ids) == 0:
-            return np.empty((0, self.dim), np.float32)
-        try:
-            return self._refine.reconstruct_batch(ids)
-        except RuntimeError as error:  # an id not in the index
-            raise KeyError(str(error).rsplit(":", 1)[-1].strip()) from None
+        return id_map_vectors(self._refine, ids)
 
     @staticmethod
     def files(path: Path) -> list[Path]:

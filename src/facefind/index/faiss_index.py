@@ -43,6 +43,22 @@ def read_faiss_index(path: Path, mmap: bool = False) -> faiss.Index:
     return index
 
 
+def id_map_ids(index: faiss.IndexIDMap2) -> np.ndarray:
+    """Every id an id-mapped FAISS index holds (for verification against the catalog)."""
+    return faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
+
+
+def id_map_vectors(index: faiss.IndexIDMap2, ids: np.ndarray) -> np.ndarray:
+    """The stored vectors of ``ids``, in order; KeyError names an id the index does not hold."""
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if len(ids) == 0:
+        return np.empty((0, index.d), np.float32)
+    try:
+        return index.reconstruct_batch(ids)
+    except RuntimeError as error:  # an id not in the index
+        raise KeyError(str(error).rsplit(":", 1)[-1].strip()) from None
+
+
 class FaissFlatIndex:
     """Exact search: the honest baseline, and the fastest choice below ``IndexPolicy.ann_threshold``."""
 
@@ -82,16 +98,10 @@ class FaissFlatIndex:
         return scores, ids
 
     def ids(self) -> np.ndarray:
-        return faiss.vector_to_array(self._index.id_map).astype(np.int64, copy=False)
+        return id_map_ids(self._index)
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        if len(ids) == 0:
-            return np.empty((0, self.dim), np.float32)
-        try:
-            return self._index.reconstruct_batch(ids)
-        except RuntimeError as error:  # an id not in the index
-            raise KeyError(str(error).rsplit(":", 1)[-1].strip()) from None
+        return id_map_vectors(self._index, ids)
 
     @staticmethod
     def files(path: Path) -> list[Path]:
