@@ -46,7 +46,6 @@ from facefind.pipeline.video import DEFAULT_SAMPLE_FPS
 from facefind.schema import (
     EvidenceResponse,
     Face,
-    FaceMatch,
     FacesResponse,
     IndexJob,
     MediaItem,
@@ -63,6 +62,7 @@ from facefind.search import (
     assess_probe,
     calibrated,
     detected_to_face,
+    face_match,
     pair_table,
     read_probe,
     record_to_face,
@@ -631,16 +631,8 @@ class FaceFind:
                     continue
                 record = records[face_id]
                 fields = self._stored_score(probe_face, record.quality["verdict"], score)
-                expected = params["gallery_size"] * fields["fmr"]
-                matches.append(FaceMatch(
-                    match_id=f"{search_id}-{rank}", rank=rank, **fields,
-                    expected_false_matches=float(f"{expected:.3g}"),
-                    within_limits=fields["fmr"] <= params["max_fmr"] and expected <= 1.0,
-                    face=record_to_face(record, library.thumbs_dir),
-                    source=Source(path=record.path, sha256=record.sha256, width=record.media_width,
-                                  height=record.media_height),
-                    video=video_hit(record, library.thumbs_dir),
-                ))
+                matches.append(face_match(search_id, rank, record, fields, params["gallery_size"],
+                                          params["max_fmr"], library.thumbs_dir))
         covered = bool(probe_face.quality.lower_face_covered)
         table = self.calibration.table_for(probe_face.quality.verdict, covered)
         return SearchResponse(

@@ -255,10 +255,8 @@ def search_library(
                 continue  # a weaker template of a track already listed
             seen_tracks.add(record.track.id)
         fields = calibrated(pair_table(calibration, probe_face.quality.verdict, record.quality["verdict"], covered), score)
-        expected = gallery_size * fields["fmr"]
-        within_limits = fields["fmr"] <= max_fmr and expected <= 1.0
-        if within_limits or show_all:
-            hits.append((record, score, fields, expected, within_limits))
+        if show_all or within_limits(fields["fmr"], gallery_size, max_fmr)[1]:
+            hits.append((record, score, fields))
         if len(hits) == top_k:
             break
     probe_path = path_to_text(Path(probe).resolve()) if isinstance(probe, Path) else None
@@ -272,17 +270,8 @@ def search_library(
         results=[(record.id, score) for record, score, *_ in hits],
     )
     matches = [
-        FaceMatch(
-            match_id=f"{search_id}-{rank}",
-            rank=rank,
-            **fields,
-            expected_false_matches=float(f"{expected:.3g}"),
-            within_limits=within_limits,
-            face=record_to_face(record, library.thumbs_dir),
-            source=Source(path=record.path, sha256=record.sha256, width=record.media_width, height=record.media_height),
-            video=video_hit(record, library.thumbs_dir),
-        )
-        for rank, (record, score, fields, expected, within_limits) in enumerate(hits, start=1)
+        face_match(search_id, rank, record, fields, gallery_size, max_fmr, library.thumbs_dir)
+        for rank, (record, _score, fields) in enumerate(hits, start=1)
     ]
     return SearchResponse(
         search_id=search_id,
@@ -298,6 +287,30 @@ def search_library(
         searched_in=str(within) if within else None,
         matches=matches,
         appearances=appearances(matches),
+    )
+
+
+def within_limits(fmr: float, gallery_size: int, max_fmr: float) -> tuple[float, bool]:
+    """False matches this strong expected among the faces compared, and whether the match is within the
+    search's limits (FMR at most ``max_fmr`` and at most one such false match expected)."""
+    expected = gallery_size * fmr
+    return expected, fmr <= max_fmr and expected <= 1.0
+
+
+def face_match(
+    search_id: int, rank: int, record: FaceRecord, fields: dict, gallery_size: int, max_fmr: float, thumbs_dir: Path
+) -> FaceMatch:
+    """One ranked match as a search (or a reopened search) reports it."""
+    expected, inside = within_limits(fields["fmr"], gallery_size, max_fmr)
+    return FaceMatch(
+        match_id=f"{search_id}-{rank}",
+        rank=rank,
+        **fields,
+        expected_false_matches=float(f"{expected:.3g}"),
+        within_limits=inside,
+        face=record_to_face(record, thumbs_dir),
+        source=Source(path=record.path, sha256=record.sha256, width=record.media_width, height=record.media_height),
+        video=video_hit(record, thumbs_dir),
     )
 
 
