@@ -3,17 +3,19 @@
 Runs on the LFW tree (7,701 small tight crops) and on group_photos/ (large
 photos, many faces), with 1 and with all worker processes side by side in one
 run, several repeats each; reports medians, the parallel speed-up ratio and
-peak memory (parent and largest worker). Each run is a fresh process, so the code
-measured can be this tree or a baseline git revision (``--baseline``, default HEAD,
+peak memory (parent, largest worker, all workers together: sampled while it runs).
+Each run is a fresh process, so the code measured can be this tree or a baseline git revision (``--baseline``, default HEAD,
 extracted to a temp folder), run interleaved with it; the load average is recorded.
 Writes bench/results/ingest.json and ingest.png.
 
     python bench/ingest.py [--limit 2000] [--repeats 3] [--baseline HEAD | --baseline ""]
+    nice -n 10 python bench/ingest.py --cluster [--limit 200] [--repeats 2]   # Dask: writes ingest_cluster.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -22,7 +24,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
+from typing import Callable
+
+import psutil  # comes with distributed (the cluster extra)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -44,14 +50,50 @@ def _subset(source: Path, limit: int | None, workdir: Path) -> Path:
     return target
 
 
-def _measure(folder: Path, workers: int, library: Path) -> dict:
-    """One ingest into a new library, in this process (the code on sys.path)."""
+class RssSampler(threading.Thread):
+    """Samples the resident memory of a set of processes every 0.2 s: the peak of their SUM (what the machine
+    must hold) and of the largest one. getrusage cannot see workers that are never waited for (it said 0 MB)."""
+
+    def __init__(self, pids: Callable[[], list[int]]) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.peak_total_mb, self.peak_single_mb = pids, 0.0, 0.0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.2):
+            sizes = []
+            for pid in self.pids():
+                with contextlib.suppress(psutil.Error):
+                    sizes.append(psutil.Process(pid).memory_info().rss / 2**20)
+            self.peak_total_mb = max(self.peak_total_mb, sum(sizes))
+            self.peak_single_mb = max(self.peak_single_mb, max(sizes, default=0.0))
+
+    def __enter__(self) -> "RssSampler":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.join()
+
+
+def _local_workers() -> list[int]:
+    return [child.pid for child in psutil.Process().children(recursive=True)]
+
+
+def _measure(folder: Path, workers: int, library: Path, cluster: str | None = None,
+             cluster_pids: list[int] | None = None) -> dict:
+    """One ingest into a new library, in this process (the code on sys.path); on ``cluster`` when given,
+    whose worker processes are ``cluster_pids``."""
     from facefind.api import FaceFind
 
-    report = FaceFind(library).index([folder], workers=workers)
+    with RssSampler(lambda: cluster_pids if cluster else _local_workers()) as sampler:
+        report = FaceFind(library).index([folder], workers=workers, cluster=cluster) if cluster else \
+            FaceFind(library).index([folder], workers=workers)
     return {
         "peak_mb_parent": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_mb_worker": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "peak_mb_worker": sampler.peak_single_mb,
+        "peak_mb_workers_total": sampler.peak_total_mb,
         "seconds": report.seconds,
         "images": report.processed,
         "faces": report.faces_added,
@@ -61,11 +103,14 @@ def _measure(folder: Path, workers: int, library: Path) -> dict:
     }
 
 
-def _run(source: Path, folder: Path, workers: int, workdir: Path) -> dict:
+def _run(source: Path, folder: Path, workers: int, workdir: Path, cluster: str | None = None,
+         cluster_pids: list[int] | None = None) -> dict:
     """:func:`_measure` in a fresh process importing facefind from ``source`` (a src/ folder)."""
-    library = workdir / f"lib-{workers}"
+    library = workdir / f"lib-{workers}-{'cluster' if cluster else 'local'}"
     shutil.rmtree(library, ignore_errors=True)
     command = [sys.executable, __file__, "--measure", str(folder), str(workers), str(library)]
+    if cluster:
+        command += ["--measure-cluster", cluster, ",".join(map(str, cluster_pids or []))]
     done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(source)}, capture_output=True, text=True,
                           check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -87,11 +132,19 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N LFW images (default: all)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", default="HEAD", help="git revision to compare against; empty for none")
+    parser.add_argument("--cluster", action="store_true",
+                        help="compare local worker processes with 1, 2 and 4 Dask workers on loopback instead")
     parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)  # internal: one run, JSON on stdout
+    parser.add_argument("--measure-cluster", nargs=2, help=argparse.SUPPRESS)  # internal: scheduler, worker pids
     args = parser.parse_args()
     if args.measure:
         folder, workers, library = args.measure
-        print(json.dumps(_measure(Path(folder), int(workers), Path(library))))
+        cluster, pids = args.measure_cluster or (None, "")
+        print(json.dumps(_measure(Path(folder), int(workers), Path(library), cluster,
+                                  [int(pid) for pid in pids.split(",") if pid])))
+        return
+    if args.cluster:
+        cluster_main(args.limit or 200, args.repeats)
         return
     data = data_dir_or_exit()
     workers_all = os.cpu_count() or 1
@@ -128,9 +181,11 @@ def main() -> None:
     current_runs = [r for s in results["sets"].values() for w in (1, workers_all) for r in s[f"workers_{w}"]["runs"]]
     self_peak = max(r["peak_mb_parent"] for r in current_runs)
     child_peak = max(r["peak_mb_worker"] for r in current_runs)
+    workers_peak = max(r["peak_mb_workers_total"] for r in current_runs)
     lfw_best = results["sets"]["lfw"][f"workers_{workers_all}"]["median_images_per_second"]
     results.update(
-        peak_memory_mb={"parent": round(self_peak, 1), "largest_worker": round(child_peak, 1)},
+        peak_memory_mb={"parent": round(self_peak, 1), "largest_worker": round(child_peak, 1),
+                        "all_workers": round(workers_peak, 1)},
         lfw_target_images_per_second=LFW_TARGET_IMAGES_PER_SECOND,
         lfw_meets_target=lfw_best >= LFW_TARGET_IMAGES_PER_SECOND,
         repeats=args.repeats,
@@ -142,6 +197,65 @@ def main() -> None:
     _plot(results, workers_all)
     print(f"LFW: {lfw_best:.1f} images/s with {workers_all} workers (target {LFW_TARGET_IMAGES_PER_SECOND});"
           f" peak memory parent {self_peak:.0f} MB, worker {child_peak:.0f} MB; wrote {path}")
+
+
+CLUSTER_SIZES = (1, 2, 4)
+
+
+def cluster_main(limit: int, repeats: int) -> None:
+    """Images/s of the local process pool against 1, 2 and 4 Dask worker processes on loopback, on the same
+    ``limit`` LFW files in one run, each Dask run next to a local one; each cluster is warmed up first (its
+    workers keep their models between ingests, as a standing cluster does), the local pool loads them every run."""
+    from distributed import Client
+
+    from facefind.devservices.dask_cluster import dask_cluster
+
+    data = data_dir_or_exit()
+    workers_all = os.cpu_count() or 1
+    load_before = os.getloadavg()
+    runs: dict[str, list[dict]] = {f"local_{workers_all}_processes": []}
+    runs.update({f"dask_{n}_workers": [] for n in CLUSTER_SIZES})
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        folder = _subset(data / "lfw", limit, workdir)
+        warm_up = _subset(data / "group_photos", 8, workdir)
+        for n in CLUSTER_SIZES:  # one cluster at a time (4 workers hold ~4 sets of models), local runs beside each
+            with dask_cluster(workers=n) as cluster:
+                with Client(cluster.address, set_as_default=False) as client:
+                    pids = sorted(client.run(os.getpid).values())
+                _run(REPO / "src", warm_up, 0, workdir, cluster.address, pids)
+                for _ in range(repeats):  # interleaved, so drift on a shared machine hits both alike
+                    runs[f"local_{workers_all}_processes"].append(_run(REPO / "src", folder, workers_all, workdir))
+                    runs[f"dask_{n}_workers"].append(_run(REPO / "src", folder, 0, workdir, cluster.address, pids))
+                    print({name: round(r[-1]["images_per_second"], 1) for name, r in runs.items() if r}, flush=True)
+    results = {name: _summary(collected) for name, collected in runs.items()}
+    local = results[f"local_{workers_all}_processes"]["median_images_per_second"]
+    for name, summary in results.items():
+        summary["vs_local_pool"] = round(summary["median_images_per_second"] / local, 3)
+        summary["peak_mb_workers_total"] = round(max(r["peak_mb_workers_total"] for r in summary["runs"]))
+    payload = {"files": limit, "repeats": repeats, "cpus": workers_all, "sets": results,
+               "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()},
+               "note": "all processes share this machine's cores; Dask workers keep their models loaded between"
+                       " runs (warmed up first), the local pool loads them in every run"}
+    path = write_json("ingest_cluster", payload)
+    _plot_cluster(results, limit)
+    print(f"wrote {path}")
+
+
+def _plot_cluster(results: dict, limit: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(6, 3.5))
+    names = list(results)
+    axis.bar(range(len(names)), [results[n]["median_images_per_second"] for n in names])
+    axis.set_xticks(range(len(names)), [n.replace("_", " ") for n in names], fontsize=8)
+    axis.set_ylabel("images/s (median)")
+    axis.set_title(f"ingest of {limit} LFW images: local pool vs Dask on loopback")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "ingest_cluster.png", dpi=110)
 
 
 def _plot(results: dict, workers_all: int) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -43,6 +44,9 @@ from facefind.pipeline import PipelineConfig
 from facefind.pipeline.decode import decode_image
 
 CACHE = RESULTS / "cache" / "scale-lfw-arcface.npz"
+# a synthetic face's stored quality: complete, so searches can report it as a match like any other
+SYNTHETIC_QUALITY = {"face_px": 112.0, "eye_distance_px": 40.0, "sharpness": 300.0, "yaw_deg": 0.0, "pitch_deg": 0.0,
+                     "roll_deg": 0.0, "detection_score": 0.9, "verdict": "good", "reasons": []}
 
 
 # -- 1. real embeddings ------------------------------------------------------------------------------
@@ -302,6 +306,56 @@ def measure_covered(index, plain: np.ndarray, masked: np.ndarray, covered: np.nd
     return {"widening": widening, "recall_at_10_vs_fused": float(np.mean(hits)), **percentiles(latencies)}
 
 
+def covered_sweep(generator: Generator, size: int, probes: int = 100) -> dict:
+    """Covered probes through the ANN index, recall@10 vs fused scoring of every face, against time:
+    candidates asked (40 x widening) by proposals per candidate (``rerank_factor``; 0: the former
+    ``k + rerank_extra`` only). Vectors are kept as float16 (as the index re-ranks them) so 1M fits in ~3 GB."""
+    from facefind.index import IndexPolicy
+
+    faiss.omp_set_num_threads(1)
+    rng = np.random.default_rng(size)
+    counts = 1 + rng.poisson(3, size // 4 + 1000)
+    counts = counts[: np.searchsorted(np.cumsum(counts), size) + 1]
+    identity = np.repeat(np.arange(len(counts)), counts)[:size]
+    centres = generator.centres(len(counts), rng)
+    _, covered = generator.faces_of(centres[rng.choice(np.unique(identity), probes, replace=False)], rng)
+    plain = np.empty((size, centres.shape[1]), np.float16)
+    masked = np.empty((size, centres.shape[1]), np.float16)
+    index = None
+    started = time.perf_counter()
+    for start in range(0, size, 100_000):
+        chunk = slice(start, min(start + 100_000, size))
+        chunk_plain, chunk_masked = generator.faces_of(centres[identity[chunk]], rng)
+        if index is None:  # people are in random order: the first chunk is as good a sample as any
+            index = FaissAnnIndex.trained(chunk_plain.shape[1], chunk_plain[:TRAIN_SAMPLE], size)
+        index.add(np.arange(chunk.start, chunk.stop, dtype=np.int64), chunk_plain)
+        plain[chunk], masked[chunk] = chunk_plain, chunk_masked
+        print(f"\rcovered sweep: {chunk.stop}/{size} faces", end="", flush=True)
+    del centres
+    print()
+    built_s = time.perf_counter() - started
+    fused_top = exact_fused_top(plain, masked, covered)
+    rows = []
+    for widening in (1, 10, 25):
+        for factor in (0, 4, 16, 32):
+            index.policy = IndexPolicy(rerank_factor=factor)
+            hits, latencies = [], []
+            for probe, exact in zip(covered, fused_top):
+                began = time.perf_counter()
+                _, candidates = index.search(probe[None, :], 40 * widening)
+                candidates = candidates[0][candidates[0] >= 0]
+                scores = (plain[candidates].astype(np.float32) @ probe + masked[candidates].astype(np.float32) @ probe) / 2
+                found = candidates[np.argsort(-scores)[:10]]
+                latencies.append(time.perf_counter() - began)
+                hits.append(len(set(exact) & set(found)) / 10)
+            row = {"widening": widening, "rerank_factor": factor,
+                   "proposals": max(40 * widening + index.policy.rerank_extra, 40 * widening * factor),
+                   "recall_at_10_vs_fused": round(float(np.mean(hits)), 3), **percentiles(latencies)}
+            print(row, flush=True)
+            rows.append(row)
+    return {"faces": size, "covered_probes": probes, "generate_and_build_s": round(built_s, 1), "rows": rows}
+
+
 def bench_size(generator: Generator, size: int, threshold: float, folder: Path) -> dict:
     faiss.omp_set_num_threads(1)  # the service answers many searches at once: one core each
     started = time.perf_counter()
@@ -339,7 +393,7 @@ def build_library(generator: Generator, size: int, root: Path) -> dict:
             people = generator.centres(1000, rng)
             plain, masked = generator.faces_of(np.repeat(people, 4, axis=0)[: min(4000, size - start)], rng)
             outcomes = [MediaOutcome(path=f"/synthetic/{start + i}.jpg", status="indexed", sha256=f"{start + i:064x}",
-                                     faces=[NewFace(j, [0, 0, 1, 1], [[0, 0]] * 5, 0.9, {"verdict": "good"}, model_id,
+                                     faces=[NewFace(j, [0, 0, 1, 1], [[0, 0]] * 5, 0.9, SYNTHETIC_QUALITY, model_id,
                                                     plain[i + j], None, masked_embedding=masked[i + j])
                                             for j in range(min(4, len(plain) - i))])
                         for i in range(0, len(plain), 4)]
@@ -356,6 +410,154 @@ def build_library(generator: Generator, size: int, root: Path) -> dict:
     return {"faces": size, "write_s": round(time.perf_counter() - started, 1), "index_insert_s": round(index_s, 1),
             "index_save_s": round(time.perf_counter() - save_started, 1), "index_kind": kind,
             "faces_per_s": round(size / (time.perf_counter() - started))}
+
+
+STAGES = {  # what a library-level search spends its time on: (owner, attribute) wrapped with a timer
+    "pipeline (decode, detect, embed)": ("facefind.search", "probe_faces"),
+    "index search (PQ proposals + fp16 re-rank)": ("facefind.index.ann.FaissAnnIndex", "search"),
+    "catalog: candidates' embeddings": ("facefind.library.Library", "embeddings"),
+    "catalog: matched faces' records": ("facefind.catalog.sqlite.SqliteCatalog", "faces"),
+    "catalog: search log write": ("facefind.catalog.sqlite.SqliteCatalog", "record_search"),
+    "audit log write": ("facefind.audit.AuditLog", "append"),
+}
+
+
+def measure_search_stages(root: Path, probes: list[Path]) -> dict:
+    """api.search on the resident library (as the service holds it), each stage timed: where the time goes.
+
+    ``library_level`` is a search less its pipeline. In the same run, the fp16 re-ranking is timed both
+    ways (FAISS reconstruct_batch, as before; numpy views of the codes, as now) on the same candidates.
+    """
+    import importlib
+    from unittest import mock
+
+    from facefind import FaceFind
+    from facefind.access import Purpose
+
+    spent: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    patches = []
+    for stage, (owner, attribute) in STAGES.items():
+        target = _resolve(importlib, owner)
+        original = getattr(target, attribute)
+
+        def timed(*args, _original=original, _stage=stage, **kwargs):
+            started = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                spent[_stage][-1] += time.perf_counter() - started
+
+        patches.append(mock.patch.object(target, attribute, timed))
+    purpose = Purpose("bench", "benchmark of search speed")
+    datas = [path.read_bytes() for path in probes]
+    totals = []
+    with FaceFind(root) as facefind:
+        for data in datas[:3]:
+            facefind.search(data, show_all=True, purpose=purpose)  # warm: first calls pay for lazy set-up
+        for patch in patches:
+            patch.start()
+        try:
+            for data in datas:
+                for seconds in spent.values():
+                    seconds.append(0.0)
+                started = time.perf_counter()
+                facefind.search(data, show_all=True, purpose=purpose)
+                totals.append(time.perf_counter() - started)
+        finally:
+            for patch in patches:
+                patch.stop()
+        rerank = _rerank_both_ways(facefind)
+    pipeline = np.array(spent["pipeline (decode, detect, embed)"])
+    library_level = np.array(totals) - pipeline
+    measured = {stage: round(float(np.median(seconds)) * 1000, 2) for stage, seconds in spent.items()}
+    accounted = sum(np.array(seconds) for stage, seconds in spent.items() if not stage.startswith("pipeline"))
+    measured["rest (calibration, records to responses, locks)"] = round(float(np.median(library_level - accounted)) * 1000, 2)
+    return {"searches": len(totals), "api_search_p50_ms": round(float(np.median(totals)) * 1000, 1),
+            "library_level": percentiles(list(library_level)), "stage_p50_ms": measured, "rerank_640": rerank}
+
+
+def _resolve(importlib, owner: str):
+    """A module or a class by dotted name."""
+    try:
+        return importlib.import_module(owner)
+    except ModuleNotFoundError:
+        module, _, name = owner.rpartition(".")
+        return getattr(importlib.import_module(module), name)
+
+
+def _rerank_both_ways(facefind) -> dict:
+    """Re-ranking 640 proposals with FAISS's reconstruct_batch vs numpy views of the fp16 codes (same ids)."""
+    with facefind._library() as library:
+        index = library.index
+        queries = index.vectors(index.ids()[:: max(1, len(index) // 100)][:100])
+        proposed = [index._proposals.search(query[None, :], 640)[1][0] for query in queries]
+        held_ids, order, codes = index._rerank_views()
+        timings = {"faiss_reconstruct_batch": [], "numpy_views": []}
+        for query, candidates in zip(queries, proposed):
+            started = time.perf_counter()
+            index._refine.reconstruct_batch(candidates) @ query
+            timings["faiss_reconstruct_batch"].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            rows = np.searchsorted(held_ids, candidates)
+            codes[rows if order is None else order[rows]].astype(np.float32) @ query
+            timings["numpy_views"].append(time.perf_counter() - started)
+    return {way: percentiles(seconds) for way, seconds in timings.items()}
+
+
+def measure_service(root: Path, probe: Path, allow_root: Path, seconds: float = 20.0) -> dict:
+    """A real `facefind serve` on the library: search over HTTP (1 client), and `facefind search --service`."""
+    from service import free_port, measure
+
+    facefind = [sys.executable, "-m", "facefind", "--library", str(root)]
+    user = f"bench{time.strftime('%H%M%S')}"
+    subprocess.run([*facefind, "users", "add", "--admin", "--password-stdin", user],
+                   input="bench password, not for use\n", text=True, check=True, capture_output=True)
+    key = subprocess.run([*facefind, "keys", "create", "--user", user, "--scope", "search", "--expires", "1d"],
+                         text=True, check=True, capture_output=True).stdout.split()[-1]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    server = subprocess.Popen([*facefind, "serve", "--port", str(port), "--allow-root", str(allow_root),
+                               "--searches-per-hour", "100000000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        import httpx
+
+        import service
+
+        service.HEADERS["Authorization"] = f"Bearer {key}"
+        while True:
+            try:
+                httpx.get(url + "/api/v1/stats", timeout=5, headers=service.HEADERS).raise_for_status()
+                break
+            except httpx.TransportError:
+                if server.poll() is not None or time.perf_counter() - started > 600:
+                    raise RuntimeError(f"the server did not start: {server.stderr.read() if server.stderr else ''}")
+                time.sleep(0.5)
+        open_s = time.perf_counter() - started
+        measure(url, probe.read_bytes(), 1, 3.0)  # warm-up
+        http = measure(url, probe.read_bytes(), 1, seconds)
+        environment = {**os.environ, "FACEFIND_SERVICE": url, "FACEFIND_API_KEY": key}
+        runs = []
+        for _ in range(3):
+            started = time.perf_counter()
+            completed = subprocess.run([sys.executable, "-m", "facefind", "search", str(probe), "--json", "--case",
+                                        "bench", "--reason", "benchmark of search speed"], capture_output=True,
+                                       text=True, env=environment)
+            runs.append(time.perf_counter() - started)
+            if completed.returncode != 0:
+                raise SystemExit(f"facefind search --service failed: {completed.stderr[-2000:]}")
+        imports = []
+        for _ in range(3):  # what a CLI process costs before it does anything
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import facefind.cli"], check=True)
+            imports.append(time.perf_counter() - started)
+    finally:
+        server.terminate()
+        server.wait(120)
+    return {"server_open_s": round(open_s, 1), "http_search_1_client": http,
+            "cli_search_via_service_wall_s": [round(r, 2) for r in runs],
+            "cli_import_only_s": [round(r, 2) for r in imports]}
 
 
 def measure_cli(root: Path, probe: Path) -> dict:
@@ -399,6 +601,7 @@ def main() -> None:
     parser.add_argument("--embed-only", action="store_true", help="compute the real-embedding cache and stop")
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--cli", type=int, help="instead: build a library of this many faces (cached) and time the CLI")
+    parser.add_argument("--covered-sweep", type=int, help="instead: covered-probe recall vs time at this many faces")
     parser.add_argument("--open", type=Path, help=argparse.SUPPRESS)  # internal: measure one index open
     parser.add_argument("--open-mmap", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--open-read", action="store_true", help=argparse.SUPPRESS)
@@ -415,11 +618,19 @@ def main() -> None:
 
     threshold = default_calibration().tables["standard"].threshold_for_fmr(1e-5)
     generator = Generator(identity, plain, masked)
+    if args.covered_sweep:
+        previous = json.loads((RESULTS / "scale.json").read_text())
+        previous.pop("machine", None)
+        write_json("scale", {**previous, "covered_sweep": covered_sweep(generator, args.covered_sweep)})
+        return
     if args.cli:
         root = RESULTS / "cache" / f"scale-library-{args.cli}"
         built = None if (root / "catalog.sqlite3").exists() else build_library(generator, args.cli, root)
         lfw = data_dir_or_exit() / "lfw"
-        measured = {**(built or {}), **measure_cli(root, lfw / list_images(lfw)[0])}
+        probes = [lfw / path for path in list_images(lfw)[:40]]
+        measured = {**(built or {}), **measure_cli(root, probes[0]),
+                    "search_stages": measure_search_stages(root, probes),
+                    "service": measure_service(root, probes[0], lfw)}
         print(measured)
         previous = json.loads((RESULTS / "scale.json").read_text())
         previous.pop("machine", None)

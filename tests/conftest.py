@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -107,3 +108,53 @@ def clip_with_a_cut(tmp_path, sample_rgb) -> Path:
     empty = np.full((240, 320, 3), 90, np.uint8)
     frames = [face_scene(sample_rgb) if t < 15 else empty if t < 25 else face_scene(sample_rgb, offset_x=60) for t in range(40)]
     return write_video(tmp_path / "clip.mp4", frames)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL 18 + pgvector server on 127.0.0.1, started once for the run and stopped (its folder deleted) at
+    the end; tests keep apart by each using its own schema (``postgres_schema_url``)."""
+    from facefind.devservices.postgres import local_postgres
+
+    with local_postgres() as server:
+        yield server.url
+
+
+@pytest.fixture
+def postgres_schema_url(postgres_url: str) -> Iterator[str]:
+    """A catalog URL naming a schema of its own for this test, dropped with everything in it afterwards."""
+    import uuid
+
+    import psycopg
+
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    yield f"{postgres_url}?schema={schema}"
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def milvus_uri() -> Iterator[str]:
+    """A Milvus 2.3.5 standalone server on 127.0.0.1 (from the milvus wheel), started once for the run and stopped,
+    its data deleted, at the end; tests keep apart by each using its own collection (``milvus_spec``)."""
+    from facefind.devservices.milvus import milvus_server
+
+    with milvus_server() as server:
+        yield server.uri
+
+
+@pytest.fixture
+def milvus_spec(milvus_uri: str) -> Iterator[str]:
+    """An index spec naming a library of its own for this test (``milvus://host:port/NAME``); its collections are
+    dropped afterwards."""
+    import uuid
+
+    from pymilvus import MilvusClient
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    yield milvus_uri.replace("http://", "milvus://") + f"/{name}"
+    client = MilvusClient(uri=milvus_uri)
+    for collection in client.list_collections():
+        if f"_{name}_" in collection:
+            client.drop_collection(collection)
+    client.close()

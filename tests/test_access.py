@@ -133,3 +133,76 @@ def test_access_changes_are_an_admins_audited_and_keep_an_admin(facefind, tmp_pa
         facefind.change_access("bob", "admin", actor=Actor("bob", "investigator"))
     assert refused.value.reason == "forbidden"
     assert facefind.access_config() == changed
+
+
+# -- collections --
+
+@pytest.mark.parametrize(("collections", "actor", "readable"), [
+    ({}, Actor("amy", "investigator", collections=frozenset({"a"})), None),  # none defined: one implicit collection
+    ({"a": ["/p/a"], "b": ["/p/b"]}, Actor("amy", "investigator", collections=frozenset({"a"})), ["/p/a"]),
+    ({"a": ["/p/a"], "b": ["/p/b", "/q"]}, Actor("amy", "investigator", collections=frozenset({"a", "b"})),
+     ["/p/a", "/p/b", "/q"]),
+    ({"a": ["/p/a"]}, Actor("nick", "investigator", collections=frozenset()), []),
+    ({"a": ["/p/a"]}, Actor("nick", "investigator", collections=frozenset({"gone"})), []),
+    ({"a": ["/p/a"]}, Actor("root", "admin"), None),  # an admin (and the command line) reads everything
+])
+def test_an_actor_reads_the_roots_of_their_granted_collections(collections, actor, readable):
+    assert AccessConfig(collections=collections).readable_roots(actor) == readable
+
+
+def test_collections_live_in_access_json_and_other_access_changes_keep_them(facefind, tmp_path):
+    (tmp_path / "a").mkdir()
+    facefind.set_collection("case-a", [tmp_path / "a", tmp_path / "a" / ".." / "a"])
+    assert facefind.collections() == {"case-a": [str(tmp_path / "a")]}
+    facefind.change_access("bob", "investigator")
+    assert AccessConfig.load(facefind.library_path).collections == {"case-a": [str(tmp_path / "a")]}
+    actions = [entry["action"] for entry in facefind.audit_log.entries()]
+    assert actions[-2:] == ["collection_set", "settings"]
+    with pytest.raises(FaceFindError, match="bad collection name"):
+        facefind.set_collection("../x", [tmp_path])
+    with pytest.raises(FaceFindError) as refused:
+        facefind.set_collection("case-b", [tmp_path], actor=Actor("bob", "investigator"))
+    assert refused.value.reason == "forbidden"
+    facefind.set_collection("case-a", None)
+    assert facefind.collections() == {}
+
+
+def test_the_index_is_requeried_wider_until_a_small_allowed_set_has_its_candidates(facefind, photo_folder):
+    """The ANN/flat index ranks the whole library: an allowed face ranked last must still come back."""
+    from facefind.search import _index_candidates, probe_faces
+
+    facefind.index([photo_folder], workers=1)
+    probe = probe_faces(facefind.pipeline, probe_sample().read_bytes(), "probe", facefind.max_pixels)[0].embedding
+    with facefind.open_library() as library:
+        ids, vectors = library.embeddings(sorted(int(i) for i in library.index.ids()))
+        worst = int(ids[(vectors @ probe).argmin()])
+        assert len(library.index) > 8
+        assert worst not in library.index.search(probe[None, :], 4)[1][0], "not among the first asked"
+        assert _index_candidates(library, probe, 4, {worst}) == [worst]
+        assert len(_index_candidates(library, probe, 4, None)) == 4
+
+
+def test_a_large_restricted_gallery_searched_through_the_index_finds_what_exact_scoring_finds(
+        facefind, photo_folder, monkeypatch):
+    import facefind.search as search
+
+    facefind.index([photo_folder], workers=1)
+    facefind.set_collection("team", [photo_folder / "players.jpg"])
+    amy = Actor("amy", "investigator", collections=frozenset({"team"}))
+    exact = facefind.search(probe_sample(), top_k=5, show_all=True, purpose=PURPOSE, actor=amy)
+    monkeypatch.setattr(search, "EXACT_SCORING_MAX", 0)
+    through_index = facefind.search(probe_sample(), top_k=5, show_all=True, purpose=PURPOSE, actor=amy)
+    assert through_index.gallery_size == exact.gallery_size < facefind.stats()["index_size"]
+    assert [m.face.face_id for m in through_index.matches] == [m.face.face_id for m in exact.matches]
+    assert all(m.source.path.endswith("players.jpg") for m in exact.matches)
+
+
+def test_indexing_outside_ones_collections_is_refused(facefind, photo_folder, tmp_path):
+    facefind.set_collection("photos", [photo_folder])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    amy = Actor("amy", "investigator", collections=frozenset({"photos"}))
+    with pytest.raises(FaceFindError, match="outside the collections amy may use") as refused:
+        facefind.index([elsewhere], actor=amy)
+    assert refused.value.reason == "forbidden_path"
+    assert facefind.index([photo_folder], workers=1, actor=amy).failed == 0

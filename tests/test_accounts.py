@@ -22,7 +22,7 @@ from facefind.accounts import (
     role_scopes,
 )
 from facefind.audit import AuditLog
-from facefind.errors import FaceFindError
+from facefind.errors import FaceFindError, NotFoundError
 
 ADMIN = Actor("setup", "admin")
 PASSWORD = "a long enough password"
@@ -204,3 +204,82 @@ def test_the_cli_makes_users_and_keys_and_never_lists_a_token(tmp_path):
     assert facefind("-L", library, "keys", "revoke", "1").returncode == 0
     assert "revoked" in facefind("-L", library, "keys", "list").stdout
     assert "root  admin" in facefind("-L", library, "users", "list").stdout
+
+
+def test_a_role_change_narrows_the_users_keys_and_sessions_at_once(accounts):
+    accounts.add_user("ivy", "investigator", PASSWORD, ADMIN)
+    token, _ = accounts.create_key("ivy", ["search", "index"], None, ADMIN)
+    session, _ = accounts.login("ivy", PASSWORD, None)
+    assert accounts.set_role("ivy", "viewer", ADMIN).role == "viewer"
+    actor, _ = accounts.key_actor(token, None)
+    assert actor.role == "viewer" and actor.key_scopes == {"search"} and not actor.may("search")
+    assert accounts.session(session).role == "viewer"
+    with pytest.raises(FaceFindError, match="unknown role"):
+        accounts.set_role("ivy", "boss", ADMIN)
+
+
+def test_removing_a_user_kills_their_keys_sessions_grants_and_shares(accounts, tmp_path):
+    accounts.add_user("ivy", "investigator", PASSWORD, ADMIN)
+    token, _ = accounts.create_key("ivy", ["search"], None, ADMIN)
+    session, _ = accounts.login("ivy", PASSWORD, None)
+    accounts.grant("ivy", "case-a", ADMIN)
+    accounts.share(7, "ivy", ADMIN)
+    accounts.remove_user("ivy", ADMIN)
+    assert accounts.session(session) is None and accounts.users() == []
+    with pytest.raises(AuthenticationError):
+        accounts.key_actor(token, None)
+    assert accounts.grants() == {} and accounts.shared_with("ivy") == set()
+    accounts.add_user("ivy", "viewer", PASSWORD, ADMIN)  # the name again: nothing of the old account comes back
+    assert accounts.keys("ivy") == [] and accounts.grants("ivy") == {}
+    with pytest.raises(NotFoundError):
+        accounts.remove_user("nobody", ADMIN)
+    removal = [json.loads(e["details"]) for e in AuditLog(tmp_path).entries() if e["action"] == "user_remove"]
+    assert removal == [{"user": "ivy", "role": "investigator", "keys_removed": 1, "sessions_ended": 1}]
+
+
+@pytest.mark.parametrize("change", ["demote", "remove"])
+def test_the_last_admin_can_be_neither_demoted_nor_removed(accounts, change):
+    accounts.add_user("root", "admin", PASSWORD, ADMIN)
+    do = {"demote": lambda name: accounts.set_role(name, "viewer", ADMIN),
+          "remove": lambda name: accounts.remove_user(name, ADMIN)}[change]
+    with pytest.raises(FaceFindError, match="last admin"):
+        do("root")
+    accounts.add_user("rita", "admin", PASSWORD, ADMIN)
+    do("root")
+    assert [(user.name, user.role) for user in accounts.users() if user.role == "admin"] == [("rita", "admin")]
+
+
+def test_grants_limit_a_users_keys_and_sessions_to_their_collections(accounts):
+    for name, role in (("amy", "investigator"), ("root", "admin")):
+        accounts.add_user(name, role, PASSWORD, ADMIN)
+    accounts.grant("amy", "case-a", ADMIN)
+    accounts.grant("amy", "case-b", ADMIN)
+    accounts.grant("amy", "case-b", ADMIN, revoke=True)
+    key, _ = accounts.create_key("amy", ["search"], None, ADMIN)
+    session, _ = accounts.login("amy", PASSWORD, None)
+    assert accounts.key_actor(key, None)[0].collections == {"case-a"}
+    assert accounts.session(session).actor(None).collections == {"case-a"}
+    admin_session, _ = accounts.login("root", PASSWORD, None)
+    assert accounts.session(admin_session).actor(None).collections is None, "an admin reads every collection"
+    with pytest.raises(NotFoundError):
+        accounts.grant("amy", "case-b", ADMIN, revoke=True)
+
+
+def test_the_cli_changes_roles_grants_collections_and_removes_users(tmp_path):
+    library = str(tmp_path / "lib")
+    for name, role in (("root", "admin"), ("ivy", "investigator")):
+        made = facefind("-L", library, "users", "add", "--role", role, "--password-stdin", name, stdin=PASSWORD + "\n")
+        assert made.returncode == 0, made.stderr
+    assert "ivy is now viewer" in facefind("-L", library, "users", "role", "ivy", "viewer").stdout
+    unknown = facefind("-L", library, "users", "grant", "ivy", "case-a")
+    assert unknown.returncode != 0 and "no collection case-a" in unknown.stderr and "Traceback" not in unknown.stderr
+    added = facefind("-L", library, "access", "collection", "add", "case-a", str(tmp_path / "a"))
+    assert added.returncode == 0 and "case-a" in added.stdout, added.stderr
+    assert "ivy reads: case-a" in facefind("-L", library, "users", "grant", "ivy", "case-a").stdout
+    assert "reads case-a" in facefind("-L", library, "users", "list").stdout
+    last = facefind("-L", library, "users", "remove", "root")
+    assert last.returncode != 0 and "last admin" in last.stderr
+    assert facefind("-L", library, "users", "remove", "ivy").returncode == 0
+    assert "ivy" not in facefind("-L", library, "users", "list").stdout
+    actions = [e["action"] for e in AuditLog(Path(library)).entries()]
+    assert actions[-4:] == ["user_role", "collection_set", "grant", "user_remove"]

@@ -186,7 +186,8 @@ def test_a_search_racing_a_removal_drops_the_vanished_faces(facefind, photo_fold
     facefind.index([photo_folder], workers=1)
     with facefind.open_library() as stale:  # its in-memory index still holds players.jpg's faces
         facefind.remove(photo_folder / "players.jpg")
-        result = search_library(stale, facefind.pipeline, facefind.calibration, probe_sample(), show_all=True, top_k=50)
+        result, _ = search_library(stale, facefind.pipeline, facefind.calibration, probe_sample(), show_all=True,
+                                   top_k=50)
     assert result.matches and all(Path(m.source.path).name == "gdp.jpg" for m in result.matches)
 
 
@@ -209,3 +210,34 @@ def test_a_corrupted_stored_embedding_is_refused_not_scored(facefind, photo_fold
     for within in (None, photo_folder):
         with pytest.raises(DamagedLibraryError, match=f"face {best}.*check --repair"):
             facefind.search(probe_sample(), within=within, purpose=PURPOSE)
+
+
+@pytest.mark.parametrize("operation", ["search", "verify"])
+def test_the_audit_record_reuses_what_the_search_saw_of_the_probe(facefind, photo_folder, monkeypatch, operation):
+    """The probe is read and decoded once: the audit log's hash and crop come from the search itself."""
+    import base64
+    import hashlib
+    import io
+
+    from PIL import Image
+
+    from facefind import api, search
+
+    facefind.index([photo_folder / "gdp.jpg"], workers=1)
+    decoded, reads = [], []
+    for module in (search, api):  # wherever a probe could be decoded or read again
+        real_decode, real_read = module.decode_image, getattr(module, "read_probe")
+        monkeypatch.setattr(module, "decode_image", lambda *a, real=real_decode, **k: decoded.append(1) or real(*a, **k))
+        monkeypatch.setattr(module, "read_probe", lambda *a, real=real_read, **k: reads.append(1) or real(*a, **k))
+    if operation == "search":
+        facefind.search(probe_sample(), purpose=PURPOSE)
+        probes = [facefind.audit_log.select()[-1]["details"]["probe"]]
+    else:
+        facefind.verify(probe_sample(), photo_folder / "gdp.jpg", purpose=PURPOSE)
+        details = facefind.audit_log.select()[-1]["details"]
+        probes = [details["probe_a"], details["probe_b"]]
+    assert len(decoded) == len(reads) == len(probes)  # once per probe, not again for the audit record
+    assert probes[0]["sha256"] == hashlib.sha256(probe_sample().read_bytes()).hexdigest()
+    for probe in probes:
+        crop = Image.open(io.BytesIO(base64.b64decode(probe["crop_jpeg_base64"])))
+        assert crop.size == (48, 48)

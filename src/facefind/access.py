@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from facefind.errors import FaceFindError
 
@@ -26,6 +28,7 @@ PERMISSIONS: dict[str, tuple[frozenset[str], str]] = {
     "faces": (frozenset({"admin", "investigator"}), "search"),
     "evidence": (frozenset({"admin", "investigator"}), "search"),
     "read_results": (frozenset({"admin", "investigator", "viewer"}), "search"),
+    "share": (frozenset({"admin", "investigator"}), "search"),
     "index": (frozenset({"admin", "investigator"}), "index"),
     "stats": (frozenset({"admin", "investigator", "viewer"}), "search"),
     "remove": (frozenset({"admin"}), "admin"),
@@ -34,6 +37,11 @@ PERMISSIONS: dict[str, tuple[frozenset[str], str]] = {
     "settings": (frozenset({"admin"}), "admin"),
     "calibrate": (frozenset({"admin"}), "admin"),
     "audit_read": (frozenset({"auditor", "admin"}), "audit"),
+    "watch_manage": (frozenset({"admin", "investigator"}), "search"),  # create watchlists
+    "watch_read": (frozenset({"admin", "investigator", "viewer"}), "search"),  # of watchlists naming them
+    "watch_review": (frozenset({"admin", "investigator"}), "search"),  # acknowledge / dismiss hits
+    "people_read": (frozenset({"admin", "investigator", "viewer"}), "search"),  # people, co-appearance
+    "people_edit": (frozenset({"admin", "investigator"}), "search"),  # build, name, merge, split, move, hide
 }
 
 ACCESS_FILE = "access.json"
@@ -59,7 +67,7 @@ class Actor:
     name: str
     role: str
     key_scopes: frozenset[str] | None = None  # None: not acting through a key
-    collections: frozenset[str] | None = None  # None: every collection
+    collections: frozenset[str] | None = None  # None: every collection (admins, the local command line)
     client_address: str | None = None  # None: this machine's command line
 
     def __post_init__(self) -> None:
@@ -112,12 +120,39 @@ def os_user() -> str:
         return "local"
 
 
+_COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_collection_name(name: str) -> str:
+    if not _COLLECTION_NAME.fullmatch(name):
+        raise FaceFindError(f"bad collection name {name!r}: letters, digits and . _ -, up to 64",
+                            reason="bad_argument")
+    return name
+
+
+def under_any(path: str, roots: Sequence[str]) -> bool:
+    """Whether ``path`` is one of ``roots`` or lies under one (whole folder names, as the catalog matches)."""
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+
 @dataclass
 class AccessConfig:
-    """The library's access settings (``access.json``): local users' roles, the shortest reason accepted."""
+    """The library's access settings (``access.json``): local users' roles, the shortest reason accepted,
+    and the collections (name -> root folders) that users are granted.
+
+    With no collections defined the library is one implicit collection that every actor reads.
+    """
 
     local_roles: dict[str, str] = field(default_factory=dict)
     min_reason_length: int = DEFAULT_MIN_REASON
+    collections: dict[str, list[str]] = field(default_factory=dict)
+
+    def readable_roots(self, actor: Actor) -> list[str] | None:
+        """The root folders ``actor`` may read, or None for everything (no collections defined, or an actor
+        not limited to collections: an admin, the local command line)."""
+        if not self.collections or actor.collections is None:
+            return None
+        return sorted({root for name in actor.collections for root in self.collections.get(name, [])})
 
     @classmethod
     def load(cls, library: Path) -> "AccessConfig":
@@ -130,7 +165,8 @@ class AccessConfig:
             raise FaceFindError(f"{path} is unreadable: {error}", reason="damaged_library") from None
         if not isinstance(data, dict):
             raise FaceFindError(f"{path} must hold a JSON object", reason="damaged_library")
-        config = cls(dict(data.get("local_roles", {})), int(data.get("min_reason_length", DEFAULT_MIN_REASON)))
+        config = cls(dict(data.get("local_roles", {})), int(data.get("min_reason_length", DEFAULT_MIN_REASON)),
+                     {str(name): [str(root) for root in roots] for name, roots in data.get("collections", {}).items()})
         for name, role in config.local_roles.items():
             if role not in ROLES:
                 raise FaceFindError(f"{path}: {name} has unknown role {role!r}", reason="damaged_library")
@@ -140,7 +176,8 @@ class AccessConfig:
         path = library / ACCESS_FILE
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(
-            {"local_roles": self.local_roles, "min_reason_length": self.min_reason_length}, indent=2) + "\n")
+            {"local_roles": self.local_roles, "min_reason_length": self.min_reason_length,
+             "collections": self.collections}, indent=2) + "\n")
         temporary.replace(path)
 
     def local_actor(self, user: str | None = None) -> Actor:

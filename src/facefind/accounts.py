@@ -50,6 +50,11 @@ CREATE TABLE IF NOT EXISTS sessions (
     expires_at REAL NOT NULL, purpose_case TEXT, purpose_reason TEXT);
 CREATE TABLE IF NOT EXISTS login_failures (
     subject TEXT PRIMARY KEY, failures INTEGER NOT NULL, locked_until REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS grants (
+    user TEXT NOT NULL REFERENCES users(name), collection TEXT NOT NULL, PRIMARY KEY (user, collection));
+CREATE TABLE IF NOT EXISTS shares (
+    search_id INTEGER NOT NULL, user TEXT NOT NULL REFERENCES users(name), shared_by TEXT NOT NULL,
+    shared_at TEXT NOT NULL, PRIMARY KEY (search_id, user));
 """
 
 
@@ -119,6 +124,10 @@ class Session:
     role: str
     csrf_token: str
     purpose: Purpose | None
+    collections: frozenset[str] | None = None  # None: every collection (an admin)
+
+    def actor(self, client: str | None) -> Actor:
+        return Actor(self.user, self.role, collections=self.collections, client_address=client)
 
 
 @dataclass
@@ -186,6 +195,113 @@ class Accounts:
     def has_admin(self) -> bool:
         return any(user.role == "admin" for user in self.users())
 
+    def set_role(self, name: str, role: str, by: Actor) -> User:
+        """Give a user another role; their keys keep working only within the new role's scopes (key_actor)."""
+        if role not in ROLES:
+            raise FaceFindError(f"unknown role {role!r}; roles are {', '.join(ROLES)}", reason="bad_argument")
+        db = self._connect()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            found = self._existing(db, name)
+            if found[0] == "admin" and role != "admin":
+                self._keep_an_admin(db, name)
+            db.execute("UPDATE users SET role = ? WHERE name = ?", (role, name))
+            db.execute("COMMIT")
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            db.close()
+        self._audit(by.name, "user_role", {"user": name, "before": found[0], "after": role}, by.client_address)
+        return next(user for user in self.users() if user.name == name)
+
+    def remove_user(self, name: str, by: Actor) -> None:
+        """Remove a user with everything that lets them in: keys, sessions, collection grants, shares."""
+        db = self._connect()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            role = self._existing(db, name)[0]
+            if role == "admin":
+                self._keep_an_admin(db, name)
+            counts = {table: db.execute(f"DELETE FROM {table} WHERE user = ?", (name,)).rowcount
+                      for table in ("api_keys", "sessions", "grants", "shares")}
+            db.execute("DELETE FROM users WHERE name = ?", (name,))
+            db.execute("COMMIT")
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            db.close()
+        self._audit(by.name, "user_remove", {"user": name, "role": role, "keys_removed": counts["api_keys"],
+                                             "sessions_ended": counts["sessions"]}, by.client_address)
+
+    def _existing(self, db: sqlite3.Connection, name: str) -> tuple[str, str]:
+        found = self._user(db, name)
+        if found is None:
+            raise NotFoundError(f"no user {name}")
+        return found
+
+    @staticmethod
+    def _keep_an_admin(db: sqlite3.Connection, leaving: str) -> None:
+        others = db.execute("SELECT COUNT(*) FROM users WHERE role = 'admin' AND name != ?", (leaving,)).fetchone()[0]
+        if not others:
+            raise FaceFindError(f"{leaving} is the last admin: make someone else admin first", reason="bad_argument")
+
+    # -- collections granted, searches shared -----------------------------------------------------
+
+    def grant(self, name: str, collection: str, by: Actor, revoke: bool = False) -> None:
+        """Let a user (and their keys) read a collection, or with ``revoke`` stop them; audited."""
+        db = self._connect()
+        try:
+            self._existing(db, name)
+            if revoke:
+                changed = db.execute("DELETE FROM grants WHERE user = ? AND collection = ?",
+                                     (name, collection)).rowcount
+            else:
+                changed = db.execute("INSERT OR IGNORE INTO grants VALUES (?, ?)", (name, collection)).rowcount
+        finally:
+            db.close()
+        if revoke and not changed:
+            raise NotFoundError(f"{name} was not granted collection {collection}")
+        self._audit(by.name, "revoke" if revoke else "grant", {"user": name, "collection": collection},
+                    by.client_address)
+
+    def grants(self, name: str | None = None) -> dict[str, list[str]]:
+        """User -> collections they were granted."""
+        db = self._connect()
+        try:
+            rows = db.execute("SELECT user, collection FROM grants WHERE ? IS NULL OR user = ?"
+                              " ORDER BY user, collection", (name, name)).fetchall()
+        finally:
+            db.close()
+        granted: dict[str, list[str]] = {}
+        for user, collection in rows:
+            granted.setdefault(user, []).append(collection)
+        return granted
+
+    def collections_of(self, db: sqlite3.Connection, name: str, role: str) -> frozenset[str] | None:
+        """What an actor of this user is limited to: None (everything) for an admin, else their grants."""
+        if role == "admin":
+            return None
+        return frozenset(row[0] for row in db.execute("SELECT collection FROM grants WHERE user = ?", (name,)))
+
+    def share(self, search_id: int, name: str, by: Actor) -> None:
+        """Let a viewer (or anyone) read one past search; the caller has checked the search is the sharer's to share."""
+        db = self._connect()
+        try:
+            self._existing(db, name)
+            db.execute("INSERT OR REPLACE INTO shares VALUES (?, ?, ?, ?)",
+                       (search_id, name, by.name, _iso(self.clock())))
+        finally:
+            db.close()
+        self._audit(by.name, "share", {"search_id": search_id, "user": name}, by.client_address)
+
+    def shared_with(self, name: str) -> set[int]:
+        """The ids of the searches shared with a user."""
+        db = self._connect()
+        try:
+            return {row[0] for row in db.execute("SELECT search_id FROM shares WHERE user = ?", (name,))}
+        finally:
+            db.close()
+
     def _user(self, db: sqlite3.Connection, name: str) -> tuple[str, str] | None:
         return db.execute("SELECT role, password_hash FROM users WHERE name = ?", (name,)).fetchone()
 
@@ -240,11 +356,12 @@ class Accounts:
                 "SELECT s.user, u.role, s.csrf_token, s.purpose_case, s.purpose_reason FROM sessions s"
                 " JOIN users u ON u.name = s.user WHERE s.token_sha256 = ? AND s.expires_at > ?",
                 (_sha256(token), self.clock())).fetchone()
+            collections = None if row is None else self.collections_of(db, row[0], row[1])
         finally:
             db.close()
         if row is None:
             return None
-        return Session(row[0], row[1], row[2], Purpose(row[3], row[4]) if row[3] is not None else None)
+        return Session(row[0], row[1], row[2], Purpose(row[3], row[4]) if row[3] is not None else None, collections)
 
     def state_purpose(self, token: str, purpose: Purpose) -> None:
         """Keep the purpose a browser stated for the searches of its session."""
@@ -321,6 +438,7 @@ class Accounts:
         try:
             row = db.execute("SELECT k.id, k.user, u.role, k.scopes, k.expires_at, k.revoked_at FROM api_keys k"
                              " JOIN users u ON u.name = k.user WHERE k.token_sha256 = ?", (_sha256(token),)).fetchone()
+            collections = None if row is None else self.collections_of(db, row[1], row[2])
         finally:
             db.close()
         if row is None:
@@ -331,4 +449,4 @@ class Accounts:
         if expires is not None and expires <= self.clock():
             raise AuthenticationError(f"API key {key_id} expired at {_iso(expires)}")
         granted = frozenset(scopes.split(",")) & role_scopes(role)
-        return Actor(user, role, key_scopes=granted, client_address=client), key_id
+        return Actor(user, role, key_scopes=granted, collections=collections, client_address=client), key_id

@@ -378,8 +378,9 @@ class AuditLog:
         return None
 
     def select(self, since: datetime | None = None, until: datetime | None = None,
-               actor: str | None = None) -> list[dict]:
-        """Entries in a time range (inclusive) and of one actor, each with purpose and details parsed.
+               actor: str | None = None, action: str | None = None, case: str | None = None) -> list[dict]:
+        """Entries in a time range (inclusive), of one actor, one action, one purpose case, each with
+        purpose and details parsed.
 
         Details include the personal payload where it is kept; ``payload`` says "kept", "redacted"
         or None (the entry never had one).
@@ -389,22 +390,36 @@ class AuditLog:
         chosen = []
         for entry in self.entries():
             when = datetime.fromisoformat(entry["time"])
-            if (since and when < since) or (until and when > until) or (actor and entry["actor"] != actor):
+            if (since and when < since) or (until and when > until) or (actor and entry["actor"] != actor) \
+                    or (action and entry["action"] != action):
+                continue
+            purpose = json.loads(entry["purpose"]) if entry["purpose"] else None
+            if case and (purpose or {}).get("case") != case:
                 continue
             details, stored = json.loads(entry["details"]), payloads.get(entry["id"])
             if stored is not None:
                 details = merge_personal(details, json.loads(stored[1]))
             state = None if entry["payload_sha256"] is None else ("kept" if stored is not None else REDACTED)
-            chosen.append({**entry, "purpose": json.loads(entry["purpose"]) if entry["purpose"] else None,
-                           "details": details, "payload": state})
+            chosen.append({**entry, "purpose": purpose, "details": details, "payload": state})
         return chosen
 
     def export(self, out: Path, fmt: str = "jsonl", since: datetime | None = None,
-               until: datetime | None = None, actor: str | None = None) -> int:
+               until: datetime | None = None, actor: str | None = None, action: str | None = None,
+               case: str | None = None) -> int:
         """Write the chosen entries as JSON Lines or CSV (purpose and details as JSON text); returns the count."""
+        text, count = self.export_text(fmt, since, until, actor, action, case)
+        try:
+            out.write_text(text, encoding="utf-8", newline="")
+        except OSError as error:
+            raise FaceFindError(f"cannot write {out}: {error}", reason="unwritable") from None
+        return count
+
+    def export_text(self, fmt: str = "jsonl", since: datetime | None = None, until: datetime | None = None,
+                    actor: str | None = None, action: str | None = None, case: str | None = None) -> tuple[str, int]:
+        """The chosen entries as JSON Lines or CSV text, and how many."""
         if fmt not in ("jsonl", "csv"):
             raise FaceFindError(f"unknown export format {fmt!r}; use jsonl or csv", reason="bad_argument")
-        entries = self.select(since, until, actor)
+        entries = self.select(since, until, actor, action, case)
         buffer = io.StringIO(newline="")
         if fmt == "jsonl":
             for entry in entries:
@@ -415,8 +430,4 @@ class AuditLog:
             for entry in entries:
                 writer.writerow({**entry, "purpose": json.dumps(entry["purpose"], ensure_ascii=False),
                                  "details": json.dumps(entry["details"], ensure_ascii=False)})
-        try:
-            out.write_text(buffer.getvalue(), encoding="utf-8", newline="")
-        except OSError as error:
-            raise FaceFindError(f"cannot write {out}: {error}", reason="unwritable") from None
-        return len(entries)
+        return buffer.getvalue(), len(entries)

@@ -34,7 +34,8 @@ from rich.table import Table
 from rich.text import Text
 
 from facefind.access import Actor, Purpose, PurposeRequiredError
-from facefind.api import FaceFind
+from facefind.api import Backends, FaceFind
+from facefind.client import SERVICE_ENV, ServiceClient
 from facefind.errors import FaceFindError
 from facefind.pipeline import PipelineConfig
 from facefind.pipeline.decode import DEFAULT_MAX_PIXELS
@@ -90,9 +91,20 @@ def main(
     state.detection_size = detection_size
 
 
-def _facefind(model: str | None = None) -> FaceFind:
+def _facefind(model: str | None = None, backends: Backends | None = None) -> FaceFind:
     return FaceFind(state.library, PipelineConfig(detection_size=state.detection_size), max_pixels=state.max_pixels,
-                    model=model)
+                    model=model, backends=backends)
+
+
+ServiceOption = Annotated[Optional[str], typer.Option(
+    "--service", envvar=SERVICE_ENV, help="Ask a running `facefind serve` at this URL (e.g. http://127.0.0.1:8000)"
+    " instead of opening the library here: no models or index to load. Its library is searched, not --library;"
+    " the API key is read from $FACEFIND_API_KEY.")]
+
+
+def _searcher(service: str | None) -> FaceFind | ServiceClient:
+    """Who answers a search or verify: the configured service, else the library opened here."""
+    return ServiceClient(service) if service else _facefind()
 
 
 def _visible(value: object) -> str:
@@ -207,6 +219,17 @@ def index(
     model: Annotated[Optional[str], typer.Option(
         help="Models of a NEW library: arcface (default; weights for non-commercial research only) or sface"
              " (YuNet + SFace, Apache-2.0). An existing library keeps the models it was built with.")] = None,
+    cluster: Annotated[Optional[str], typer.Option(
+        help="Analyse images on a Dask cluster (scheduler address, e.g. tcp://scheduler:8786) instead of"
+             " local worker processes; its workers must see PATHS at the same paths. This process still"
+             " commits, so an interrupted run resumes as usual (docs/DEPLOY.md).")] = None,
+    catalog: Annotated[Optional[str], typer.Option(
+        "--catalog", help="Catalog of a NEW library on a PostgreSQL server: postgresql://USER@HOST:PORT/DB?schema=NAME"
+             " (one schema per library; the password from $PGPASSWORD or ~/.pgpass). Recorded in the library's"
+             " backends.json, so later commands and `facefind serve` only need --library (docs/DEPLOY.md).")] = None,
+    index_spec: Annotated[Optional[str], typer.Option(
+        "--index", help="Vector index of a NEW library: faiss (default, files in the library folder), pgvector"
+             " (in the --catalog PostgreSQL) or milvus://HOST:PORT.")] = None,
 ) -> None:
     """Find every face in the images and videos under PATHS and store it.
 
@@ -217,11 +240,14 @@ def index(
     crash) resumes where it stopped. Exit code 0: all files processed;
     1: some files could not be read (see `facefind stats`); 130: interrupted.
     """
-    facefind = _facefind(model)
+    backends = None
+    if catalog is not None or index_spec is not None:
+        backends = Backends(catalog or Backends.catalog, index_spec or Backends.index)
+    facefind = _facefind(model, backends)
     try:
         with _progress_bar() as bar:
             report = facefind.index(paths, workers=workers, progress=_RichProgress(bar),
-                                    video_fps=None if all_frames else video_fps)
+                                    video_fps=None if all_frames else video_fps, cluster=cluster)
     except FaceFindError as error:
         raise _fail(error) from None
     if as_json:
@@ -273,6 +299,7 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="JSON output (schema: docs/search-result.schema.json).")] = False,
     case: CaseOption = None,
     reason: ReasonOption = None,
+    service: ServiceOption = None,
 ) -> None:
     """Find where the face in PROBE appears in the library, best match first.
 
@@ -281,8 +308,8 @@ def search(
     strong (FMR <= 1e-5), possible (<= 1e-3), weak (<= 1e-2), not a match.
     """
     try:
-        result = _facefind().search(probe, face=face, top_k=top_k, max_fmr=max_fmr, show_all=show_all, within=within,
-                                    purpose=_purpose(case, reason))
+        result = _searcher(service).search(probe, face=face, top_k=top_k, max_fmr=max_fmr, show_all=show_all,
+                                           within=within, purpose=_purpose(case, reason))
     except FaceFindError as error:
         raise _fail(error) from None
     if as_json:
@@ -358,10 +385,11 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     case: CaseOption = None,
     reason: ReasonOption = None,
+    service: ServiceOption = None,
 ) -> None:
     """Compare a face in IMAGE_A with a face in IMAGE_B, with a calibrated false match rate."""
     try:
-        result = _facefind().verify(image_a, image_b, face_a, face_b, max_fmr, purpose=_purpose(case, reason))
+        result = _searcher(service).verify(image_a, image_b, face_a, face_b, max_fmr, purpose=_purpose(case, reason))
     except FaceFindError as error:
         raise _fail(error) from None
     if as_json:
@@ -625,6 +653,50 @@ def access_set(
         raise _fail(error) from None
 
 
+collection_app = typer.Typer(
+    help="Collections (a case, an archive): named sets of root folders. Once one exists, every user but an admin"
+         " searches and sees only the collections granted to them (`facefind users grant NAME COLLECTION`).",
+    no_args_is_help=True)
+access_app.add_typer(collection_app, name="collection")
+
+
+def _print_collections(collections: dict[str, list[str]]) -> None:
+    for name, roots in sorted(collections.items()):
+        console.print(Text.assemble((name, "bold"), ": ", _plain(", ".join(roots))))
+    if not collections:
+        console.print("no collections: the whole library is one collection every user reads")
+
+
+@collection_app.command("add")
+def collection_add(
+    name: Annotated[str, typer.Argument(help="The collection's name, e.g. CASE-2026-014 or archive.")],
+    roots: Annotated[list[Path], typer.Argument(help="Its root folders (indexed files under them belong to it).")],
+) -> None:
+    """Define (or redefine) a collection as root folders; an admin's change, audited."""
+    try:
+        _print_collections(_facefind().set_collection(name, roots))
+    except FaceFindError as error:
+        raise _fail(error) from None
+
+
+@collection_app.command("remove")
+def collection_remove(name: Annotated[str, typer.Argument(help="The collection to remove.")]) -> None:
+    """Remove a collection (its files stay indexed; users granted only it no longer see them)."""
+    try:
+        _print_collections(_facefind().set_collection(name, None))
+    except FaceFindError as error:
+        raise _fail(error) from None
+
+
+@collection_app.command("list")
+def collection_list() -> None:
+    """The collections and their root folders."""
+    try:
+        _print_collections(_facefind().collections())
+    except FaceFindError as error:
+        raise _fail(error) from None
+
+
 audit_app = typer.Typer(help="The audit log: who searched, indexed, exported or erased, when and why.",
                          no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
@@ -716,8 +788,51 @@ def users_add(
 def users_list() -> None:
     """The users and their roles."""
     facefind, _ = _account_admin()
+    grants = facefind.accounts.grants()
     for user in facefind.accounts.users():
-        console.print(Text.assemble(_plain(user.name), f"  {user.role}  since {user.created_at}"))
+        granted = "every collection" if user.role == "admin" else ", ".join(grants.get(user.name, [])) or "no collection"
+        console.print(Text.assemble(_plain(user.name), f"  {user.role}  since {user.created_at}  reads ",
+                                    _plain(granted)))
+
+
+@users_app.command("role")
+def users_role(
+    name: Annotated[str, typer.Argument(help="The user.")],
+    role: Annotated[str, typer.Argument(help="admin, investigator, viewer or auditor.")],
+) -> None:
+    """Change a user's role; their keys keep only the scopes the new role allows. Audited."""
+    facefind, actor = _account_admin()
+    try:
+        user = facefind.change_role(name, role, actor=actor)
+    except FaceFindError as error:
+        raise _fail(error) from None
+    console.print(Text.assemble(_plain(user.name), f" is now {user.role}"))
+
+
+@users_app.command("remove")
+def users_remove(name: Annotated[str, typer.Argument(help="The user to remove.")]) -> None:
+    """Remove a user: their API keys stop working and their login sessions end at once. Audited."""
+    facefind, actor = _account_admin()
+    try:
+        facefind.remove_user(name, actor=actor)
+    except FaceFindError as error:
+        raise _fail(error) from None
+    console.print(Text.assemble("removed ", _plain(name), "; their keys and sessions are gone"))
+
+
+@users_app.command("grant")
+def users_grant(
+    name: Annotated[str, typer.Argument(help="The user.")],
+    collection: Annotated[str, typer.Argument(help="A collection (`facefind access collection list`).")],
+    revoke: Annotated[bool, typer.Option("--revoke", help="Take the collection away instead.")] = False,
+) -> None:
+    """Let a user (and their API keys) search and see one collection, or with --revoke stop them. Audited."""
+    facefind, actor = _account_admin()
+    try:
+        grants = facefind.grant_collection(name, collection, revoke, actor=actor)
+    except FaceFindError as error:
+        raise _fail(error) from None
+    console.print(Text.assemble(_plain(name), " reads: ", _plain(", ".join(grants.get(name, [])) or "no collection")))
 
 
 @keys_app.command("create")
@@ -807,6 +922,291 @@ def serve(
     console.print(Text.assemble("facefind: serving ", _plain(facefind.library_path), f" at http://{host}:{port}/",
                                 " (API docs at /docs); Ctrl-C stops"))
     uvicorn.run(service, host=host, port=port, log_level="warning")
+
+
+@app.command("dev-services")
+def dev_services(
+    postgres: Annotated[bool, typer.Option(help="Start PostgreSQL 18 + pgvector (catalog and/or index).")] = True,
+    milvus: Annotated[bool, typer.Option(help="Start Milvus standalone 2.3.5 (vector index).")] = True,
+    dask: Annotated[bool, typer.Option(help="Start a Dask scheduler and workers (distributed ingest).")] = True,
+    dask_workers: Annotated[int, typer.Option(help="Dask worker processes (each loads the models once).")] = 2,
+) -> None:
+    """Run local servers for development and tests until Ctrl-C, all on 127.0.0.1, from installed wheels
+    (no docker, no downloads): PostgreSQL + pgvector, Milvus, a Dask cluster. Prints what to pass to
+    facefind; their data is temporary and deleted when they stop. For production see docs/DEPLOY.md.
+
+    Example: `facefind dev-services --no-postgres` then, in another terminal,
+    `facefind index PHOTOS --index milvus://127.0.0.1:PORT --cluster tcp://127.0.0.1:PORT`.
+    """
+    import contextlib
+    import signal
+    import threading
+
+    from facefind.devservices.dask_cluster import dask_cluster
+    from facefind.devservices.milvus import milvus_server
+    from facefind.devservices.postgres import local_postgres
+
+    if dask_workers < 1:
+        raise _fail(FaceFindError("--dask-workers must be at least 1", reason="bad_argument"))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.ExitStack() as running:
+        try:
+            if postgres:
+                console.print("starting PostgreSQL...")
+                url = running.enter_context(local_postgres()).url
+                console.print(Text.assemble("PostgreSQL: --catalog ", (url, "bold"), "  (and --index pgvector)"))
+            if milvus:
+                console.print("starting Milvus...")
+                spec = running.enter_context(milvus_server()).spec
+                console.print(Text.assemble("Milvus:     --index ", (spec, "bold")))
+            if dask:
+                console.print(f"starting Dask with {dask_workers} worker(s)...")
+                address = running.enter_context(dask_cluster(workers=dask_workers)).address
+                console.print(Text.assemble("Dask:       --cluster ", (address, "bold")))
+            console.print("running; Ctrl-C stops them all and deletes their data")
+            while not stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+        except RuntimeError as error:  # a server that did not start says why (its log's tail)
+            raise _fail(FaceFindError(str(error), reason="dev_service_failed")) from None
+        finally:
+            console.print("stopping...")
+
+
+people_app = typer.Typer(
+    help="People: faces grouped into persons at a calibrated false match rate. `build` groups every face"
+    " (and each later `index` keeps people up to date); name, merge, split, move and hide are kept by every"
+    " later run. Example: `facefind people build`, `facefind people list`, `facefind people name 12 \"Ada L.\"`.",
+    no_args_is_help=True)
+app.add_typer(people_app, name="people")
+PersonId = Annotated[int, typer.Argument(help="Person number, as `facefind people list` shows it.")]
+FaceId = Annotated[int, typer.Argument(help="Face id, as `facefind people show` shows it.")]
+
+
+def _people(call):
+    """Run one people call, a refusal as a one-line error (exit 2)."""
+    try:
+        return call(_facefind())
+    except FaceFindError as error:
+        raise _fail(error) from None
+
+
+def _link_text(link) -> str:
+    return "-" if link is None else f"{link.fmr_text} ({link.similarity:.3f})"
+
+
+@people_app.command("build")
+def people_build(max_fmr: Annotated[float, typer.Option(help="Link faces only at this false match rate or lower.")]
+                 = 1e-5) -> None:
+    """Group every face into people; manual decisions stay, automatic faces are grouped around them."""
+    report = _people(lambda ff: ff.people_build(max_fmr))
+    console.print(f"{report.people} people, {report.assigned} of {report.faces} faces assigned"
+                  f" at FMR <= {report.max_fmr:g} ({report.seconds:.1f} s)")
+
+
+@people_app.command("list")
+def people_list(hidden: Annotated[bool, typer.Option("--hidden", help="Include hidden people.")] = False,
+                as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False) -> None:
+    """People, most faces first, with cohesion (weakest link) and the nearest other person as FMRs."""
+    people = _people(lambda ff: ff.people_list(hidden))
+    if as_json:
+        _print_json([p.model_dump(mode="json") for p in people])
+        return
+    table = Table("#", "name", "faces", "photos", "videos", "cohesion", "nearest other person")
+    for p in people:
+        nearest = "-" if p.nearest is None else f"#{p.nearest.person_id} {_link_text(p.nearest)}"
+        table.add_row(str(p.person_id), _plain((p.name or "") + (" (hidden)" if p.hidden else "")), str(p.faces),
+                      str(p.photos), str(p.videos), _link_text(p.cohesion), nearest)
+    console.print(table if people else "no people yet: run `facefind people build`")
+
+
+@people_app.command("show")
+def people_show(person_id: PersonId,
+                as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False) -> None:
+    """One person: every face with its file (and time in a video), and who put it there."""
+    person = _people(lambda ff: ff.person(person_id))
+    if as_json:
+        _print_json(person)
+        return
+    console.print(Text.assemble((f"#{person.person_id} ", "bold"), _plain(person.name or "(unnamed)"),
+                                f": {person.faces} faces, cohesion {_link_text(person.cohesion)}"))
+    table = Table("face id", "file", "quality", "by")
+    for face in person.face_list:
+        where = face.source.path + (f" at {face.video.start_s:.1f}-{face.video.end_s:.1f} s" if face.video else "")
+        table.add_row(str(face.face.face_id), _plain(where), face.face.quality.verdict, face.assigned_by)
+    console.print(table)
+
+
+@people_app.command("name")
+def people_name(person_id: PersonId, name: Annotated[str, typer.Argument(help="The name; \"\" clears it.")]) -> None:
+    """Name a person (their faces are then kept together by later runs)."""
+    _people(lambda ff: ff.person_rename(person_id, name.strip() or None))
+    console.print(Text.assemble(f"person #{person_id} is now ", _plain(name.strip() or "(unnamed)")))
+
+
+@people_app.command("merge")
+def people_merge(person_id: PersonId,
+                 others: Annotated[list[int], typer.Argument(help="People whose faces all move into PERSON_ID.")]
+                 ) -> None:
+    """Merge people into one; refused when two faces of one photo would end up in one person."""
+    person = _people(lambda ff: ff.person_merge(person_id, others))
+    console.print(f"person #{person_id} now has {person.faces} faces")
+
+
+@people_app.command("split")
+def people_split(person_id: PersonId, face: Annotated[Optional[list[int]], typer.Option(
+        "--face", help="Face id to take out into a new person (repeatable); none: re-cluster the person strictly.")]
+        = None) -> None:
+    """Split faces off a person into a new one (or re-cluster the person at a 10x stricter FMR)."""
+    people = _people(lambda ff: ff.person_split(person_id, face))
+    console.print(f"the faces are now in people {', '.join(f'#{p}' for p in people)}")
+
+
+@people_app.command("move")
+def people_move(face_id: FaceId, person_id: PersonId) -> None:
+    """Move one face into a person."""
+    _people(lambda ff: ff.face_move(face_id, person_id))
+    console.print(f"face {face_id} is now in person #{person_id}")
+
+
+@people_app.command("not")
+def people_not(face_id: FaceId, person_id: PersonId) -> None:
+    """Not this person: the face leaves the person and is never put back by a later run."""
+    _people(lambda ff: ff.face_not_person(face_id, person_id))
+    console.print(f"face {face_id} is marked as not person #{person_id}")
+
+
+@people_app.command("hide")
+def people_hide(person_id: PersonId,
+                show: Annotated[bool, typer.Option("--show", help="Show a hidden person again.")] = False) -> None:
+    """Hide a person from listings and search results."""
+    _people(lambda ff: ff.person_hide(person_id, not show))
+    console.print(f"person #{person_id} is {'shown' if show else 'hidden'}")
+
+
+@people_app.command("with")
+def people_with(person_id: PersonId) -> None:
+    """Who appears with a person: the same photos, or on screen together in the same videos."""
+    together = _people(lambda ff: ff.person_coappearance(person_id))
+    for other in together:
+        console.print(Text.assemble((f"#{other.person_id} ", "bold"), _plain(other.name or "(unnamed)"),
+                                    f": {len(other.photos)} photo(s), {len(other.videos)} video(s)"))
+        for path in other.photos:
+            console.print(Text.assemble("  ", _plain(path)))
+        for video in other.videos:
+            console.print(Text.assemble("  ", _plain(video["path"]), f" on screen together {_ranges(video['time_ranges'])}"))
+    if not together:
+        console.print(f"no one else appears with person #{person_id}")
+
+
+@people_app.command("export")
+def people_export(fmt: Annotated[str, typer.Option("--format", help="json (node-link) or graphml.")] = "json",
+                  out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of stdout.")] = None
+                  ) -> None:
+    """The co-appearance graph: people as nodes, shared photos and video time as weighted edges."""
+    text = _people(lambda ff: ff.people_export(fmt))
+    if out is None:
+        sys.stdout.write(text + "\n")
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise _fail(FaceFindError(f"cannot write {out}: {error}", reason="unwritable")) from None
+    console.print(Text.assemble("wrote ", _plain(out)))
+
+
+watch_app = typer.Typer(
+    help="Watchlists: people or reference photos to watch for. Every later `index` checks its new faces (photos"
+    " and videos) against the active watchlists and records hits with a calibrated FMR; a webhook can be told."
+    " Example: `facefind watch add suspects --photo ref.jpg`, then `facefind index NEW_FOLDER`, `facefind watch hits`.",
+    no_args_is_help=True)
+app.add_typer(watch_app, name="watch")
+HitId = Annotated[int, typer.Argument(help="Hit number, as `facefind watch hits` shows it.")]
+
+
+@watch_app.command("add")
+def watch_add(
+    name: Annotated[str, typer.Argument(help="The watchlist's name.")],
+    photo: Annotated[Optional[list[Path]], typer.Option(
+        "--photo", help="A reference photo (its largest face; only its template is kept). Repeatable.")] = None,
+    person: Annotated[Optional[list[int]], typer.Option(
+        "--person", help="A person of `facefind people list` (their faces, as they are then). Repeatable.")] = None,
+    max_fmr: Annotated[float, typer.Option(help="Raise a hit only at or below this false match rate.")] = DEFAULT_MAX_FMR,
+    visible_to: Annotated[Optional[list[str]], typer.Option(
+        "--visible-to", help="A user who may see its hits (you always may). Repeatable.")] = None,
+    visible_role: Annotated[Optional[list[str]], typer.Option(
+        "--visible-role", help="A role whose members may all see its hits. Repeatable.")] = None,
+    webhook: Annotated[Optional[str], typer.Option(help="POST each hit as JSON to this http(s) URL.")] = None,
+    webhook_secret_env: Annotated[Optional[str], typer.Option(
+        help="Name of the environment variable holding the webhook's signing secret (16+ characters).")] = None,
+) -> None:
+    """Watch for people or reference photos in everything indexed from now on."""
+    secret = os.environ.get(webhook_secret_env) if webhook_secret_env else None
+    if webhook_secret_env and secret is None:
+        raise _fail(FaceFindError(f"the environment variable {webhook_secret_env} is not set", reason="bad_argument"))
+    info = _people(lambda ff: ff.watch_add(name, person or [], photo or [], max_fmr, visible_to or [],
+                                            visible_role or [], webhook, secret))
+    console.print(Text.assemble(f"watchlist {info.watchlist_id} ", _plain(info.name),
+                                f": {len(info.entries)} entries, hits at FMR <= {info.max_fmr:g}"))
+
+
+@watch_app.command("list")
+def watch_list(as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False) -> None:
+    """The watchlists you may see."""
+    found = _people(lambda ff: ff.watch_list())
+    if as_json:
+        _print_json([w.model_dump(mode="json") for w in found])
+        return
+    table = Table("#", "name", "entries", "max FMR", "visible to", "webhook")
+    for w in found:
+        table.add_row(str(w.watchlist_id), _plain(w.name), _plain(", ".join(e.label for e in w.entries)),
+                      f"{w.max_fmr:g}", _plain(", ".join(w.visible_users + [f"role {r}" for r in w.visible_roles])),
+                      _plain(w.webhook_url or "-"))
+    console.print(table if found else "no watchlists you may see: add one with `facefind watch add`")
+
+
+@watch_app.command("hits")
+def watch_hits(
+    state: Annotated[Optional[str], typer.Option(help="Only hits in this state: new, acknowledged or dismissed.")] = None,
+    watchlist: Annotated[Optional[int], typer.Option(help="Only this watchlist's hits.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+) -> None:
+    """Hits of the watchlists you may see, newest first."""
+    page = _people(lambda ff: ff.watch_hits(state, watchlist, 0, 500))
+    if as_json:
+        _print_json(page)
+        return
+    table = Table("#", "watchlist", "entry", "file", "FMR", "verdict", "quality", "state")
+    for hit in page.items:
+        where = hit.media_path + ("" if hit.time_s is None else f" at {_clock(hit.time_s)}")
+        table.add_row(str(hit.hit_id), _plain(hit.watchlist), _plain(hit.entry), _plain(where), f"{hit.fmr:.2g}",
+                      hit.verdict, hit.quality, hit.state)
+    console.print(table if page.items else "no hits")
+
+
+@watch_app.command("ack")
+def watch_ack(hit_id: HitId) -> None:
+    """Acknowledge a hit: seen, and taken as the listed person (audited)."""
+    _people(lambda ff: ff.hit_acknowledge(hit_id))
+    console.print(f"hit {hit_id} acknowledged")
+
+
+@watch_app.command("dismiss")
+def watch_dismiss(hit_id: HitId) -> None:
+    """Dismiss a hit as a wrong match (audited)."""
+    _people(lambda ff: ff.hit_dismiss(hit_id))
+    console.print(f"hit {hit_id} dismissed as a wrong match")
+
+
+@watch_app.command("deliver")
+def watch_deliver() -> None:
+    """Send again every webhook not yet delivered (a receiver that was down)."""
+    if not _people(lambda ff: ff.watch_deliver()):
+        raise _fail(FaceFindError("some webhooks could not be delivered yet; `facefind watch hits` shows why",
+                                  reason="webhook_failed"))
+    console.print("every webhook is delivered")
 
 
 def run(args: list[str] | None = None) -> None:

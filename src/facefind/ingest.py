@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from facefind.catalog import MediaOutcome, NewFace, NewTrack
+from facefind.catalog.base import CommitResult
 from facefind.errors import FaceFindError, UnreadableMediaError
 from facefind.files import READ_WHOLE_MAX_BYTES, open_regular, path_to_text, stream_sha256
 from facefind.library import Library
@@ -69,6 +70,7 @@ class IngestOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     video_fps: float | None = DEFAULT_SAMPLE_FPS  # None = every frame
+    cluster: str | None = None  # a Dask scheduler address: images are analysed on its workers (ingest_dask)
 
     def worker_count(self) -> int:
         return self.workers if self.workers > 0 else max(1, os.cpu_count() or 1)
@@ -442,10 +444,12 @@ def _analyze_in_worker(path: str, previous_sha256: str | None, max_pixels: int):
 class _Committer:
     """Buffers outcomes and commits them to catalog, thumbnails and index in small atomic batches."""
 
-    def __init__(self, library: Library, report: IngestReport, progress: IngestProgress) -> None:
+    def __init__(self, library: Library, report: IngestReport, progress: IngestProgress,
+                 on_commit: Callable[[CommitResult], None] | None = None) -> None:
         self.library = library
         self.report = report
         self.progress = progress
+        self.on_commit = on_commit
         self.pending: list[MediaOutcome] = []
         self.blocked = BlockList.load(library.catalog, library.model_id)
         self.last_commit = time.monotonic()
@@ -476,8 +480,10 @@ class _Committer:
 
     def commit(self) -> None:
         if self.pending:
-            self.library.commit_outcomes(self.pending)
+            result = self.library.commit_outcomes(self.pending)
             self.pending = []
+            if self.on_commit is not None:  # e.g. watchlist checks: the batch is committed and searchable now
+                self.on_commit(result)
         self.last_commit = time.monotonic()
         if time.monotonic() - self.last_save > SAVE_INDEX_EVERY_SECONDS:
             self.library.save_index()
@@ -491,8 +497,11 @@ def ingest(
     progress: IngestProgress | None = None,
     pipeline_factory: Callable[[], FacePipeline] | None = None,
     cancel: threading.Event | None = None,
+    on_commit: Callable[[CommitResult], None] | None = None,
 ) -> IngestReport:
     """Index every image under ``paths`` into ``library``; safe to interrupt and re-run.
+
+    ``on_commit`` is called with every committed batch's CommitResult (its new face ids), in this thread.
 
     Setting ``cancel`` (from another thread, e.g. an HTTP job) stops the run between
     files: no new file is started, what is done is committed and the index saved, and
@@ -505,7 +514,7 @@ def ingest(
     progress = progress or _NoProgress()
     report = IngestReport()
     started = time.monotonic()
-    committer = _Committer(library, report, progress)
+    committer = _Committer(library, report, progress, on_commit)
     ingest_id = library.catalog.start_ingest([path_to_text(p) for p in paths])
     status = "finished"
     loaded: list[FacePipeline] = []
@@ -524,7 +533,11 @@ def ingest(
         for failure in walk_failures:
             committer.accept(failure, {})
         workers = min(options.worker_count(), max(1, len(image_tasks)))
-        if workers == 1 or len(image_tasks) < 2:
+        if options.cluster:
+            from facefind.ingest_dask import run_on_cluster  # imports Dask only when a cluster is asked for
+
+            run_on_cluster(image_tasks, options, committer.accept, cancel)
+        elif workers == 1 or len(image_tasks) < 2:
             for path, previous_sha in image_tasks:
                 if cancel.is_set():
                     break

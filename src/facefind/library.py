@@ -8,6 +8,9 @@ Layout of a library folder::
                         proposals with faiss-refine.index (fp16 codes) re-ranking them
     index/state.json    the catalog revision, counts, SHA-256 the index files match, the index kind
                         and its parameters (how many faces its codebook was trained on)
+    backends.json       only for a library kept on servers: {"catalog": "postgresql://...?schema=NAME",
+                        "index": "pgvector" | "milvus://host:port" | "faiss"}; a server index keeps its
+                        state (revision, counts) in the server, so every replica verifies the same one
     thumbs/             aligned 112x112 crops of every face, boxed best frames of video tracks
     write.lock          held by the one process allowed to change the library
 
@@ -27,17 +30,27 @@ import os
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 from filelock import FileLock, Timeout
 
-from facefind.catalog import Catalog, SqliteCatalog
+from facefind.catalog import Catalog, is_server_catalog, open_catalog
 from facefind.catalog.base import CommitResult, MediaOutcome
 from facefind.errors import DamagedLibraryError, DiskFullError, FaceFindError, LibraryBusyError, NotFoundError
 from facefind.files import file_sha256
-from facefind.index import FaissAnnIndex, FaissFlatIndex, IndexPolicy, VectorIndex
+from facefind.index import (
+    FaissAnnIndex,
+    FaissFlatIndex,
+    IndexPolicy,
+    VectorIndex,
+    check_index_spec,
+    is_server_index,
+    keeps_state_in_server,
+    open_index,
+)
 from facefind.index.ann import TRAIN_SAMPLE
 
 INDEX_SAMPLE = 256  # vectors compared with the catalog on every open (``check`` compares them all)
@@ -96,12 +109,67 @@ def default_library_path() -> Path:
     return data_home / "facefind" / "library"
 
 
+SQLITE_CATALOG = "catalog.sqlite3"
+BACKENDS_FILE = "backends.json"
+SERVER_INDEX_PATIENCE_S = 1.0  # how long a server index that disagrees is checked again (another replica mid-commit)
+
+
+@dataclass(frozen=True)
+class Backends:
+    """Where a library keeps its catalog (an SQLite file in its folder, or a ``postgresql://`` URL) and its
+    vector index (``faiss`` files in its folder, or a server: ``pgvector``, ``milvus://host:port``)."""
+
+    catalog: str = SQLITE_CATALOG
+    index: str = "faiss"
+
+    def checked(self) -> "Backends":
+        """These backends if they can work together, else a FaceFindError saying why."""
+        check_index_spec(self.index)
+        if self.catalog != SQLITE_CATALOG and not is_server_catalog(self.catalog):
+            raise FaceFindError(f"--catalog must be a postgresql:// URL, not {self.catalog!r}", reason="bad_argument")
+        if self.index == "pgvector" and not is_server_catalog(self.catalog):
+            raise FaceFindError("--index pgvector keeps the index in the catalog's PostgreSQL: give --catalog"
+                                " postgresql://...", reason="bad_argument")
+        return self
+
+
+def library_exists(root: Path) -> bool:
+    return (root / SQLITE_CATALOG).is_file() or (root / BACKENDS_FILE).is_file()
+
+
+def read_backends(root: Path) -> Backends:
+    """The backends recorded in the library folder (none recorded: SQLite and FAISS in the folder)."""
+    path = root / BACKENDS_FILE
+    if not path.is_file():
+        return Backends()
+    try:
+        recorded = json.loads(path.read_text())
+        return Backends(str(recorded.get("catalog") or SQLITE_CATALOG), str(recorded.get("index") or "faiss"))
+    except (OSError, ValueError, AttributeError) as error:
+        raise DamagedLibraryError(f"{path} is unreadable ({error}); it names the library's catalog and index servers:"
+                                  ' restore it, or write {"catalog": "postgresql://...", "index": "pgvector"}') from None
+
+
+def write_backends(root: Path, backends: Backends) -> None:
+    temporary = root / (BACKENDS_FILE + ".tmp")
+    try:
+        temporary.write_text(json.dumps({"catalog": backends.catalog, "index": backends.index}, indent=2) + "\n")
+        os.replace(temporary, root / BACKENDS_FILE)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise write_error(error, str(root / BACKENDS_FILE)) from None
+
+
+def catalog_location(root: Path, backends: Backends) -> str | Path:
+    """What open_catalog opens: the server URL, or the SQLite file in the library folder."""
+    return backends.catalog if is_server_catalog(backends.catalog) else root / backends.catalog
+
+
 def recorded_model_id(root: Path) -> str | None:
     """The recogniser a library was built with, read without opening it (None: no library there yet)."""
-    catalog_path = root / "catalog.sqlite3"
-    if not catalog_path.is_file():
+    if not library_exists(root):
         return None
-    catalog = SqliteCatalog(catalog_path, writable=False)
+    catalog = open_catalog(catalog_location(root, read_backends(root)), writable=False)
     try:
         return catalog.get_meta("model_id")
     finally:
@@ -147,25 +215,35 @@ class Library:
 
     ``create`` (default: ``writable``) allows starting a new library; otherwise a folder without a
     catalog is refused, so a mistyped ``--library`` is an error rather than an empty answer.
+    ``backends`` (a new library only) puts its catalog and index on servers (recorded in backends.json).
     """
 
     def __init__(
         self, root: Path, model_id: str, dim: int, writable: bool = False, create: bool | None = None,
-        index_policy: IndexPolicy | None = None,
+        index_policy: IndexPolicy | None = None, backends: Backends | None = None,
     ) -> None:
         self.root = root
         self.index_policy = index_policy or IndexPolicy()
         self.model_id = model_id
         self.dim = dim
         self.writable = writable
-        catalog_path = root / "catalog.sqlite3"
-        if not (writable if create is None else create) and not catalog_path.is_file():
+        exists = library_exists(root)
+        if not (writable if create is None else create) and not exists:
             raise NotFoundError(
                 f"there is no facefind library at {root}: check --library (or $FACEFIND_LIBRARY), or create one"
                 " with `facefind index FOLDER`",
                 reason="no_library",
             )
+        recorded = read_backends(root) if exists else None
+        if recorded is not None and backends is not None and backends != recorded:
+            raise FaceFindError(
+                f"the library at {root} already keeps its catalog in {recorded.catalog} and its index in"
+                f" {recorded.index}; leave out --catalog/--index (they are recorded in {BACKENDS_FILE})",
+                reason="exists",
+            )
+        self.backends = recorded or (backends or Backends()).checked()
         root.mkdir(parents=True, exist_ok=True)
+        self._server_index: VectorIndex | None = None  # a server index (pgvector, Milvus), shared by every replica
         self.thumbs_dir = root / "thumbs"
         self._index_dir = root / "index"
         self._index_path = self._index_dir / "faiss.index"
@@ -189,15 +267,22 @@ class Library:
                     f"another facefind process is changing the library at {root}; wait for it to finish"
                     " (searches can run meanwhile)"
                 ) from None
-        catalog: SqliteCatalog | None = None
+        catalog: Catalog | None = None
         try:
-            catalog = SqliteCatalog(catalog_path, writable=writable)
+            catalog = open_catalog(catalog_location(root, self.backends), writable=writable)
             self.catalog: Catalog = catalog
             self._check_model()
             if writable:
                 self._clean_up_after_crash()
+            if is_server_index(self.backends.index):
+                self._server_index = open_index(self.backends.index, dim, model_id=model_id,
+                                                catalog_url=self.backends.catalog)
             self._load_or_rebuild_indexes()
+            if recorded is None and self.backends != Backends():
+                write_backends(root, self.backends)  # only once both servers answered
         except BaseException:
+            if self._server_index is not None:
+                self._server_index.close()
             if catalog is not None:
                 catalog.close()
             if self._lock is not None:
@@ -239,7 +324,7 @@ class Library:
             self.index, self.skipped_face_ids = self._verified_indexes(checksum=self.writable, full=False)
         except IndexMismatch as problem:
             self.index_problem = str(problem)
-            self.rebuild_index()
+            self.rebuild_index()  # a reader of a server index rebuilds in memory, never the shared index
             return
         if self.writable and self._index_outgrown():
             self.rebuild_index()  # the codebook was trained on a much smaller library: train it again
@@ -248,6 +333,8 @@ class Library:
         """True when the library should have another index: it crossed the ANN threshold, or grew
         ``retrain_growth`` times past the size the ANN codebook was trained on."""
         policy, count = self.index_policy, len(self.index)
+        if keeps_state_in_server(self.index):
+            return False  # the server's own index (HNSW...) grows in place
         if isinstance(self.index, FaissAnnIndex):
             return count >= policy.retrain_growth * max(self.index.trained_on, 1)
         return policy.kind_for(count) != "flat"
@@ -266,6 +353,8 @@ class Library:
         A reader maps the big codes read-only (a one-off CLI search must not read a GB); a library
         saved before the ANN index existed has no "index" entry in its state: it is a flat index.
         """
+        if self._server_index is not None:
+            return self._verified_server_index(full)
         try:
             state = json.loads(self._state_path.read_text())
         except FileNotFoundError:
@@ -307,6 +396,33 @@ class Library:
         self._compare_with_catalog(index, skipped, full)
         return index, skipped
 
+    def _verified_server_index(self, full: bool) -> tuple[VectorIndex, set[int]]:
+        """The server index if the state recorded in the server and its contents match the catalog.
+
+        Another replica may be between its catalog commit and its index add: a disagreement is checked again
+        for SERVER_INDEX_PATIENCE_S before it counts (then a writer rebuilds the shared index).
+        """
+        index = self._server_index
+        assert index is not None
+        deadline = time.monotonic() + SERVER_INDEX_PATIENCE_S
+        while True:
+            state = index.read_state()  # type: ignore[attr-defined]
+            if not isinstance(state, dict) or state.get("model_id") != self.model_id:
+                raise IndexMismatch(f"the {self.backends.index} index has no state recorded for {self.model_id}")
+            try:
+                if state.get("revision") != self.catalog.revision():
+                    raise IndexMismatch(f"the {self.backends.index} index reflects catalog revision"
+                                        f" {state.get('revision')}, the catalog is at {self.catalog.revision()}")
+                if index.dim != self.dim:
+                    raise IndexMismatch(f"the index holds vectors of size {index.dim}, the model makes {self.dim}")
+                skipped = {int(i) for i in state.get("skipped", [])}
+                self._compare_with_catalog(index, skipped, full)
+                return index, skipped
+            except IndexMismatch:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
+
     def _compare_with_catalog(self, index: VectorIndex, skipped: set[int], full: bool) -> None:
         name = "faiss.index"
         ids = index.ids()
@@ -335,7 +451,10 @@ class Library:
         for ids, vectors in self.catalog.iter_embeddings(self.model_id, masked=True, dim=self.dim):
             skipped.update(int(i) for i in ids[damaged_rows(vectors, self.dim)])
         count, _ = self.catalog.fingerprint(self.model_id)
-        if self.index_policy.kind_for(count) == "flat":
+        if self._server_index is not None and self.writable:
+            self.index = self._server_index
+            self.index.reset()
+        elif self.index_policy.kind_for(count) == "flat":
             self.index = FaissFlatIndex(self.dim)
         else:
             self.index = FaissAnnIndex.trained(self.dim, self._catalog_sample(count), count, self.index_policy)
@@ -369,6 +488,13 @@ class Library:
         """Write the index, then the state naming the revision, counts, checksums and index parameters they
         match (each atomically); then delete index files of another kind (an index that was switched)."""
         with self._save_lock, self.reading():
+            if keeps_state_in_server(self.index):
+                self.index.save(self._index_path)
+                self.index.write_state({  # type: ignore[attr-defined]
+                    "revision": self.catalog.revision(), "model_id": self.model_id, "count": len(self.index),
+                    "index": self.index.params(), "skipped": sorted(self.skipped_face_ids),
+                })
+                return
             try:
                 files = self.index.files(self._index_path)
                 self.index.save(self._index_path)
@@ -434,6 +560,8 @@ class Library:
         with self.writing():
             result = self.catalog.commit_outcomes(outcomes)
             self.apply_commit(result)
+        if keeps_state_in_server(self.index):
+            self.save_index()  # other replicas verify the shared index against the catalog: keep its state current
         with self._files_lock:
             for outcome in outcomes:
                 self._uncommitted_thumbnails.difference_update(
@@ -542,6 +670,8 @@ class Library:
                 (self.thumbs_dir / name).unlink(missing_ok=True)
         finally:
             self.catalog.close()
+            if self._server_index is not None:
+                self._server_index.close()
             if self._lock is not None:
                 self._lock.release()
 

@@ -107,6 +107,15 @@ class Appearance(BaseModel):
     verdict: str
 
 
+class PersonRef(BaseModel):
+    """The person of the people view (`facefind people`) a matched face belongs to."""
+
+    person_id: int
+    name: str | None
+    photos: int = Field(description="Photos the person appears in")
+    videos: int = Field(description="Videos the person appears in")
+
+
 class FaceMatch(Calibrated):
     match_id: str = Field(description="SEARCH-RANK; pass to `facefind export-evidence`")
     rank: int
@@ -115,6 +124,7 @@ class FaceMatch(Calibrated):
     face: Face
     source: Source
     video: VideoHit | None = Field(None, description="Set when the source is a video")
+    person: PersonRef | None = Field(None, description="The person this face is grouped into, if any")
 
 
 class ProbeAssessment(BaseModel):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,16 @@ def probe_faces(pipeline: FacePipeline, data: bytes, name: str, max_pixels: int)
     return faces
 
 
+@dataclass(frozen=True)
+class ProbeSeen:
+    """What a search or verification saw of one probe, for the audit log: the SHA-256 of the very bytes
+    analysed and the chosen face's aligned crop. Handing them back spares the caller a second read and
+    decode of the probe (a few ms a search at 1M faces) and a file that changed in between."""
+
+    sha256: str
+    aligned: np.ndarray  # (112, 112, 3) uint8 RGB
+
+
 def _name(probe: Path | bytes) -> str:
     return path_to_text(probe) if isinstance(probe, Path) else "the probe image"
 
@@ -163,10 +174,50 @@ def pick_face(faces: list[DetectedFace], face_index: int | None, label: str = "p
 
 
 COVERED_WIDENING = 10  # a covered probe's mates score lower against plain embeddings: look further
+EXACT_SCORING_MAX = 20_000  # a restricted gallery this small is scored whole; larger ones re-query the index
+
+
+def restricted_gallery(library: Library, within: Path | None, readable: list[str] | None) -> set[int] | None:
+    """The face ids a search may compare with, or None for the whole library.
+
+    ``within`` (one file or folder) and ``readable`` (the actor's collections' roots) both narrow it;
+    what lies outside is neither compared nor counted in the gallery size.
+    """
+    if within is None and readable is None:
+        return None
+    allowed: set[int] | None = None
+    if readable is not None:
+        allowed = {face_id for root in readable for face_id in library.catalog.face_ids_under(root)}
+    if within is not None:
+        inside = set(library.catalog.face_ids_under(str(within)))
+        allowed = inside if allowed is None else allowed & inside
+        if not allowed:
+            raise NotFoundError(f"no indexed faces in {within}")
+    return allowed
+
+
+def _index_candidates(library: Library, embedding: np.ndarray, wanted: int, allowed: set[int] | None) -> list[int]:
+    """Up to ``wanted`` candidate ids from the vector index, only ``allowed`` ones when given.
+
+    The index ranks the whole library, so a restricted query is asked again for four times as many
+    until enough allowed ids come back or the whole index was ranked: a small collection still gets
+    its true matches however many faces of other collections score higher.
+    """
+    skipped = library.skipped_face_ids if allowed is None else library.skipped_face_ids & allowed
+    if skipped:  # a face the index had to leave out could be the match: say so
+        raise damaged_face_error(min(skipped))
+    total, asked = len(library.index), wanted
+    while True:
+        _, ids = library.index.search(embedding[None, :], min(asked, max(total, 1)))
+        found = [int(i) for i in ids[0] if i >= 0 and (allowed is None or int(i) in allowed)]
+        if allowed is None or len(found) >= wanted or asked >= total:
+            return sorted(found[:wanted])
+        asked *= 4
 
 
 def _candidates(
-    library: Library, embedding: np.ndarray, top_k: int, within: Path | None, mode: str
+    library: Library, embedding: np.ndarray, top_k: int, within: Path | None, mode: str,
+    readable: list[str] | None = None,
 ) -> tuple[list[tuple[int, float]], int]:
     """(face id, score) candidates best first, and the number of faces compared (the gallery size).
 
@@ -176,22 +227,21 @@ def _candidates(
     probe asks it for ``COVERED_WIDENING`` times more and re-scores them with the masked templates
     too (one index instead of a second one of masked templates: bench/scale.py measures the recall
     against scoring every face). Restricted to a file or
-    folder, every face there is scored. Extra candidates are fetched because a video track
+    folder, or to the actor's collections (``readable``), the gallery is those faces only: up to
+    EXACT_SCORING_MAX of them are all scored, more are proposed by the index re-queried wider and
+    filtered (bench/restricted.py measures both). Extra candidates are fetched because a video track
     contributes several templates and only its best one is kept. A face removed by another process
     between the index lookup and the catalog read is dropped; a damaged stored embedding (also one
     the index left out), or a score outside [-1, 1], is refused (DamagedLibraryError), never ranked.
     """
-    if within is None:
-        if library.skipped_face_ids:  # a face the index had to leave out could be the match: say so
-            raise damaged_face_error(min(library.skipped_face_ids))
-        wanted = top_k * 4 * (1 if mode == "plain" else COVERED_WIDENING)
-        _, ids = library.index.search(embedding[None, :], wanted)
-        face_ids, gallery_size = sorted(int(i) for i in ids[0] if i >= 0), len(library.index)
+    allowed = restricted_gallery(library, within, readable)
+    wanted = top_k * 4 * (1 if mode == "plain" else COVERED_WIDENING)
+    if allowed is None:
+        face_ids, gallery_size = _index_candidates(library, embedding, wanted, None), len(library.index)
+    elif len(allowed) <= EXACT_SCORING_MAX:
+        face_ids, gallery_size = sorted(allowed), len(allowed)
     else:
-        face_ids = library.catalog.face_ids_under(str(within))
-        if not face_ids:
-            raise NotFoundError(f"no indexed faces in {within}")
-        gallery_size = len(face_ids)
+        face_ids, gallery_size = _index_candidates(library, embedding, wanted, allowed), len(allowed)
     if not face_ids:
         return [], gallery_size
     ids, vectors = library.embeddings(face_ids)
@@ -222,13 +272,15 @@ def search_library(
     max_pixels: int = 100_000_000,
     within: Path | None = None,
     requested_by: dict | None = None,
-) -> SearchResponse:
+    readable: list[str] | None = None,
+) -> tuple[SearchResponse, ProbeSeen]:
     """Rank the library's faces against one face of the probe, with calibrated scores; log the search.
 
     By default only matches within limits are returned: FMR at most ``max_fmr``
     and at most one false match that strong expected among the faces compared.
     ``show_all`` returns the top ``top_k`` whatever their scores, marked.
-    ``within`` restricts the search to one file or folder (e.g. a video).
+    ``within`` restricts the search to one file or folder (e.g. a video); ``readable`` to the root
+    folders of the collections the actor may read (None: all), the gallery size counting only those.
     ``requested_by`` (who, in which role, from where, and the stated purpose) is kept with the
     search, so the evidence page of any of its matches says who ran it and why.
     """
@@ -243,7 +295,7 @@ def search_library(
     probe_face = faces[chosen]
     covered = bool(probe_face.quality.lower_face_covered)
     table = calibration.table_for(probe_face.quality.verdict, covered)
-    candidates, gallery_size = _candidates(library, probe_face.embedding, top_k, within, table.match_mode)
+    candidates, gallery_size = _candidates(library, probe_face.embedding, top_k, within, table.match_mode, readable)
     records = library.catalog.faces([face_id for face_id, _ in candidates])
     hits, seen_tracks = [], set()
     for face_id, score in candidates:
@@ -261,11 +313,13 @@ def search_library(
             break
     probe_path = path_to_text(Path(probe).resolve()) if isinstance(probe, Path) else None
     searched = detected_to_face(probe_face, chosen)
+    seen = ProbeSeen(hashlib.sha256(data).hexdigest(), probe_face.aligned)
     search_id = library.catalog.record_search(
-        probe={"path": probe_path, "sha256": hashlib.sha256(data).hexdigest(), "face": searched.model_dump()},
+        probe={"path": probe_path, "sha256": seen.sha256, "face": searched.model_dump()},
         embedding=probe_face.embedding,
         params={"top_k": top_k, "max_fmr": max_fmr, "show_all": show_all, "gallery_size": gallery_size,
                 "calibration_table": table.name, "within": str(within) if within else None,
+                "collections_roots": readable,
                 "requested_by": requested_by},
         results=[(record.id, score) for record, score, *_ in hits],
     )
@@ -287,7 +341,7 @@ def search_library(
         searched_in=str(within) if within else None,
         matches=matches,
         appearances=appearances(matches),
-    )
+    ), seen
 
 
 def within_limits(fmr: float, gallery_size: int, max_fmr: float) -> tuple[float, bool]:
@@ -369,10 +423,11 @@ def verify_pair(
     face_b: int | None = None,
     max_fmr: float = DEFAULT_MAX_FMR,
     max_pixels: int = 100_000_000,
-) -> VerifyResponse:
+) -> tuple[VerifyResponse, ProbeSeen, ProbeSeen]:
     """Compare one face of A with one face of B; the poorer face decides which calibration applies."""
-    faces_a = probe_faces(pipeline, read_probe(probe_a), _name(probe_a), max_pixels)
-    faces_b = probe_faces(pipeline, read_probe(probe_b), _name(probe_b), max_pixels)
+    data_a, data_b = read_probe(probe_a), read_probe(probe_b)
+    faces_a = probe_faces(pipeline, data_a, _name(probe_a), max_pixels)
+    faces_b = probe_faces(pipeline, data_b, _name(probe_b), max_pixels)
     index_a, index_b = pick_face(faces_a, face_a, "first image"), pick_face(faces_b, face_b, "second image")
     a, b = faces_a[index_a], faces_b[index_b]
     poorer = max(a, b, key=lambda f: QUALITY_RANK[f.quality.verdict])
@@ -394,4 +449,4 @@ def verify_pair(
         face_a=detected_to_face(faces_a[index_a], index_a),
         face_b=detected_to_face(faces_b[index_b], index_b),
         model_id=pipeline.model_id,
-    )
+    ), ProbeSeen(hashlib.sha256(data_a).hexdigest(), a.aligned), ProbeSeen(hashlib.sha256(data_b).hexdigest(), b.aligned)

@@ -69,6 +69,24 @@ def test_stored_vectors_are_close_and_unknown_ids_raise(pair):
         ann.vectors(np.array([99_999]))
 
 
+@pytest.mark.parametrize("id_order", ["ascending", "shuffled"])
+def test_reranking_scores_stay_those_of_the_held_vectors_through_changes(id_order):
+    """Re-ranking reads the fp16 codes through views of FAISS's buffers: after adds in any id order and
+    removals (which move rows), every score is still its own id's held vector's."""
+    vectors = clustered(3000, seed=5)
+    order = np.arange(3000) if id_order == "ascending" else np.random.default_rng(0).permutation(3000)
+    ann = FaissAnnIndex.trained(DIM, vectors[:1500], 3000)
+    ann.add(order[:2000] * 7, vectors[order[:2000]])
+    queries = probes(vectors[order[:2000]], 20, seed=6)
+    ann.search(queries, 10)  # the views are made here
+    ann.remove(order[:500] * 7)
+    ann.add(order[2000:] * 7, vectors[order[2000:]])
+    scores, found = ann.search(queries, 10)
+    assert (found >= 0).all() and not np.isin(found, order[:500] * 7).any()
+    for query, row_scores, row_ids in zip(queries, scores, found):
+        np.testing.assert_allclose(row_scores, ann.vectors(row_ids) @ query, atol=1e-5)
+
+
 @pytest.mark.parametrize("mmap", [False, True])
 def test_save_and_load_roundtrip(pair, tmp_path, mmap):
     ann, _, vectors = pair

@@ -280,3 +280,38 @@ def test_an_admin_adds_an_investigator_who_states_a_purpose_searches_and_opens_e
     done = [(e["action"], e["purpose"]) for e in server.facefind.audit_log.entries() if e["actor"] == "ines"]
     assert [action for action, _ in done] == ["login", "search", "evidence_export"]
     assert "CASE-77" in done[1][1]
+
+    # she shares the search with a viewer, who sees it and nothing else
+    search_id = server.facefind.audit_entries(who="ines", action="search", actor=server.facefind.local_actor())[0][
+        "details"]["search_id"]
+    browser.get(f"{server.url}/history/{search_id}")
+    browser.find_element(By.ID, "share-user").send_keys("vera")
+    submit_and_wait(browser, "share")
+    assert "Shared with vera" in browser.find_element(By.ID, "shared").text
+    browser.delete_all_cookies()
+    log_in(browser, server, "vera", PASSWORDS["vera"])
+    browser.get(server.url + "/history")
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.list tbody tr")
+    assert [row.find_element(By.TAG_NAME, "td").text for row in rows] == [str(search_id)], "only what was shared"
+    rows[0].find_element(By.LINK_TEXT, "Open").click()
+    assert wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".results .card"))
+    assert not browser.find_elements(By.ID, "share-form"), "a viewer shares nothing on"
+
+    # the auditor logs in and sees those entries: who, why, and the search as it was seen
+    browser.delete_all_cookies()
+    log_in(browser, server, "otto", PASSWORDS["otto"])
+    wait(browser, lambda d: d.find_elements(By.ID, "audit-entries"))  # an auditor's home is the audit log
+    browser.find_element(By.ID, "filter-actor").send_keys("ines")
+    submit_and_wait(browser, "filter")
+    shown = [row.get_attribute("data-action") for row in browser.find_elements(By.CSS_SELECTOR, ".audit-entry")]
+    assert shown == ["share", "evidence_export", "search", "login"]
+    assert "CASE-77" in browser.find_element(By.ID, "audit-entries").text
+    shoot(browser, "audit")
+    search_row = browser.find_elements(By.CSS_SELECTOR, ".audit-entry")[2]
+    search_row.find_element(By.LINK_TEXT, "Open").click()
+    wait(browser, lambda d: d.find_elements(By.ID, "entry-results"))
+    crop = browser.find_element(By.ID, "probe-crop")
+    assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", crop) == 48
+    assert "case CASE-77" in browser.find_element(By.ID, "entry-purpose").text
+    assert browser.find_elements(By.CSS_SELECTOR, ".entry-result"), "the results shown, with their FMR"
+    shoot(browser, "audit-search")

@@ -3,9 +3,14 @@ an expired or revoked key; CSRF; cookie flags; lockout; rate limits. An empty li
 
 from __future__ import annotations
 
+import csv
 import io
+import json
+import shutil
 import time
 from datetime import timedelta
+from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -13,6 +18,7 @@ from PIL import Image
 
 from facefind.access import Actor
 from facefind.accounts import Accounts
+from facefind.samples import gallery_samples, probe_sample
 from facefind.service import ServiceSettings
 from tests.service.conftest import PASSWORDS, PURPOSE, SETUP, problem_of, serve
 
@@ -44,6 +50,11 @@ API_ROUTES = [
     ("GET", "/api/v1/evidence/1-1/html", {}, "evidence"),
     ("GET", "/api/v1/searches", {}, "read_results"),
     ("GET", "/api/v1/searches/1", {}, "read_results"),
+    ("POST", "/api/v1/searches/1/share", {"json": {"user": "vera"}}, "share"),
+    ("POST", "/api/v1/users/nobody/role", {"json": {"role": "viewer"}}, "settings"),
+    ("DELETE", "/api/v1/users/nobody", {}, "settings"),
+    ("POST", "/api/v1/users/nobody/grants", {"json": {"collection": "x"}}, "settings"),
+    ("GET", "/api/v1/audit", {}, "audit_read"),
 ]
 UI_PAGES = [
     ("GET", "/search", {}, "search"),
@@ -59,6 +70,13 @@ UI_PAGES = [
     ("POST", "/admin/users", {"data": {"name": "newbie", "role": "viewer", "password": "x"}}, "settings"),
     ("POST", "/admin/keys", {"data": {"user": "vera", "scope": "search"}}, "settings"),
     ("POST", "/admin/keys/999/revoke", {}, "settings"),
+    ("POST", "/admin/users/nobody/role", {"data": {"role": "viewer"}}, "settings"),
+    ("POST", "/admin/users/nobody/remove", {}, "settings"),
+    ("POST", "/admin/users/nobody/grants", {"data": {"collection": "x"}}, "settings"),
+    ("POST", "/history/1/share", {"data": {"user": "vera"}}, "share"),
+    ("GET", "/audit", {}, "audit_read"),
+    ("GET", "/audit/entries/1", {}, "audit_read"),
+    ("GET", "/audit/export?format=csv", {}, "audit_read"),
 ]
 # key name -> (owner, scopes)
 KEYS = {"auditor": ("otto", ["audit"]), "viewer": ("vera", ["search"]), "index-only": ("ivy", ["index"]),
@@ -257,9 +275,210 @@ def test_the_admin_page_adds_a_user_and_shows_a_new_key_once(server):
 
 
 @pytest.mark.parametrize(("user", "status", "where"), [("ivy", 307, "/search"), ("vera", 307, "/history"),
-                                                       ("root", 307, "/search"), ("otto", 403, None)])
+                                                       ("root", 307, "/search"), ("otto", 307, "/audit")])
 def test_the_home_page_leads_each_role_to_a_page_it_may_see(server, sessions, user, status, where):
     response = sessions[user].get("/")
     assert response.status_code == status and response.headers.get("location") == where
     if where:
         assert sessions[user].get(where).status_code == 200
+
+
+# -- collections: a search, a listing, a file or a crop never reaches past the actor's collections --
+
+COLLECTION_USERS = {"amy": ("investigator", ["case-a"]), "bob": ("investigator", ["case-b"]),
+                    "nick": ("investigator", []), "val": ("viewer", ["case-a"])}
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory, pipeline):
+    """Two collections: case-a (the team photos, where the probe's person is one face of many) and case-b (his
+    portrait alone); amy reads case-a, bob case-b, nick none; root (admin) reads everything."""
+    root = tmp_path_factory.mktemp("collections")
+    folders = {"case-a": root / "case_a", "case-b": root / "case_b"}
+    for folder in folders.values():
+        folder.mkdir()
+    for sample in gallery_samples():
+        shutil.copy(sample, folders["case-a"] / sample.name)
+    shutil.copy(probe_sample(), folders["case-b"] / "portrait.jpg")
+    settings = ServiceSettings(library=root / "library", allow_roots=(root,), index_workers=1)
+    with serve(settings, pipeline) as served:
+        facefind = served.facefind
+        assert facefind.index(list(folders.values()), workers=1, actor=SETUP).failed == 0
+        for name, folder in folders.items():
+            facefind.set_collection(name, [folder], actor=SETUP)
+        served.folders, served.user_keys = folders, {}
+        for user, (role, granted) in COLLECTION_USERS.items():
+            facefind.accounts.add_user(user, role, PASSWORDS["root"], SETUP)
+            for collection in granted:
+                facefind.grant_collection(user, collection, actor=SETUP)
+            served.user_keys[user] = facefind.accounts.create_key(user, ["search"] + (["index"] if role ==
+                                                                  "investigator" else []), None, SETUP)[0]
+        served.user_keys["root"] = served.keys["root"]
+        with facefind._library() as library:
+            served.faces_in = {name: len(library.catalog.face_ids_under(str(folder)))
+                               for name, folder in folders.items()}
+        yield served
+
+
+def collection_search(server, user: str, **form) -> httpx.Response:
+    with server.client(key=server.user_keys[user]) as client:
+        return client.post("/api/v1/search", files={"file": ("probe.jpg", probe_sample().read_bytes())},
+                           data={**PURPOSE, "show_all": "true", "top_k": "50", **form})
+
+
+@pytest.mark.parametrize(("user", "readable"), [("amy", ["case-a"]), ("bob", ["case-b"]), ("nick", []),
+                                                ("root", ["case-a", "case-b"])])
+def test_a_search_never_returns_or_counts_a_face_outside_the_actors_collections(collected, user, readable):
+    response = collection_search(collected, user)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    gallery = sum(collected.faces_in[name] for name in readable)
+    assert result["gallery_size"] == gallery, "the expected false matches are counted over the readable faces only"
+    roots = [str(collected.folders[name]) + "/" for name in readable]
+    assert all(match["source"]["path"].startswith(tuple(roots)) for match in result["matches"])
+    assert len(result["matches"]) == min(gallery, 50), "show_all lists every readable face, and only those"
+    for match in result["matches"]:
+        assert match["expected_false_matches"] == pytest.approx(match["fmr"] * gallery, rel=1e-2, abs=1e-12)
+    logged = [e for e in collected.facefind.audit_entries(who=user, action="search", actor=SETUP)][0]
+    assert logged["details"]["gallery_size"] == gallery
+    assert {r["path"] for r in logged["details"]["results"]} == {m["source"]["path"] for m in result["matches"]}
+
+
+def test_a_restricted_search_within_another_collections_folder_finds_nothing_there(collected):
+    response = collection_search(collected, "bob", **{"in": str(collected.folders["case-a"])})
+    assert response.status_code == 404 and problem_of(response)["reason"] == "not_found"
+
+
+def admins_match_in(server, collection: str) -> dict:
+    """A match (from the admin's search) whose face lies in ``collection``."""
+    result = collection_search(server, "root").json()
+    return next(m for m in result["matches"] if m["source"]["path"].startswith(str(server.folders[collection])))
+
+
+def thumb_name(server, match: dict) -> str:
+    return str(Path(match["face"]["thumbnail"]).relative_to(server.facefind.library_path / "thumbs"))
+
+
+@pytest.mark.parametrize("what", ["evidence", "evidence_html", "media_item", "media_file", "media_faces",
+                                  "thumbnail"])
+def test_another_collections_evidence_media_and_crops_are_not_found(collected, what):
+    match = admins_match_in(collected, "case-a")
+    own = collection_search(collected, "amy").json()["matches"][0]  # amy's own search, in her collection
+    paths = {
+        "evidence": "/api/v1/evidence/{match_id}", "evidence_html": "/api/v1/evidence/{match_id}/html",
+        "media_item": "/api/v1/media/item?path={path}", "media_file": "/api/v1/media/file?path={path}",
+        "media_faces": "/api/v1/media/faces?path={path}", "thumbnail": "/api/v1/thumbnails/{thumb}",
+    }
+
+    def url(m: dict) -> str:
+        return paths[what].format(match_id=m["match_id"], path=quote(m["source"]["path"], safe=""),
+                                  thumb=thumb_name(collected, m))
+
+    with collected.client(key=collected.user_keys["bob"]) as bob:
+        refused = bob.get(url(match))
+        assert refused.status_code == 404 and problem_of(refused)["reason"] == "not_found"
+    with collected.client(key=collected.user_keys["amy"]) as amy:
+        assert amy.get(url(own)).status_code == 200, "her own collection's face is hers to see"
+
+
+@pytest.mark.parametrize(("user", "files"), [("amy", 2), ("bob", 1), ("nick", 0), ("root", 3)])
+def test_the_media_listing_holds_only_the_actors_collections(collected, user, files):
+    with collected.client(key=collected.user_keys[user]) as client:
+        page = client.get("/api/v1/media", params={"limit": 1}).json()
+        every = client.get("/api/v1/media").json()
+    assert page["total"] == files and len(every["items"]) == files
+    assert len(page["items"]) == min(files, 1)
+
+
+@pytest.mark.parametrize(("user", "collection", "status"), [("amy", "case-a", 202), ("amy", "case-b", 403),
+                                                            ("nick", "case-a", 403), ("root", "case-b", 202)])
+def test_indexing_outside_the_actors_collections_is_refused(collected, user, collection, status):
+    with collected.client(key=collected.user_keys[user]) as client:
+        response = client.post("/api/v1/jobs", json={"paths": [str(collected.folders[collection])]})
+        assert response.status_code == status, response.text
+        if status == 403:
+            assert problem_of(response)["reason"] == "forbidden_path"
+        else:
+            assert collected.wait_for_job(client, response.json()["job_id"])["status"] == "finished"
+
+
+def test_a_viewer_sees_only_the_results_shared_with_them(collected):
+    searched = collection_search(collected, "amy").json()
+    with collected.client(key=collected.user_keys["val"]) as val, \
+            collected.client(key=collected.user_keys["amy"]) as amy:
+        assert searched["search_id"] not in [e["search_id"] for e in val.get("/api/v1/searches").json()["items"]]
+        assert val.get(f"/api/v1/searches/{searched['search_id']}").status_code == 404
+        assert collection_search(collected, "val").status_code == 403, "a viewer runs no searches"
+        shared = amy.post(f"/api/v1/searches/{searched['search_id']}/share", json={"user": "val"})
+        assert shared.status_code == 204, shared.text
+        listed = val.get("/api/v1/searches").json()
+        assert [e["search_id"] for e in listed["items"]] == [searched["search_id"]], "that search, nothing else"
+        reopened = val.get(f"/api/v1/searches/{searched['search_id']}").json()
+        assert [m["match_id"] for m in reopened["matches"]] == [m["match_id"] for m in searched["matches"]]
+        assert val.get("/api/v1/thumbnails/" + thumb_name(collected, searched["matches"][0])).status_code == 200
+    entries = collected.facefind.audit_entries(who="amy", action="share", actor=SETUP)
+    assert [(e["details"]["search_id"], e["details"]["user"]) for e in entries] == [(searched["search_id"], "val")]
+
+
+def test_one_cannot_share_a_search_one_may_not_read(collected):
+    others = collection_search(collected, "bob").json()
+    with collected.client(key=collected.user_keys["amy"]) as amy:
+        response = amy.post(f"/api/v1/searches/{others['search_id']}/share", json={"user": "val"})
+    assert response.status_code == 404
+
+
+# -- account changes and the auditor's page --
+
+def test_an_admin_changes_a_role_and_removes_a_user_whose_keys_and_sessions_die(server, sessions):
+    facefind, admin = server.facefind, sessions["root"]
+    facefind.accounts.add_user("temp", "investigator", "temp's long password", SETUP)
+    key = facefind.accounts.create_key("temp", ["search"], None, SETUP)[0]
+    session_token, _ = facefind.accounts.login("temp", "temp's long password", None)
+    changed = admin.post("/admin/users/temp/role", data={"role": "viewer", "csrf_token": admin.csrf})
+    assert changed.status_code == 303 and "<td>temp</td><td>viewer</td>" in admin.get("/admin/accounts").text
+    with server.client(key=key) as temp:
+        refused = temp.post("/api/v1/search", files={"file": ("p.png", IMAGE)}, data=PURPOSE)
+        assert refused.status_code == 403, "a viewer's key searches no more"
+        with server.client(key=server.keys["root"]) as root_key:
+            assert root_key.delete("/api/v1/users/temp").status_code == 204
+        assert temp.get("/api/v1/stats").status_code == 401
+    with server.client(key=None) as browser:
+        browser.cookies.set("facefind_session", session_token)
+        assert browser.get("/history").status_code == 303, "the session ended with the account"
+    last = admin.post("/admin/users/root/role", data={"role": "viewer", "csrf_token": admin.csrf})
+    assert last.status_code == 400 and "last admin" in last.text
+    changes = [(e["action"], e["details"]["user"]) for e in facefind.audit_entries(who="root", actor=SETUP)
+               if e["action"] in ("user_role", "user_remove")]
+    assert changes == [("user_remove", "temp"), ("user_role", "temp")]  # newest first
+
+
+def test_the_auditor_filters_the_log_opens_a_search_as_seen_and_exports_it(collected):
+    case = {"case": "CASE-AUDIT-9", "reason": "checking the auditor's view of a search"}
+    searched = collection_search(collected, "amy", **case).json()
+    assert searched["matches"]
+    auditor = collected.login("otto")
+    page = auditor.get("/audit", params={"action": "search", "case": case["case"]})
+    assert page.status_code == 200
+    rows = page.text.count('class="audit-entry"')
+    assert rows == 1 and 'data-actor="amy"' in page.text and "CASE-AUDIT-9" in page.text
+    assert "No entries match." in auditor.get("/audit", params={"since": "2999-01-01"}).text
+    entry = collected.facefind.audit_entries(action="search", case=case["case"], actor=SETUP)[0]
+    shown = auditor.get(f"/audit/entries/{entry['id']}").text
+    assert 'id="probe-crop"' in shown and "data:image/jpeg;base64," + entry["details"]["probe"]["crop_jpeg_base64"] \
+        in shown
+    assert f'<td id="entry-gallery">{searched["gallery_size"]}</td>' in shown
+    assert shown.count('class="entry-result"') == len(searched["matches"])
+    for match in searched["matches"]:
+        assert f"<td>{match['match_id']}</td><td>{match['fmr']}</td>" in shown
+    exported = auditor.get("/audit/export", params={"format": "jsonl", "case": case["case"]})
+    assert exported.status_code == 200 and "attachment" in exported.headers["content-disposition"]
+    assert [json.loads(line)["details"]["search_id"] for line in exported.text.splitlines()] == [searched["search_id"]]
+    as_csv = auditor.get("/audit/export", params={"format": "csv", "who": "amy", "action": "search"})
+    assert as_csv.headers["content-type"].startswith("text/csv") and as_csv.text.startswith("id,time,actor")
+    assert len(list(csv.DictReader(io.StringIO(as_csv.text)))) == len(
+        collected.facefind.audit_entries(who="amy", action="search", actor=SETUP))
+    exports = collected.facefind.audit_entries(who="otto", action="audit_export", actor=SETUP)
+    assert [e["details"]["format"] for e in exports] == ["csv", "jsonl"]
+    with collected.client(key=collected.user_keys["amy"]) as amy:
+        assert amy.get("/api/v1/audit").status_code == 403
+    auditor.close()

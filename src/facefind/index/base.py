@@ -55,3 +55,20 @@ class VectorIndex(Protocol):
     def reset(self) -> None:
         """Drop every vector (before a rebuild from the catalog)."""
         ...
+
+
+class ServerVectorIndex(VectorIndex, Protocol):
+    """An index kept by a database server (pgvector, Milvus): durable on every add and shared by every replica,
+    so it has no files (``files()`` is empty) and the state Library records with an index (catalog revision,
+    counts) lives in the server beside it, where every replica reads the same."""
+
+    def read_state(self) -> dict | None: ...
+
+    def write_state(self, state: dict) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def keeps_state_in_server(index: VectorIndex) -> bool:
+    """True for a :class:`ServerVectorIndex`."""
+    return callable(getattr(index, "write_state", None))

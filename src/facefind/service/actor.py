@@ -89,7 +89,7 @@ async def authenticate(request: Request) -> Actor:
             raise AuthenticationError("log in, or send an API key (Authorization: Bearer <key>)")
         if request.method not in SAFE_METHODS:
             await _check_csrf(request, session)
-        actor = Actor(session.user, session.role, client_address=client)
+        actor = session.actor(client)
         request.state.session = session
         request.state.quota_subject = f"user {session.user}"
     request.state.actor = actor

@@ -24,7 +24,9 @@ def _accounts_page(request: Request, status: int = 200, **context) -> HTMLRespon
     accounts = accounts_of(request)
     return request.app.state.templates.TemplateResponse(
         request, "accounts.html", {"active": "accounts", "users": accounts.users(), "keys": accounts.keys(),
-                                   "roles": ROLES, "scopes": SCOPES, **context}, status_code=status)
+                                   "roles": ROLES, "scopes": SCOPES, "grants": accounts.grants(),
+                                   "collections": request.app.state.facefind.access_config().collections,
+                                   **context}, status_code=status)
 
 
 @router.get("/accounts")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +25,8 @@ from facefind.search import DEFAULT_MAX_FMR
 from facefind.service.actor import ActingFor, Quota, current_actor, requires, stated_purpose
 from facefind.service.problems import PROBLEM_RESPONSES
 from facefind.service.settings import ServiceSettings
-from facefind.service.uploads import probe_from
+from facefind.service.uploads import probe_from, read_image_upload
+from facefind.watchlists.models import WatchHit, WatchHitPage, WatchlistInfo
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(current_actor)], responses=PROBLEM_RESPONSES)
 
@@ -120,31 +122,32 @@ def detect_faces(facefind: Library, settings: Settings, actor: ActingFor, file: 
 
 @router.get("/media", response_model=MediaPage, summary="The library's files, a page at a time",
             dependencies=[requires("faces")])
-def media(facefind: Library, status: str | None = None, offset: PageOffset = 0, limit: PageLimit = 50) -> MediaPage:
-    return facefind.media_page(status, offset, limit)
+def media(facefind: Library, actor: ActingFor, status: str | None = None, offset: PageOffset = 0,
+          limit: PageLimit = 50) -> MediaPage:
+    return facefind.media_page(status, offset, limit, actor=actor)
 
 
 @router.get("/media/item", response_model=MediaItem, summary="One catalogued file", dependencies=[requires("faces")])
-def media_item(facefind: Library, path: str) -> MediaItem:
-    return facefind.media_item(path)
+def media_item(facefind: Library, actor: ActingFor, path: str) -> MediaItem:
+    return facefind.media_item(path, actor=actor)
 
 
 @router.get("/media/faces", response_model=FacesResponse, summary="The stored faces of one catalogued file")
 def media_faces(facefind: Library, actor: ActingFor, path: str) -> FacesResponse:
     actor.require("faces")
-    return facefind.faces(facefind.media_file(path), actor=actor)
+    return facefind.faces(facefind.media_file(path, actor=actor), actor=actor)
 
 
 @router.get("/media/file", response_class=FileResponse, summary="A catalogued image or video (range requests)",
             dependencies=[requires("read_results")])
-def media_file(facefind: Library, path: str) -> FileResponse:
-    return FileResponse(facefind.media_file(path))
+def media_file(facefind: Library, actor: ActingFor, path: str) -> FileResponse:
+    return FileResponse(facefind.media_file(path, actor=actor))
 
 
 @router.get("/thumbnails/{name:path}", response_class=FileResponse, summary="A stored face crop or video frame",
             dependencies=[requires("read_results")])
-def thumbnail(facefind: Library, name: str) -> FileResponse:
-    return FileResponse(facefind.thumbnail_file(name), media_type="image/jpeg")
+def thumbnail(facefind: Library, actor: ActingFor, name: str) -> FileResponse:
+    return FileResponse(facefind.thumbnail_file(name, actor=actor), media_type="image/jpeg")
 
 
 @router.post("/jobs", response_model=IndexJob, status_code=202, summary="Start indexing server folders")
@@ -200,3 +203,93 @@ def searches(facefind: Library, actor: ActingFor, offset: PageOffset = 0, limit:
 @router.get("/searches/{search_id}", response_model=SearchResponse, summary="A past search's results again")
 def past_search(facefind: Library, actor: ActingFor, search_id: int) -> SearchResponse:
     return facefind.reopen_search(search_id, actor=actor)
+
+
+# -- accountability: shares, account changes, the audit log --
+
+class ShareRequest(BaseModel):
+    user: str = Field(description="Who may read this search's results from now on (a viewer, typically)")
+
+
+class RoleRequest(BaseModel):
+    role: str = Field(description="admin, investigator, viewer or auditor")
+
+
+class GrantRequest(BaseModel):
+    collection: str = Field(description="A collection of the library's access config")
+    revoke: bool = Field(False, description="Take it away instead")
+
+
+@router.post("/searches/{search_id}/share", status_code=204, summary="Share a past search's results with a user")
+def share_search(facefind: Library, actor: ActingFor, search_id: int, request: ShareRequest) -> None:
+    facefind.share_search(search_id, request.user, actor=actor)
+
+
+@router.post("/users/{name}/role", status_code=204, summary="Change a user's role (admin)")
+def change_role(facefind: Library, actor: ActingFor, name: str, request: RoleRequest) -> None:
+    facefind.change_role(name, request.role, actor=actor)
+
+
+@router.delete("/users/{name}", status_code=204, summary="Remove a user: keys and sessions die with them (admin)")
+def remove_user(facefind: Library, actor: ActingFor, name: str) -> None:
+    facefind.remove_user(name, actor=actor)
+
+
+@router.post("/users/{name}/grants", summary="Grant (or revoke) a collection to a user (admin)")
+def grant(facefind: Library, actor: ActingFor, name: str, request: GrantRequest) -> dict[str, list[str]]:
+    return facefind.grant_collection(name, request.collection, request.revoke, actor=actor)
+
+
+@router.get("/audit", summary="Audit log entries, newest first, filtered (auditor)")
+def audit_entries(facefind: Library, actor: ActingFor, actor_name: Annotated[str | None, Query(alias="actor")] = None,
+                  action: str | None = None, case: str | None = None, since: datetime | None = None,
+                  until: datetime | None = None) -> list[dict]:
+    return facefind.audit_entries(since, until, actor_name, action, case, actor=actor)
+
+
+# -- watchlists --
+
+@router.get("/watchlists", response_model=list[WatchlistInfo], summary="The watchlists you may see")
+def watchlists(facefind: Library, actor: ActingFor) -> list[WatchlistInfo]:
+    return facefind.watch_list(actor=actor)
+
+
+@router.post("/watchlists", response_model=WatchlistInfo, status_code=201,
+             summary="Watch for people or reference photos in everything indexed from now on")
+def add_watchlist(
+    facefind: Library, settings: Settings, actor: ActingFor,
+    name: Annotated[str, Form(description="The watchlist's name (unique)")],
+    photo: Annotated[list[UploadFile] | None, File(description="Reference photos (largest face; no image kept)")]
+    = None,
+    photo_path: Annotated[list[str] | None, Form(description="Or: reference photos on the server")] = None,
+    person: Annotated[list[int] | None, Form(description="People (ids of /people) to watch for")] = None,
+    max_fmr: Annotated[float, Form(description="Raise a hit only at or below this false match rate")]
+    = DEFAULT_MAX_FMR,
+    visible_user: Annotated[list[str] | None, Form(description="Users who see its hits (you always do)")] = None,
+    visible_role: Annotated[list[str] | None, Form(description="Roles whose members see its hits")] = None,
+    webhook_url: Annotated[str | None, Form(description="POST each hit as JSON here")] = None,
+    webhook_secret: Annotated[str | None, Form(description="Signs each body: header X-Facefind-Signature "
+                                                           "= sha256=HMAC-SHA256(secret, body)")] = None,
+) -> WatchlistInfo:
+    actor.require("watch_manage")  # before any upload is read
+    photos: list[Path | bytes] = [read_image_upload(upload, settings) for upload in photo or []]
+    photos += [facefind.allowed_path(path, settings.allow_roots) for path in photo_path or []]
+    return facefind.watch_add(name, person or [], photos, max_fmr, visible_user or [], visible_role or [],
+                              webhook_url or None, webhook_secret or None, actor=actor)
+
+
+@router.get("/watchlists/hits", response_model=WatchHitPage, summary="The hit feed: hits you may see, newest first")
+def watch_hits(facefind: Library, actor: ActingFor, state: str | None = None, watchlist: int | None = None,
+               offset: PageOffset = 0, limit: PageLimit = 50) -> WatchHitPage:
+    return facefind.watch_hits(state, watchlist, offset, limit, actor=actor)
+
+
+@router.post("/watchlists/hits/{hit_id}/acknowledge", response_model=WatchHit, summary="Acknowledge a hit (audited)")
+def acknowledge_hit(facefind: Library, actor: ActingFor, hit_id: int) -> WatchHit:
+    return facefind.hit_acknowledge(hit_id, actor=actor)
+
+
+@router.post("/watchlists/hits/{hit_id}/dismiss", response_model=WatchHit,
+             summary="Dismiss a hit as a wrong match (audited)")
+def dismiss_hit(facefind: Library, actor: ActingFor, hit_id: int) -> WatchHit:
+    return facefind.hit_dismiss(hit_id, actor=actor)

@@ -21,7 +21,8 @@ from facefind.api import FaceFind
 from facefind.pipeline import PipelineConfig
 from facefind.accounts import LoginPolicy
 from facefind.errors import FaceFindError
-from facefind.service import admin_routes, api_routes, auth_routes, problems, ui_routes
+from facefind.service import access_routes, admin_routes, api_routes, auth_routes, problems, ui_routes
+from facefind.service import people_routes
 from facefind.service.actor import SlidingWindow
 from facefind.service.settings import ServiceSettings
 from facefind.service.uploads import BodySizeLimit
@@ -70,6 +71,9 @@ def create_app(settings: ServiceSettings, facefind: FaceFind | None = None) -> F
     app.include_router(ui_routes.router)
     app.include_router(auth_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(access_routes.router)
+    app.include_router(people_routes.api)
+    app.include_router(people_routes.pages)
     problems.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
 

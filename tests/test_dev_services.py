@@ -1,0 +1,48 @@
+"""`facefind dev-services`: real local servers, the values to use printed, all stopped by Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+
+def test_dev_services_start_print_their_addresses_and_stop_on_ctrl_c():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "facefind", "dev-services", "--no-postgres", "--dask-workers", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not any(line.startswith("running;") for line in lines):
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line.strip())
+        output = "\n".join(lines)
+        assert "running;" in output, output
+        milvus = re.search(r"--index (milvus://127\.0\.0\.1:\d+)", output).group(1)
+        cluster = re.search(r"--cluster (tcp://127\.0\.0\.1:\d+)", output).group(1)
+        servers = psutil.Process(process.pid).children(recursive=True)
+        assert len(servers) >= 4  # milvus, dask scheduler, dask worker group (nanny + worker)
+
+        from distributed import Client
+        from pymilvus import MilvusClient
+
+        MilvusClient(uri=milvus.replace("milvus://", "http://")).list_collections()
+        with Client(cluster, set_as_default=False, timeout=30) as client:
+            assert len(client.scheduler_info(n_workers=-1)["workers"]) == 1
+
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=90) == 0
+        gone, alive = psutil.wait_procs(servers, timeout=10)
+        assert not alive, alive
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -1,0 +1,121 @@
+"""Ingest on a real local Dask cluster (scheduler + nanny-managed worker processes on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facefind.api import FaceFind
+from facefind.devservices.dask_cluster import DaskCluster, dask_cluster
+from facefind.errors import FaceFindError
+from facefind.library import Library
+from tests.conftest import PURPOSE
+
+
+@pytest.fixture(scope="module")
+def cluster() -> DaskCluster:
+    with dask_cluster(workers=2) as running:
+        yield running
+
+
+def _faces(facefind: FaceFind) -> dict[tuple[str, int], tuple[list[float], np.ndarray]]:
+    """(file name, face index) -> (box, embedding) of every face in the library."""
+    with Library(facefind.library_path, facefind.model_id, facefind.embedding_dim, writable=False) as library:
+        records = list(library.catalog.iter_faces())
+        embeddings = library.catalog.embeddings([record.id for record in records])
+    return {(Path(r.path).name, r.face_index): (r.box, e) for r, e in zip(records, embeddings)}
+
+
+def test_cluster_ingest_gives_the_same_faces_as_the_local_pool(cluster, photo_folder, facefind, tmp_path):
+    local = facefind.index([photo_folder], workers=2)
+    on_cluster = FaceFind(tmp_path / "on-cluster")
+    on_cluster._pipeline = facefind.pipeline
+    report = on_cluster.index([photo_folder], cluster=cluster.address)
+    assert (report.indexed, report.failed, report.faces_added) == (local.indexed, 0, local.faces_added)
+    expected, found = _faces(facefind), _faces(on_cluster)
+    assert found.keys() == expected.keys()
+    for key, (box, embedding) in expected.items():
+        assert found[key][0] == pytest.approx(box, abs=0.05)
+        assert float(found[key][1] @ embedding) > 0.9999
+    probe = photo_folder / "gdp.jpg"
+    assert [m.similarity for m in on_cluster.search(probe, purpose=PURPOSE).matches] == pytest.approx(
+        [m.similarity for m in facefind.search(probe, purpose=PURPOSE).matches], abs=1e-4)
+
+
+def _worker_pids(cluster: DaskCluster) -> list[int]:
+    from distributed import Client
+
+    with Client(cluster.address, set_as_default=False) as client:
+        return sorted(client.run(os.getpid).values())
+
+
+class KillAWorkerAfterFirstFile:
+    """Progress that kills one Dask worker process (kill -9) as soon as the first file is committed."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.killed, self.files_left = pid, False, 0
+
+    def started(self, total_files: int) -> None:
+        self.files_left = total_files
+
+    def file_done(self, path: str, status: str, faces: int) -> None:
+        self.files_left -= 1
+        if not self.killed:
+            os.kill(self.pid, signal.SIGKILL)
+            self.killed = True
+            self.files_left_at_kill = self.files_left
+
+    def footage(self, *args) -> None:
+        pass
+
+
+def test_a_killed_worker_loses_nothing(cluster, facefind, tmp_path, sample_rgb):
+    photos = tmp_path / "many"
+    photos.mkdir()
+    for i in range(24):  # distinct files, one face each
+        buffer = io.BytesIO()
+        Image.fromarray(np.roll(sample_rgb, i, axis=1)).save(buffer, format="JPEG", quality=90)
+        (photos / f"{i:03d}.jpg").write_bytes(buffer.getvalue())
+    victim = _worker_pids(cluster)[0]
+    progress = KillAWorkerAfterFirstFile(victim)
+    report = facefind.index([photos], cluster=cluster.address, progress=progress)
+    assert progress.killed and progress.files_left_at_kill > 10  # killed while most files were still to do
+    with pytest.raises(ProcessLookupError):
+        os.kill(victim, 0)
+    assert (report.indexed, report.failed, report.faces_added) == (24, 0, 24)
+    stats = facefind.stats()
+    assert stats["files"] == stats["faces"] == stats["index_size"] == 24
+    deadline = time.monotonic() + 60
+    while len(_worker_pids(cluster)) < 2 and time.monotonic() < deadline:  # the nanny restarts it
+        time.sleep(0.5)
+    assert victim not in _worker_pids(cluster)
+
+
+def test_an_unreachable_scheduler_is_a_clear_error(facefind, photo_folder, monkeypatch):
+    import facefind.ingest_dask as ingest_dask
+
+    monkeypatch.setattr(ingest_dask, "CONNECT_TIMEOUT_S", 2.0)
+    with pytest.raises(FaceFindError, match="cannot reach the Dask scheduler") as raised:
+        facefind.index([photo_folder], cluster="tcp://127.0.0.1:9")
+    assert raised.value.reason == "cluster_unavailable"
+    assert facefind.stats()["files"] == 0
+
+
+def test_cli_index_on_a_cluster(cluster, photo_folder, tmp_path):
+    library = tmp_path / "lib"
+    result = subprocess.run(
+        [sys.executable, "-m", "facefind", "--library", str(library), "index", str(photo_folder),
+         "--cluster", cluster.address, "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"indexed": 2' in result.stdout and "Traceback" not in result.stderr
