@@ -22,7 +22,7 @@ from _common import write_json
 from scale import Generator, gallery, percentiles
 from facefind.devservices.milvus import milvus_server
 
-CANDIDATES = {
+INDEX_TYPES = {
     "HNSW M16 efC200": ("HNSW", {"M": 16, "efConstruction": 200}, "ef", [64, 128, 256, 512]),
     "IVF_FLAT nlist1024": ("IVF_FLAT", {"nlist": 1024}, "nprobe", [16, 32, 64, 128]),
 }
@@ -102,7 +102,7 @@ def main() -> None:
     with milvus_server() as server:
         client = MilvusClient(uri=server.uri)
         results["server_rss_idle_mb"] = round(server_rss_mb(server.pid))
-        for label, (index_type, params, breadth, values) in CANDIDATES.items():
+        for label, (index_type, params, breadth, values) in INDEX_TYPES.items():
             name = index_type.lower()
             row = build(client, name, index_type, params, plain, "Strong")
             row["server_rss_mb"] = round(server_rss_mb(server.pid))

@@ -198,6 +198,19 @@ def test_export_filters_by_actor_and_time_in_jsonl_and_csv(tmp_path):
     assert [int(row["id"]) for row in rows] == [2, 3, 4] and json.loads(rows[0]["details"]) == {"number": 1}
 
 
+
+@pytest.mark.parametrize(("action", "case", "ids"), [("search", None, [1, 3]), (None, "CASE-B", [2, 3]),
+                                                     ("search", "CASE-B", [3]), ("login", "CASE-B", [])])
+def test_entries_are_chosen_by_action_and_purpose_case(action, case, ids, tmp_path):
+    log = AuditLog(tmp_path)
+    log.append("ivy", "search", {}, {"case": "CASE-A", "reason": "r"})
+    log.append("ivy", "verify", {}, {"case": "CASE-B", "reason": "r"})
+    log.append("amy", "search", {}, {"case": "CASE-B", "reason": "r"})
+    log.append("amy", "login", {"outcome": "success"})
+    assert [entry["id"] for entry in log.select(action=action, case=case)] == ids
+    text, count = log.export_text("jsonl", action=action, case=case)
+    assert count == len(ids) and [json.loads(line)["id"] for line in text.splitlines()] == ids
+
 # -- personal payloads: redactable without breaking the chain ------------------------------------
 
 def _log_with_payloads(library: Path) -> AuditLog:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -79,12 +81,7 @@ class KillAWorkerAfterFirstFile:
 
 
 def test_a_killed_worker_loses_nothing(cluster, facefind, tmp_path, sample_rgb):
-    photos = tmp_path / "many"
-    photos.mkdir()
-    for i in range(24):  # distinct files, one face each
-        buffer = io.BytesIO()
-        Image.fromarray(np.roll(sample_rgb, i, axis=1)).save(buffer, format="JPEG", quality=90)
-        (photos / f"{i:03d}.jpg").write_bytes(buffer.getvalue())
+    photos = _photos(tmp_path / "many", sample_rgb, 24)
     victim = _worker_pids(cluster)[0]
     progress = KillAWorkerAfterFirstFile(victim)
     report = facefind.index([photos], cluster=cluster.address, progress=progress)
@@ -98,6 +95,65 @@ def test_a_killed_worker_loses_nothing(cluster, facefind, tmp_path, sample_rgb):
     while len(_worker_pids(cluster)) < 2 and time.monotonic() < deadline:  # the nanny restarts it
         time.sleep(0.5)
     assert victim not in _worker_pids(cluster)
+
+
+def _photos(folder: Path, sample_rgb: np.ndarray, count: int) -> Path:
+    """``count`` distinct JPEGs of one face (the sample shifted sideways)."""
+    folder.mkdir()
+    for i in range(count):
+        buffer = io.BytesIO()
+        Image.fromarray(np.roll(sample_rgb, i, axis=1)).save(buffer, format="JPEG", quality=90)
+        (folder / f"{i:03d}.jpg").write_bytes(buffer.getvalue())
+    return folder
+
+
+def test_a_killed_parent_keeps_what_it_committed_and_resumes(cluster, tmp_path, sample_rgb):
+    photos = _photos(tmp_path / "many", sample_rgb, 40)
+    library = tmp_path / "lib"
+    command = [sys.executable, "-m", "facefind", "--library", str(library), "index", str(photos),
+               "--cluster", cluster.address]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, committed = time.monotonic() + 180, 0
+    while time.monotonic() < deadline and process.poll() is None and committed < 3:
+        try:
+            with sqlite3.connect(library / "catalog.sqlite3", timeout=1) as db:
+                committed = db.execute("SELECT COUNT(*) FROM media").fetchone()[0]
+        except sqlite3.Error:
+            committed = 0
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 3 <= committed < 40, "the run should have been killed part-way"
+    reopened = FaceFind(library)
+    stats = reopened.stats()
+    assert stats["faces"] == stats["index_size"] == stats["files"]  # one face per photo, catalog == index
+    finished = reopened.index([photos], cluster=cluster.address)
+    assert finished.unchanged == stats["files"] and finished.failed == 0
+    assert reopened.stats()["faces"] == reopened.stats()["index_size"] == 40
+
+
+class CancelAfterFirstFile:
+    def __init__(self, cancel: threading.Event) -> None:
+        self.cancel = cancel
+
+    def started(self, total_files: int) -> None:
+        pass
+
+    def file_done(self, path: str, status: str, faces: int) -> None:
+        self.cancel.set()
+
+    def footage(self, *args) -> None:
+        pass
+
+
+def test_cancel_stops_a_cluster_run_and_keeps_what_is_done(cluster, facefind, tmp_path, sample_rgb):
+    photos = _photos(tmp_path / "many", sample_rgb, 24)
+    cancel = threading.Event()
+    report = facefind.index([photos], cluster=cluster.address, cancel=cancel, progress=CancelAfterFirstFile(cancel))
+    assert report.cancelled and 1 <= report.indexed < 24
+    assert facefind.stats()["faces"] == facefind.stats()["index_size"] == report.indexed
+    resumed = facefind.index([photos], cluster=cluster.address)
+    assert resumed.unchanged == report.indexed and facefind.stats()["faces"] == 24
 
 
 def test_an_unreachable_scheduler_is_a_clear_error(facefind, photo_folder, monkeypatch):

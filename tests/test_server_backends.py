@@ -54,6 +54,7 @@ def test_index_and_search_with_catalog_and_index_in_postgres(server_facefind, ph
     assert not (library_folder / "catalog.sqlite3").exists() and not (library_folder / "index").exists()
     vectors = _rows(postgres_schema_url, f"SELECT COUNT(*) FROM {index_table_name(server_facefind.model_id)}")[0][0]
     assert vectors == report.faces_added == server_facefind.stats()["faces"]
+    assert server_facefind.check().healthy  # catalog B-trees (amcheck), embeddings, index, thumbnails
 
     result = server_facefind.search(probe_sample(), purpose=PURPOSE)
     assert Path(result.matches[0].source.path).name == "players.jpg" and result.matches[0].similarity > 0.5
@@ -101,6 +102,10 @@ def test_a_damaged_shared_index_is_rebuilt_by_a_writer_and_never_by_a_reader(ser
     assert _rows(postgres_schema_url, f"SELECT COUNT(*) FROM {table}")[0][0] == count
     with Library(root, model, dim, writable=False) as reader:
         assert reader.index_problem is None and reader.index_problems() == []
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute(f'DELETE FROM "{schema}"."{table}" WHERE id = (SELECT MAX(id) FROM "{schema}"."{table}")')
+    assert not server_facefind.check().healthy
+    assert server_facefind.check(repair=True).healthy and server_facefind.check().healthy
 
 
 def test_cli_records_the_backends_once_and_then_needs_only_the_library(tmp_path, photo_folder, postgres_schema_url):

@@ -953,7 +953,8 @@ class FaceFind:
         store.forget_faces(result.removed_ids)  # a changed file's old faces: their hits go with them
         if not result.added_ids or not store.any_active():
             return
-        hit_ids = check_new_faces(store, library, self.calibration, result, self._person_faces)
+        with library.reading():
+            hit_ids = check_new_faces(store, library, self.calibration, result, self._person_faces)
         if hit_ids:
             self._audit(actor, "watch_hits", {"hit_ids": hit_ids, "faces_checked": len(result.added_ids)})
             webhooks.kick()

@@ -424,21 +424,21 @@ class Library:
                 time.sleep(0.1)
 
     def _compare_with_catalog(self, index: VectorIndex, skipped: set[int], full: bool) -> None:
-        name = "faiss.index"
+        name = "index/faiss.index" if self._server_index is None else f"the {self.backends.index} index"
         ids = index.ids()
         count, id_sum = self.catalog.fingerprint(self.model_id, False, sorted(skipped))
         ordered = np.sort(ids)  # a sort finds repeated ids ~10x faster than np.unique's hashing at 1M
         if len(ids) != count or int(ids.sum()) != id_sum or bool((ordered[1:] == ordered[:-1]).any()):
-            raise IndexMismatch(f"index/{name} holds {len(ids)} face ids, not the catalog's {count}")
+            raise IndexMismatch(f"{name} holds {len(ids)} face ids, not the catalog's {count}")
         if not full and len(ids) > INDEX_SAMPLE:
             ids = np.random.default_rng().choice(ids, INDEX_SAMPLE, replace=False)
         for start in range(0, len(ids), 10_000):
             chunk = ids[start : start + 10_000]
             found, stored = self.catalog.stored_embeddings(chunk.tolist(), False, self.dim)
             if len(found) != len(chunk):
-                raise IndexMismatch(f"index/{name} holds face ids the catalog does not have (damaged id map)")
+                raise IndexMismatch(f"{name} holds face ids the catalog does not have (damaged id map)")
             if not np.allclose(index.vectors(found), stored, rtol=0, atol=index.tolerance):
-                raise IndexMismatch(f"index/{name} holds vectors that differ from the catalog's (damaged)")
+                raise IndexMismatch(f"{name} holds vectors that differ from the catalog's (damaged)")
 
     def rebuild_index(self) -> None:
         """Rebuild the vector index from the catalog's stored embeddings (and save it when writable),

@@ -119,3 +119,24 @@ def test_an_unusable_url_is_a_clear_error_not_a_hang(url, reason):
     with pytest.raises(FaceFindError) as raised:
         open_catalog(url.format(port=port))
     assert raised.value.reason == reason and time.monotonic() - started < 15
+
+
+def test_a_read_only_role_can_read_a_current_catalog(catalog, postgres_schema_url):
+    catalog.commit_outcomes([_outcome("/a.jpg", 2)])
+    conninfo, schema = split_catalog_url(postgres_schema_url)
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        if not connection.execute("SELECT 1 FROM pg_roles WHERE rolname = 'facefind_reader'").fetchone():
+            connection.execute("CREATE ROLE facefind_reader LOGIN")
+        connection.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO facefind_reader')
+        connection.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO facefind_reader')
+    reader = PostgresCatalog(postgres_schema_url.replace("postgres@", "facefind_reader@"), writable=False)
+    try:
+        assert reader.stats()["faces"] == 2 and len(next(reader.iter_embeddings("m:1"))[0]) == 2
+        with pytest.raises(FaceFindError) as refused:
+            reader.set_meta("x", "y")
+        assert refused.value.reason == "library_access"
+    finally:
+        reader.close()
+        with psycopg.connect(conninfo, autocommit=True) as connection:
+            connection.execute(f'REVOKE ALL ON ALL TABLES IN SCHEMA "{schema}" FROM facefind_reader')
+            connection.execute(f'REVOKE ALL ON SCHEMA "{schema}" FROM facefind_reader')

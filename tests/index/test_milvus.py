@@ -115,3 +115,16 @@ def test_dev_server_keeps_etcd_on_loopback_and_leaves_nothing():
     assert not data_dir.exists()
     with pytest.raises(ProcessLookupError):
         os.kill(server.pid, 0)
+
+
+def test_dev_server_with_a_data_folder_keeps_its_data_across_restarts(tmp_path):
+    vectors = unit(10)
+    with milvus_server(tmp_path / "milvus") as server:
+        index = MilvusIndex(server.uri, "kept", 8)
+        index.add(np.arange(10), vectors)
+        index.close()
+    with milvus_server(tmp_path / "milvus") as server:  # new ports, same data
+        index = MilvusIndex(server.uri, "kept", 8)
+        assert len(index) == 10 and index.search(vectors[4:5], 1)[1][0, 0] == 4
+        index.close()
+    assert (tmp_path / "milvus").is_dir()

@@ -93,3 +93,24 @@ def test_a_vector_size_other_than_the_tables_is_refused(pgvector, postgres_schem
 def test_pgvector_needs_a_postgresql_catalog():
     with pytest.raises(FaceFindError, match="--catalog postgresql://"):
         open_index("pgvector", 64, model_id="m", catalog_url=None)
+
+
+def test_a_read_only_role_can_search_an_index_set_up_before(pgvector, postgres_schema_url):
+    pgvector.add(np.arange(5), unit(5, dim=64))
+    conninfo, schema = split_catalog_url(postgres_schema_url)
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        if not connection.execute("SELECT 1 FROM pg_roles WHERE rolname = 'facefind_reader'").fetchone():
+            connection.execute("CREATE ROLE facefind_reader LOGIN")
+        connection.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO facefind_reader')
+        connection.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO facefind_reader')
+    reader = open_index("pgvector", 64, model_id="test:model",
+                        catalog_url=postgres_schema_url.replace("postgres@", "facefind_reader@"))
+    try:
+        assert reader.search(unit(5, dim=64)[3:4], 1)[1][0, 0] == 3
+        with pytest.raises(FaceFindError):
+            reader.add(np.arange(10, 11), unit(1, dim=64))
+    finally:
+        reader.close()
+        with psycopg.connect(conninfo, autocommit=True) as connection:
+            connection.execute(f'REVOKE ALL ON ALL TABLES IN SCHEMA "{schema}" FROM facefind_reader')
+            connection.execute(f'REVOKE ALL ON SCHEMA "{schema}" FROM facefind_reader')

@@ -300,6 +300,7 @@ def test_an_admin_adds_an_investigator_who_states_a_purpose_searches_and_opens_e
     # the auditor logs in and sees those entries: who, why, and the search as it was seen
     browser.delete_all_cookies()
     log_in(browser, server, "otto", PASSWORDS["otto"])
+    browser.get(server.url + "/")
     wait(browser, lambda d: d.find_elements(By.ID, "audit-entries"))  # an auditor's home is the audit log
     browser.find_element(By.ID, "filter-actor").send_keys("ines")
     submit_and_wait(browser, "filter")

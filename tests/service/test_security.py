@@ -171,7 +171,9 @@ def test_pages_and_routes_obey_the_session_users_role(server, sessions, method, 
     ("method", "path", "arguments"),
     [("POST", "/api/v1/jobs", {"json": {"paths": ["/nowhere"]}}), ("POST", "/api/v1/jobs/1/cancel", {}),
      ("POST", "/ui/results", {"files": {"file": ("p.png", IMAGE)}}), ("POST", "/purpose", {"data": PURPOSE}),
-     ("POST", "/logout", {}), ("POST", "/api/v1/search", {"files": {"file": ("p.png", IMAGE)}, "data": PURPOSE})],
+     ("POST", "/logout", {}), ("POST", "/api/v1/search", {"files": {"file": ("p.png", IMAGE)}, "data": PURPOSE}),
+     ("POST", "/history/1/share", {"data": {"user": "vera"}}),
+     ("POST", "/api/v1/searches/1/share", {"json": {"user": "vera"}})],
 )
 @pytest.mark.parametrize("token", [None, "forged-token"])
 def test_state_changing_requests_with_a_session_need_its_csrf_token(server, method, path, arguments, token):

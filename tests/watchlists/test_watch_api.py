@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 from facefind.access import Actor, ForbiddenError
 from facefind.api import FaceFind
 from facefind.errors import FaceFindError, NotFoundError
-from facefind.samples import gallery_samples, probe_sample
+from facefind.samples import probe_sample
 from facefind.watchlists.ops import hit_fields
 from tests.conftest import PURPOSE
 from tests.watchlists.conftest import SECRET, webhook_receiver

@@ -254,7 +254,14 @@ class PostgresCatalog:
         connection.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(self.schema)))
 
     def _migrate(self) -> None:
-        """Create the schema and apply the migrations it has not seen yet, one transaction, one migrator at a time."""
+        """Create the schema and apply the migrations it has not seen yet, one transaction, one migrator at a time.
+
+        A schema already current is only read, so a read-only database role can search.
+        """
+        with self._pool.connection() as connection:
+            if connection.execute("SELECT to_regclass(%s)", (f'"{self.schema}".schema_migrations',)).fetchone()[0]:
+                if connection.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == SCHEMA_VERSION:
+                    return
         with self._pool.connection() as connection, connection.transaction():
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key(self.schema, "migrate"),))
             connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))

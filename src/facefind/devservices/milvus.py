@@ -95,9 +95,9 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def write_config(data_dir: Path) -> tuple[dict[str, int], Path]:
+def write_config(data_dir: Path) -> dict[str, int]:
     """Write ``configs/milvus.yaml`` (+ the embedded etcd's own file) for ``data_dir``; returns the ports
-    chosen (``proxy_port`` is the client port, ``metrics_port`` serves /healthz) and the config path."""
+    chosen (``proxy_port`` is the client port, ``metrics_port`` serves /healthz)."""
     from milvus import MilvusServerConfig
 
     config = MilvusServerConfig(data_dir=str(data_dir))
@@ -124,7 +124,7 @@ def write_config(data_dir: Path) -> tuple[dict[str, int], Path]:
         f"listen-peer-urls: {peer}\ninitial-advertise-peer-urls: {peer}\ninitial-cluster: default={peer}\n",
         encoding="utf-8",
     )
-    return ports, yaml_path
+    return ports
 
 
 def _healthy(metrics_port: int) -> bool:
@@ -148,7 +148,7 @@ def milvus_server(data_dir: Path | None = None) -> Iterator[MilvusServer]:
     root.mkdir(parents=True, exist_ok=True)
     process: subprocess.Popen | None = None
     try:
-        ports, _ = write_config(root)
+        ports = write_config(root)
         env = {
             **os.environ,
             "DEPLOY_MODE": "STANDALONE",
@@ -160,8 +160,8 @@ def milvus_server(data_dir: Path | None = None) -> Iterator[MilvusServer]:
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 [str(binary), "run", "standalone"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,  # Ctrl-C in a terminal reaches us, not it
-                preexec_fn=die_with_parent,
+                stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
+                start_new_session=True,  # a terminal's Ctrl-C reaches facefind, which then stops it in order
             )
         deadline = time.monotonic() + START_TIMEOUT_S
         while not _healthy(ports["metrics_port"]):

@@ -24,7 +24,7 @@ import json
 import os
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib import resources
 from multiprocessing import get_context
@@ -179,8 +179,8 @@ UNMASKED_IN_MASKED_REAL = frozenset({
     "0006/0125.jpg#0",
     "0002/0032.jpg#2",
 })
-REAL_MASK_WEIGHT = 3.0  # a real masked face counts as much as this many synthetic ones
-REGULARISATION = 0.05  # inverse L2 strength, chosen by the cross-validation below
+REAL_MASK_WEIGHT = 6.0  # a real masked face counts as much as this many synthetic ones
+REGULARISATION = 0.3  # inverse L2 strength, chosen by the cross-validation below
 VARIANTS = ("clean", "mask", "held_out_mask", "sunglasses", "dim_clean", "dim_mask", "real", "real_flipped",
             "real_unmasked")
 POSITIVES = {"lower_face_covered": ("mask", "dim_mask", "real", "real_flipped"), "eyes_covered": ("sunglasses",)}
@@ -272,12 +272,12 @@ def fit_head(data: TrainingSet, head: str, rows: dict[str, np.ndarray]) -> Pixel
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-3
     model = LogisticRegression(C=REGULARISATION, max_iter=500, random_state=SEED)
     model.fit((x - mean) / scale, y, sample_weight=weight)
-    layers = [(model.coef_.T.astype(np.float32), model.intercept_.astype(np.float32))]
-    return PixelHead(mean.astype(np.float32), scale.astype(np.float32), layers, threshold=0.5)
+    return PixelHead(mean.astype(np.float32), scale.astype(np.float32), model.coef_[0].astype(np.float32),
+                     float(model.intercept_[0]), threshold=0.5)
 
 
 def cross_validate(data: TrainingSet, progress: Callable[[str], None] | None = None) -> dict[str, dict[str, np.ndarray]]:
-    """Out-of-fold probability of every row, per head: each fold scored by a model that never saw its people
+    """Out-of-fold logit of every row, per head: each fold scored by a model that never saw its people
     (or its crawl batch)."""
     scores = {head: {v: np.zeros(len(data.folds[v])) for v in VARIANTS} for head in HEADS}
     for head in HEADS:
@@ -285,7 +285,7 @@ def cross_validate(data: TrainingSet, progress: Callable[[str], None] | None = N
             model = fit_head(data, head, {v: data.folds[v] != fold for v in VARIANTS})
             for v in VARIANTS:
                 held_out = data.folds[v] == fold
-                scores[head][v][held_out] = model.probability(data.features[v][head][held_out])
+                scores[head][v][held_out] = model.logit(data.features[v][head][held_out])
             if progress is not None:
                 progress(f"{head} fold {fold + 1}/{K_FOLDS}")
     return scores
@@ -300,13 +300,13 @@ def report(data: TrainingSet, scores: dict[str, dict[str, np.ndarray]]) -> dict:
     result = {}
     for head in HEADS:
         s = scores[head]
-        threshold = float(np.quantile(s["clean"][celeba], 1 - MAX_FALSE_FLAGS[head]))
+        cut = float(np.quantile(s["clean"][celeba], 1 - MAX_FALSE_FLAGS[head]))
 
         def rate(values: np.ndarray, rows: np.ndarray) -> dict:
-            return {"flagged": round(float((values[rows] >= threshold).mean()), 4), "faces": int(rows.sum())}
+            return {"flagged": round(float((values[rows] >= cut).mean()), 4), "faces": int(rows.sum())}
 
         result[head] = {
-            "threshold": threshold,
+            "threshold": 1 / (1 + np.exp(-cut)),
             "celeba_dev_clean": rate(s["clean"], celeba),
             "lfw_clean": rate(s["clean"], lfw),
             "masked_real": rate(s["real"], real.usable),
@@ -328,7 +328,7 @@ def train(crops: FaceCrops, progress: Callable[[str], None] | None = None) -> Oc
     heads = {}
     for head in HEADS:
         fitted = fit_head(data, head, {v: np.ones(len(data.folds[v]), bool) for v in VARIANTS})
-        heads[head] = PixelHead(fitted.mean, fitted.scale, fitted.layers, checked[head]["threshold"])
+        heads[head] = replace(fitted, threshold=checked[head]["threshold"])
     counts = {s: int((crops.source == s).sum()) for s in ("lfw", "celeba", "masked_real")}
     provenance = {
         "model_id": ARCFACE_MBF.model_id,

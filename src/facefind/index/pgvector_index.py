@@ -88,7 +88,12 @@ class PgvectorIndex:
         with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as connection:
             if connection.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone() is None:
                 connection.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            tables = [f'"{self.schema}"."{name}"' for name in (self.table, "vector_index_state", "vector_index_counts")]
+            present = connection.execute("SELECT to_regclass(%s), to_regclass(%s), to_regclass(%s)", tables).fetchone()
             with connection.transaction():
+                if None not in present:  # already set up: only read, so a read-only role can search
+                    self._check_dim(connection)
+                    return
                 connection.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"facefind:{self.schema}:pgvector",))
                 connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {schema}").format(**self._names()))
                 connection.execute(sql.SQL(
@@ -103,13 +108,16 @@ class PgvectorIndex:
                 connection.execute(sql.SQL(
                     "INSERT INTO {schema}.vector_index_counts(name, count) SELECT %s, COUNT(*) FROM {schema}.{table}"
                     " ON CONFLICT (name) DO NOTHING").format(**self._names()), (self.table,))
-                stored_dim = connection.execute(
-                    "SELECT atttypmod FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'embedding'",
-                    (f'"{self.schema}"."{self.table}"',)).fetchone()[0]
-            if stored_dim != self.dim:
-                raise FaceFindError(f"the pgvector index {self._where} holds vectors of size {stored_dim}, not {self.dim}",
-                                    reason="model_mismatch")
+                self._check_dim(connection)
             self._ensure_graph(connection)
+
+    def _check_dim(self, connection: psycopg.Connection) -> None:
+        stored_dim = connection.execute(
+            "SELECT atttypmod FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'embedding'",
+            (f'"{self.schema}"."{self.table}"',)).fetchone()[0]
+        if stored_dim != self.dim:
+            raise FaceFindError(f"the pgvector index {self._where} holds vectors of size {stored_dim}, not {self.dim}",
+                                reason="model_mismatch")
 
     def _ensure_graph(self, connection: psycopg.Connection) -> None:
         """Build the HNSW graph if it is missing; looked up first, since CREATE INDEX IF NOT EXISTS would still lock

@@ -92,13 +92,13 @@ def check_new_faces(store: WatchStore, library: Library, calibration: Calibratio
         if not len(matrix):
             continue
         scores = new_vectors[usable] @ matrix.T
+        listed_faces = np.array([-1 if face is None else face for face in template_faces], dtype=np.int64)
         best_by_track: dict[int, dict] = {}
         for row, face_id in enumerate(new_ids[usable].tolist()):
             record = records.get(face_id)
             if record is None:
                 continue
-            own = np.array([template == face_id for template in template_faces])  # a listed face is no hit on itself
-            row_scores = np.where(own, -np.inf, scores[row])
+            row_scores = np.where(listed_faces == face_id, -np.inf, scores[row])  # a listed face is no hit on itself
             column = int(np.argmax(row_scores))
             if not np.isfinite(row_scores[column]):
                 continue

@@ -189,7 +189,8 @@ class WatchStore:
     def any_active(self) -> bool:
         """Whether any watchlist is active: an ingest without one skips the check (and its calibration)."""
         with self.engine.connect() as db:
-            return db.execute(sa.select(watchlists.c.id).where(watchlists.c.active.is_(True)).limit(1)).first() is not None
+            found = db.execute(sa.select(watchlists.c.id).where(watchlists.c.active.is_(True)).limit(1)).first()
+        return found is not None
 
     def watchlist(self, watchlist_id: int) -> Watchlist:
         found = [w for w in self.watchlists() if w.id == watchlist_id]
@@ -218,8 +219,8 @@ class WatchStore:
                 added.append(int(hit_id))
                 if hit["watchlist_id"] in webhook_urls:
                     db.execute(deliveries.insert().values(
-                        hit_id=hit_id, url=webhook_urls[hit["watchlist_id"]], body=hit["payload"](int(hit_id)), status="pending", attempts=0,
-                        next_attempt_at=now()))
+                        hit_id=hit_id, url=webhook_urls[hit["watchlist_id"]], body=hit["payload"](int(hit_id)),
+                        status="pending", attempts=0, next_attempt_at=now()))
         return added
 
     def hits(self, watchlist_ids: list[int], state: str | None = None, offset: int = 0,
