@@ -3,6 +3,8 @@
 Usage::
 
     nice python bench/scale.py [--sizes 100000,1000000] [--embed-only]
+    nice python bench/scale.py --cli 1000000            # a library on disk: CLI, stages, service (below)
+    nice python bench/scale.py --covered-sweep 1000000  # covered-probe recall vs time (below)
 
 1. Real embeddings: every LFW photo's central face through the default pipeline (plain and masked
    template), cached in bench/results/cache/ (git-ignored).
@@ -15,7 +17,11 @@ Usage::
    recall@10 vs exact, mate recall above the calibrated threshold (standard table, FMR 1e-5),
    index memory, save/open time; covered probes through the plain index re-scored with the masked
    templates (the design in search._candidates) against exhaustive fused scoring.
-4. CLI end to end: a one-off ``facefind search`` subprocess against a library on disk (wall, RSS).
+4. CLI end to end: a one-off ``facefind search`` subprocess against a library on disk (wall, RSS);
+   where a library-level search (api.search less its pipeline) spends its time, stage by stage; a real
+   ``facefind serve`` on it: search over HTTP, and ``facefind search --service`` (the CLI as its client).
+5. Covered probes: recall@10 vs fused scoring of every face against time, by candidates asked and
+   PQ proposals per candidate (IndexPolicy.rerank_factor).
 
 Writes bench/results/scale.json and scale.png.
 """
@@ -602,6 +608,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--cli", type=int, help="instead: build a library of this many faces (cached) and time the CLI")
     parser.add_argument("--covered-sweep", type=int, help="instead: covered-probe recall vs time at this many faces")
+    parser.add_argument("--plot-only", action="store_true", help="instead: draw scale.png again from scale.json")
     parser.add_argument("--open", type=Path, help=argparse.SUPPRESS)  # internal: measure one index open
     parser.add_argument("--open-mmap", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--open-read", action="store_true", help=argparse.SUPPRESS)
@@ -622,6 +629,10 @@ def main() -> None:
         previous = json.loads((RESULTS / "scale.json").read_text())
         previous.pop("machine", None)
         write_json("scale", {**previous, "covered_sweep": covered_sweep(generator, args.covered_sweep)})
+        args.plot_only = True
+    if args.plot_only:  # the figure again from scale.json (the histograms are recomputed: they are cheap)
+        stored = json.loads((RESULTS / "scale.json").read_text())
+        plot(*fit_histograms(generator, identity, plain, masked)[1:], stored["sizes"], stored.get("covered_sweep"))
         return
     if args.cli:
         root = RESULTS / "cache" / f"scale-library-{args.cli}"
@@ -637,6 +648,23 @@ def main() -> None:
         cli = previous.get("cli") or {}
         write_json("scale", {**previous, "cli": {**cli, str(args.cli): {**cli.get(str(args.cli), {}), **measured}}})
         return
+    fit, real, synthetic = fit_histograms(generator, identity, plain, masked)
+    print(json.dumps(fit, indent=1), flush=True)
+    folder = RESULTS / "cache" / "scale-index"
+    folder.mkdir(parents=True, exist_ok=True)
+    sizes = [bench_size(generator, int(size), threshold, folder) for size in args.sizes.split(",")]
+    payload = {"threshold_fmr_1e-5": threshold, "generator": {"scales": generator.scales,
+               "mask_gain": generator.mask_gain, "fit": fit}, "sizes": sizes}
+    previous = RESULTS / "scale.json"
+    if previous.exists():  # keep the figures measured by --cli and --covered-sweep
+        stored = json.loads(previous.read_text())
+        payload.update({key: stored[key] for key in ("cli", "covered_sweep") if key in stored})
+    write_json("scale", payload)
+    plot(real, synthetic, sizes, payload.get("covered_sweep"))
+
+
+def fit_histograms(generator: Generator, identity: np.ndarray, plain: np.ndarray, masked: np.ndarray):
+    """(fit summary, real cosines, synthetic cosines): same/different-person pairs, plain and covered."""
     synthetic_identity, synthetic_plain, synthetic_masked = generator.sample(2000, 4, np.random.default_rng(7))
     real = {"plain": pair_cosines(identity, plain), "covered": pair_cosines(identity, masked, plain)}
     synthetic = {"plain": pair_cosines(synthetic_identity, synthetic_plain),
@@ -645,26 +673,16 @@ def main() -> None:
                            "different_mean": float(pairs[1].mean()), "different_std": float(pairs[1].std())}
                   for source, pairs in (("real", real[kind]), ("synthetic", synthetic[kind]))}
            for kind in real}
-    print(json.dumps(fit, indent=1), flush=True)
-    folder = RESULTS / "cache" / "scale-index"
-    folder.mkdir(parents=True, exist_ok=True)
-    sizes = [bench_size(generator, int(size), threshold, folder) for size in args.sizes.split(",")]
-    payload = {"threshold_fmr_1e-5": threshold, "generator": {"scales": generator.scales,
-               "mask_gain": generator.mask_gain, "fit": fit}, "sizes": sizes}
-    previous = RESULTS / "scale.json"
-    if previous.exists():  # keep the CLI figures measured by --cli
-        payload["cli"] = json.loads(previous.read_text()).get("cli")
-    write_json("scale", payload)
-    plot(real, synthetic, sizes)
+    return fit, real, synthetic
 
 
-def plot(real: dict, synthetic: dict, sizes: list[dict]) -> None:
+def plot(real: dict, synthetic: dict, sizes: list[dict], sweep: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    figure, axes = plt.subplots(1, 4 if sweep else 3, figsize=(21 if sweep else 16, 4.5))
     for axis, kind in zip(axes[:2], ("plain", "covered")):
         for source, pairs, style in (("real", real[kind], "-"), ("synthetic", synthetic[kind], "--")):
             for label, values, colour in (("same person", pairs[0], "tab:green"), ("different", pairs[1], "tab:red")):
@@ -681,6 +699,19 @@ def plot(real: dict, synthetic: dict, sizes: list[dict]) -> None:
     axis.set_ylabel("single-query search, ms (bar p50, tick p95)")
     axis.set_yscale("log")
     axis.legend()
+    if sweep:
+        axis = axes[3]
+        for factor, colour in zip(sorted({row["rerank_factor"] for row in sweep["rows"]}), plt.cm.viridis([0, .35, .65, .9])):
+            rows = [row for row in sweep["rows"] if row["rerank_factor"] == factor]
+            axis.plot([row["p50_ms"] for row in rows], [row["recall_at_10_vs_fused"] for row in rows], "o-", color=colour,
+                      label=f"proposals >= {factor} x asked" if factor else "proposals = asked + 600 (before)")
+            for row in rows:
+                axis.annotate(f"x{row['widening']}", (row["p50_ms"], row["recall_at_10_vs_fused"]), fontsize=7)
+        axis.set_xscale("log")
+        axis.set_xlabel("covered probe, index + fused re-scoring p50 ms (machine shared)")
+        axis.set_ylabel("recall@10 vs fused scoring of every face")
+        axis.set_title(f"covered probes at {sweep['faces']:,} faces (xN: 40N candidates)")
+        axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(RESULTS / "scale.png", dpi=110)
 

@@ -115,7 +115,7 @@ def test_tampered_weights_are_refused(tmp_path):
     assert OcclusionClassifier.load(tmp_path / "same.npz").provenance["weights_sha256"] == classifier.provenance["weights_sha256"]
     with np.load(tmp_path / "same.npz") as stored:
         arrays = {k: stored[k] for k in stored.files}
-    arrays["eyes_covered/b0"] = arrays["eyes_covered/b0"] + 1
+    arrays["eyes_covered/bias"] = arrays["eyes_covered/bias"] + 1
     np.savez(tmp_path / "tampered.npz", **arrays)
     with pytest.raises(ValueError, match="do not match"):
         OcclusionClassifier.load(tmp_path / "tampered.npz")

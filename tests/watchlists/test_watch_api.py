@@ -198,3 +198,14 @@ def test_a_listed_person_is_watched_through_their_faces(facefind, photo_folder, 
     hits = facefind.watch_hits(actor=IVY)
     assert hits.total == 1 and hits.items[0].entry == f"person {person.person_id}"
     assert hits.items[0].face_id == _yao_face_id(facefind, photo_folder) and hits.items[0].verdict == "strong"
+
+
+def test_a_listed_person_who_is_gone_does_not_stop_ingest_or_the_other_entries(facefind, photo_folder):
+    facefind.watch_add("yao", photos=[probe_sample()], actor=IVY)
+    store, _ = facefind._watch_store()
+    reference = store.watchlists()[0].entries[0]
+    store.add_watchlist("gone and yao", 1e-5, ["ivy"], [], "ivy", None, None, [  # as if person 999 was erased since
+        {"person_id": 999, "label": "person 999"},
+        {"embedding": reference.embedding, "probe_sha256": reference.probe_sha256, "quality": "good", "label": "yao"}])
+    assert facefind.index([photo_folder]).failed == 0
+    assert sorted(hit.watchlist for hit in facefind.watch_hits(actor=IVY).items) == ["gone and yao", "yao"]

@@ -67,7 +67,8 @@ class FacePipeline:
             recognizer = recognizer_class(self.stack.recognizer, threads=self.config.threads)
         self.recognizer = recognizer
         classifier = default_occlusion_classifier()
-        # The classifier reads embeddings, so it only fits the recogniser it was trained with.
+        # The classifier reads the crop's pixels, but its flags send covered probes to a 'covered'
+        # calibration table, which only the recogniser named in its provenance has.
         self.occlusion = classifier if classifier.provenance.get("model_id") == self.recognizer.model_id else None
 
     @property
@@ -105,7 +106,7 @@ class FacePipeline:
         embeddings = l2_normalise(features)
         # A plugged-in recogniser without raw_features gives unit vectors: their norm says nothing.
         norms = np.linalg.norm(features, axis=1) if hasattr(self.recognizer, "raw_features") else [None] * len(crops)
-        occlusions = self.occlusion.predict(embeddings) if self.occlusion else [None] * len(crops)
+        occlusions = self.occlusion.predict(crops) if self.occlusion else [None] * len(crops)
         faces = [
             DetectedFace(
                 box=d.box.astype(np.float32),

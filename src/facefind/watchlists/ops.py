@@ -23,6 +23,7 @@ import numpy as np
 
 from facefind.calibration import CalibrationSet
 from facefind.catalog.base import CommitResult
+from facefind.errors import NotFoundError
 from facefind.library import Library
 from facefind.search import calibrated, pair_table, within_limits
 from facefind.watchlists.store import Watchlist, WatchStore, now
@@ -53,7 +54,11 @@ def _templates(library: Library, watchlist: Watchlist, person_faces: PersonFaces
             qualities.append(entry.quality or "good")
             face_ids.append(None)
         elif entry.person_id is not None:
-            ids, found = library.embeddings(person_faces(entry.person_id))
+            try:
+                listed = person_faces(entry.person_id)
+            except NotFoundError:  # the person was erased (or merged away) since: nothing left to compare
+                continue
+            ids, found = library.embeddings(listed)
             records = library.catalog.faces([int(i) for i in ids])
             for face_id, vector in zip(ids.tolist(), found):
                 if face_id in records:
