@@ -120,7 +120,7 @@ def _plot_occlusion(training, scores: dict) -> None:
 
 def _print_occlusion(figures: dict) -> None:
     for head, rows in figures["out_of_fold"].items():
-        print(f"{head} (cut-off {rows['threshold']:.3f}):")
+        print(f"{head} (cut-off {rows['threshold']:.4f}):")
         for name, row in rows.items():
             if name != "threshold":
                 print(f"  {name:32s} {row['flagged'] * 100:6.2f}% of {row['faces']}")

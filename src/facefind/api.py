@@ -17,6 +17,7 @@ import os
 import re
 import tempfile
 import threading
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -403,7 +404,7 @@ class FaceFind:
             "results": [{"match_id": m.match_id, "face_id": m.face.face_id, "path": m.source.path, "fmr": m.fmr,
                          "verdict": m.verdict} for m in result.matches],
         }, purpose)
-        return self._with_people(result)
+        return self._with_people(result, readable)
 
     def verify(
         self,
@@ -459,10 +460,16 @@ class FaceFind:
         )
 
     def stats(self, *, actor: Actor | None = None) -> dict:
-        """Counts of files by status, unindexed files by reason, faces by quality, searches."""
-        self._allowed(actor, "stats")
+        """Counts of files by status, unindexed files by reason, faces by quality, searches; an actor limited
+        to collections gets them counted over those collections' files and faces only."""
+        actor = self._allowed(actor, "stats")
+        roots = self._readable_roots(actor)
         with self._library() as library, library.reading():
-            return {"library": str(self.library_path), "index_size": len(library.index), **library.catalog.stats()}
+            if roots is None:
+                return {"library": str(self.library_path), "index_size": len(library.index),
+                        **library.catalog.stats()}
+            within = _stats_within(library, roots)
+        return {"library": str(self.library_path), **within, "searches": self.search_log(0, 1, actor=actor).total}
 
     def remove(
         self, path: Path | None = None, face_ids: list[int] | None = None, *, actor: Actor | None = None
@@ -1022,6 +1029,13 @@ class FaceFind:
         if unknown:
             raise FaceFindError(f"unknown role {unknown[0]!r}; roles are {', '.join(ROLES)}", reason="bad_argument")
         _check_webhook(webhook_url, webhook_secret)
+        roots = self._readable_roots(actor)
+        if people and roots is not None:  # a person with no face in the actor's collections is not theirs to watch
+            with self._library() as library, library.reading():
+                visible = people_ops.visible_people(library, self._people_store(), roots)
+            unseen = [p for p in people if p not in visible]
+            if unseen:
+                raise NotFoundError(f"no person {unseen[0]}")
         templates = []
         for person_id in people:
             self._person_faces(person_id)  # NotFoundError for a person that does not exist
@@ -1095,6 +1109,34 @@ class FaceFind:
         """Mark a hit a wrong match (audited); it stays listed as dismissed."""
         return self._decide_hit(hit_id, "dismissed", actor)
 
+    def _managed_watchlist(self, watchlist_id: int, actor: Actor | None) -> tuple[Actor, WatchStore, Watchlist]:
+        """A watchlist this actor may change: one they see (else not found) and made, or any, for an admin."""
+        actor = self._allowed(actor, "watch_manage")
+        found = [w for w in self._visible_watchlists(actor) if w.id == watchlist_id]
+        if not found:
+            raise NotFoundError(f"no watchlist {watchlist_id}")
+        if actor.role != "admin" and found[0].created_by != actor.name:
+            raise ForbiddenError(f"{actor.name} may not change watchlist {watchlist_id}: {found[0].created_by}"
+                                 " made it (or an admin may)")
+        return actor, self._watch_store()[0], found[0]
+
+    def watch_pause(self, watchlist_id: int, paused: bool = True, *, actor: Actor | None = None) -> WatchlistInfo:
+        """Pause a watchlist (later ingests raise no hits on it; its hits stay) or resume it; audited."""
+        actor, store, watchlist = self._managed_watchlist(watchlist_id, actor)
+        store.set_active(watchlist_id, not paused)
+        self._audit(actor, "watch_pause" if paused else "watch_resume",
+                    {"watchlist_id": watchlist_id, "name": watchlist.name})
+        return _watchlist_info(store.watchlist(watchlist_id))
+
+    def watch_remove(self, watchlist_id: int, *, actor: Actor | None = None) -> int:
+        """Delete a watchlist with its entries (reference templates), hits and queued webhooks; audited.
+        Returns how many hits went with it."""
+        actor, store, watchlist = self._managed_watchlist(watchlist_id, actor)
+        removed = store.remove_watchlist(watchlist_id)
+        self._audit(actor, "watch_remove", {"watchlist_id": watchlist_id, "name": watchlist.name,
+                                            "hits_removed": removed})
+        return removed
+
     def _decide_hit(self, hit_id: int, state: str, actor: Actor | None) -> WatchHit:
         actor = self._allowed(actor, "watch_review")
         if not self._watch_kept():
@@ -1156,6 +1198,12 @@ class FaceFind:
                       if visible is not None and p not in visible]
             if hidden:
                 raise NotFoundError(f"no person {hidden[0]}")
+            named = [details["face_id"]] if "face_id" in details else details.get("face_ids") or []
+            roots = self._readable_roots(actor)
+            unseen = [f for f, record in library.catalog.faces(named).items()
+                      if roots is not None and not under_any(record.path, roots)]
+            if unseen:
+                raise NotFoundError(f"no face with id {unseen[0]} in the library")
             outcome = change(library, store)
         self._audit(actor, action, details)
         return outcome
@@ -1164,6 +1212,9 @@ class FaceFind:
         """Group every face into people at ``max_fmr``; manual decisions stay, automatic faces are regrouped."""
         _check_numbers(max_fmr=max_fmr)
         actor = self._allowed(actor, "people_edit")
+        if self._readable_roots(actor) is not None:  # it regroups (and reports on) faces of every collection
+            raise ForbiddenError(f"{actor.name} reads only some collections; building people groups every face"
+                                 " of the library: an admin (or a user of every collection) runs it")
         store = self._people_store()
         with self._library() as library, library.reading(), self._people_lock:
             report = people_ops.build(library, store, self.calibration, max_fmr)
@@ -1243,11 +1294,15 @@ class FaceFind:
         self._audit(actor, "people_export", {"format": fmt})
         return text
 
-    def _with_people(self, result: SearchResponse) -> SearchResponse:
-        """Each match with the person its face is grouped into (when people were built)."""
+    def _with_people(self, result: SearchResponse, roots: list[str] | None = None) -> SearchResponse:
+        """Each match with the person its face is grouped into (when people were built); a searcher limited
+        to collections (``roots``) sees the person's photos and videos counted there only."""
         store = self._people_store(create=False)
         if store is not None and result.matches:
-            refs = people_ops.person_refs(store, [m.face.face_id for m in result.matches if m.face.face_id])
+            with self._library() as library, library.reading():
+                readable = people_ops.readable_faces(library, store, roots)
+            refs = people_ops.person_refs(store, [m.face.face_id for m in result.matches if m.face.face_id],
+                                          readable)
             for match in result.matches:
                 match.person = refs.get(match.face.face_id)
         return result
@@ -1265,6 +1320,18 @@ def _all_media(library: Library, status: str | None, page: int = 1000) -> Iterat
         if len(records) < page:
             return
         offset += page
+
+
+def _stats_within(library: Library, roots: list[str]) -> dict:
+    """catalog.stats() over the files and faces under ``roots`` only (the ingest log is the whole library's)."""
+    media = [record for record in _all_media(library, None) if under_any(record.path, roots)]
+    faces = library.catalog.faces(sorted({f for root in roots for f in library.catalog.face_ids_under(root)}))
+    quality = Counter(record.quality.get("verdict") for record in faces.values())
+    return {"index_size": len(faces), "files": len(media),
+            "files_by_status": dict(Counter(record.status for record in media)),
+            "unindexed_by_reason": dict(Counter(r.reason for r in media if r.reason is not None).most_common()),
+            "faces": len(faces), "faces_by_quality": dict(quality),
+            "models": len({record.model_id for record in faces.values()}), "last_ingest": None}
 
 
 def _media_item(record: MediaRecord) -> MediaItem:

@@ -1159,11 +1159,11 @@ def watch_list(as_json: Annotated[bool, typer.Option("--json", help="JSON instea
     if as_json:
         _print_json([w.model_dump(mode="json") for w in found])
         return
-    table = Table("#", "name", "entries", "max FMR", "visible to", "webhook")
+    table = Table("#", "name", "entries", "max FMR", "visible to", "webhook", "state")
     for w in found:
         table.add_row(str(w.watchlist_id), _plain(w.name), _plain(", ".join(e.label for e in w.entries)),
                       f"{w.max_fmr:g}", _plain(", ".join(w.visible_users + [f"role {r}" for r in w.visible_roles])),
-                      _plain(w.webhook_url or "-"))
+                      _plain(w.webhook_url or "-"), "active" if w.active else "paused")
     console.print(table if found else "no watchlists you may see: add one with `facefind watch add`")
 
 
@@ -1198,6 +1198,27 @@ def watch_dismiss(hit_id: HitId) -> None:
     """Dismiss a hit as a wrong match (audited)."""
     _people(lambda ff: ff.hit_dismiss(hit_id))
     console.print(f"hit {hit_id} dismissed as a wrong match")
+
+
+WatchlistId = Annotated[int, typer.Argument(help="Watchlist number, as `facefind watch list` shows it.")]
+
+
+@watch_app.command("pause")
+def watch_pause(
+    watchlist_id: WatchlistId,
+    resume: Annotated[bool, typer.Option("--resume", help="Resume a paused watchlist instead.")] = False,
+) -> None:
+    """Pause a watchlist: later `index` runs raise no hits on it, its hits stay (audited). --resume undoes it."""
+    info = _people(lambda ff: ff.watch_pause(watchlist_id, paused=not resume))
+    console.print(Text.assemble(f"watchlist {watchlist_id} ", _plain(info.name),
+                                " is active again" if info.active else " is paused"))
+
+
+@watch_app.command("remove")
+def watch_remove(watchlist_id: WatchlistId) -> None:
+    """Delete a watchlist with its reference templates, hits and queued webhooks (audited)."""
+    removed = _people(lambda ff: ff.watch_remove(watchlist_id))
+    console.print(f"watchlist {watchlist_id} deleted with {removed} hit{'s' if removed != 1 else ''}")
 
 
 @watch_app.command("deliver")

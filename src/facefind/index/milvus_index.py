@@ -4,16 +4,19 @@ One collection per library and model (``facefind_<library>_<model>``): primary k
 face id (INT64), the embedding as FLOAT_VECTOR (held exactly, so verification against the catalog
 is exact), metric IP on unit vectors (= cosine).
 
-Index: HNSW (M=16, efConstruction=200) searched with ef=128, chosen from bench/milvus_index.py at
-100k faces on this machine: recall@10 vs exact ~1.0 at a p50 of a few ms, where IVF_FLAT needed
-nprobe=32 for recall 0.98 at a higher p50 (numbers in bench/results/milvus_index.json).
+Index: HNSW (M=16, efConstruction=200) searched with ef = max(512, k), chosen with bench/milvus_index.py
+at 100k realistic synthetic faces on this (loaded, 2-core) machine, asking for search's 40 candidates:
+HNSW ef 128 / 256 / 512 gave recall@10 0.85 / 0.92 / 0.975 (best mate among the candidates 0.99 / 0.99 /
+1.0) at p50 4.7 / 8.6 / 10.5 ms; IVF_FLAT (nlist 1024) needed nprobe 128 for recall 0.81
+(bench/results/milvus_index.json). A Strong read's wait (below) dwarfs the cost of ef 512.
 
 Consistency: Strong. Every read carries a guarantee timestamp of "now", so the query node waits
 until it has applied every insert and delete acknowledged before the read started: a batch the
 parent committed (insert/delete returned) is searchable from every replica at once, with no flush.
-The price is one time tick of waiting per read (proxy.timeTickInterval: 200 ms by default; the dev
-server sets 50 ms and measures ~50 ms a read). Bounded answers in ~3 ms but may miss the last 5 s of
-commits (its graceful time), which would break "a committed batch is searchable" across replicas.
+The price is a wait for the next time tick(s) per read (proxy.timeTickInterval: 200 ms by default; the
+dev server sets 50 ms: ~50 ms a read when idle, p50 100 ms at 100k faces on the loaded bench machine).
+Bounded answers in a few ms but may miss the last 5 s of commits (its graceful time), which would break
+"a committed batch is searchable" across replicas.
 
 The data is durable in the server (its log and object storage), so :meth:`save` only seals the
 growing segments (flush) and :meth:`files` is empty: nothing of the index lives in the library
@@ -36,7 +39,7 @@ from facefind.errors import FaceFindError
 from facefind.index.faiss_index import check_vectors
 
 HNSW_BUILD = {"M": 16, "efConstruction": 200}
-HNSW_EF = 128  # search breadth; raised to k when k is larger (Milvus requires ef >= k)
+HNSW_EF = 512  # search breadth; raised to k when k is larger (Milvus requires ef >= k)
 QUERY_PAGE = 16_384  # Milvus caps offset + limit of one query at 16384
 INSERT_BATCH = 10_000  # rows per insert call (a 512-d batch is ~20 MB, under the 64 MB gRPC limit)
 MAX_K = 16_384  # Milvus's top-k limit

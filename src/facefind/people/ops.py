@@ -247,31 +247,52 @@ def _link(calibration: CalibrationSet, score: float | None) -> Link | None:
     return Link(similarity=fields["similarity"], fmr=fields["fmr"], fmr_text=fields["fmr_text"])
 
 
-def visible_people(library: Library, store: PeopleStore, roots: list[str] | None) -> set[int] | None:
-    """The people with a face inside ``roots`` (an actor's collections); None: every person."""
+def readable_faces(library: Library, store: PeopleStore, roots: list[str] | None) -> dict[int, FaceRecord] | None:
+    """The assigned faces inside ``roots`` (an actor's collections), id -> record; None: every face counts."""
     if roots is None:
         return None
-    assignments = store.assignments()
-    records = library.catalog.faces(list(assignments))
-    return {assignments[f][0] for f, record in records.items() if under_any(record.path, roots)}
+    records = library.catalog.faces(list(store.assignments()))
+    return {f: record for f, record in records.items() if under_any(record.path, roots)}
+
+
+def visible_people(library: Library, store: PeopleStore, roots: list[str] | None) -> set[int] | None:
+    """The people with a face inside ``roots`` (an actor's collections); None: every person."""
+    readable = readable_faces(library, store, roots)
+    return None if readable is None else {person for person, _ in store.assignments(readable).values()}
+
+
+def readable_counts(store: PeopleStore, readable: dict[int, FaceRecord]) -> dict[int, tuple[int, int, int]]:
+    """person id -> (faces, photos, videos) counting only ``readable`` faces: what someone limited to
+    collections may know of a person who also appears elsewhere."""
+    faces: dict[int, int] = defaultdict(int)
+    files: dict[int, tuple[set[int], set[int]]] = defaultdict(lambda: (set(), set()))
+    for face_id, (person, _) in store.assignments(readable).items():
+        record = readable[face_id]
+        faces[person] += 1
+        files[person][record.track is not None].add(record.media_id)
+    return {p: (faces[p], len(files[p][0]), len(files[p][1])) for p in faces}
 
 
 def summaries(library: Library, store: PeopleStore, calibration: CalibrationSet,
               include_hidden: bool = False, roots: list[str] | None = None) -> list[PersonSummary]:
     """Every (shown) person, most faces first; only those with a face inside ``roots`` when given."""
-    visible = visible_people(library, store, roots)
-    rows = [r for r in store.persons(include_hidden) if visible is None or r.id in visible]
-    counts = store.face_counts()
-    media = store.media_counts([r.id for r in rows])
+    readable = readable_faces(library, store, roots)
+    limited = None if readable is None else readable_counts(store, readable)
+    rows = [r for r in store.persons(include_hidden) if limited is None or r.id in limited]
+    if limited is None:
+        counts, media = store.face_counts(), store.media_counts([r.id for r in rows])
+    else:  # faces, photos and videos outside the collections are not counted
+        counts, media = {p: c[0] for p, c in limited.items()}, {p: c[1:] for p, c in limited.items()}
     names = {r.id: r.name for r in store.persons(include_hidden=True)}
     sources = _sources(store)
-    first_faces = _first_faces(store, [r.id for r in rows])
+    first_faces = _first_faces(store, [r.id for r in rows], readable)
     records = library.catalog.faces(list(first_faces.values()))
     found = []
     for row in rows:
         record = records.get(first_faces.get(row.id, -1))
         nearest = None
-        if row.nearest_person_id is not None and row.nearest_score is not None:
+        if row.nearest_person_id is not None and row.nearest_score is not None and (
+                limited is None or row.nearest_person_id in limited):  # nobody from outside the collections
             link = _link(calibration, row.nearest_score)
             nearest = NearestPerson(person_id=row.nearest_person_id, name=names.get(row.nearest_person_id),
                                     **link.model_dump())
@@ -290,9 +311,10 @@ def _sources(store: PeopleStore) -> dict[int, bool]:
     return confirmed
 
 
-def _first_faces(store: PeopleStore, person_ids: list[int]) -> dict[int, int]:
+def _first_faces(store: PeopleStore, person_ids: list[int],
+                 readable: dict[int, FaceRecord] | None = None) -> dict[int, int]:
     first: dict[int, int] = {}
-    for face_id, (person, _) in sorted(store.assignments().items()):
+    for face_id, (person, _) in sorted(store.assignments(readable).items()):
         first.setdefault(person, face_id)
     return {p: first[p] for p in person_ids if p in first}
 
@@ -316,12 +338,18 @@ def detail(library: Library, store: PeopleStore, calibration: CalibrationSet, pe
     return PersonDetail(**summary.model_dump(), face_list=faces)
 
 
-def person_refs(store: PeopleStore, face_ids: list[int]) -> dict[int, PersonRef]:
-    """face id -> its person (for search results); hidden people are left out."""
+def person_refs(store: PeopleStore, face_ids: list[int],
+                readable: dict[int, FaceRecord] | None = None) -> dict[int, PersonRef]:
+    """face id -> its person (for search results); hidden people are left out. With ``readable`` (the faces
+    of the searcher's collections) a person's photos and videos count only those."""
     assignments = store.assignments(face_ids)
     people = {p for p, _ in assignments.values()}
     rows = {r.id: r for r in store.persons(include_hidden=False) if r.id in people}
-    media = store.media_counts(sorted(rows))
+    if readable is None:
+        media = store.media_counts(sorted(rows))
+    else:
+        limited = readable_counts(store, readable)
+        media = {p: limited.get(p, (0, 0, 0))[1:] for p in rows}
     return {f: PersonRef(person_id=p, name=rows[p].name, photos=media[p][0], videos=media[p][1])
             for f, (p, _) in assignments.items() if p in rows}
 
@@ -468,8 +496,10 @@ def coappearance(library: Library, store: PeopleStore, person_id: int,
     records = library.catalog.faces([f for f, *_ in own] + [f for _, _, f in together])
     mine_by_media: dict[int, list[FaceRecord]] = defaultdict(list)
     for face_id, *_ in own:
-        if face_id in records:
+        if face_id in records and (roots is None or under_any(records[face_id].path, roots)):
             mine_by_media[records[face_id].media_id].append(records[face_id])
+    if roots is not None and not mine_by_media:
+        raise NotFoundError(f"no person {person_id}")  # none of their faces is in the actor's collections
     photos: dict[int, set[str]] = defaultdict(set)
     videos: dict[int, dict[str, list[list[float]]]] = defaultdict(lambda: defaultdict(list))
     for media_id, other, face_id in together:
@@ -496,9 +526,10 @@ def coappearance(library: Library, store: PeopleStore, person_id: int,
 
 def graph(library: Library, store: PeopleStore, roots: list[str] | None = None) -> nx.Graph:
     """People as nodes (name, faces), co-appearances as weighted edges (photos, video ranges)."""
-    visible = visible_people(library, store, roots)
-    rows = [r for r in store.persons() if visible is None or r.id in visible]
-    counts = store.face_counts()
+    readable = readable_faces(library, store, roots)
+    limited = None if readable is None else readable_counts(store, readable)
+    rows = [r for r in store.persons() if limited is None or r.id in limited]
+    counts = store.face_counts() if limited is None else {p: c[0] for p, c in limited.items()}
     shown = {r.id for r in rows}
     result = nx.Graph()
     for row in rows:

@@ -278,6 +278,24 @@ def add_watchlist(
                               webhook_url or None, webhook_secret or None, actor=actor)
 
 
+@router.post("/watchlists/{watchlist_id}/pause", response_model=WatchlistInfo,
+             summary="Pause a watchlist: later ingests raise no hits on it; its hits stay (audited)")
+def pause_watchlist(facefind: Library, actor: ActingFor, watchlist_id: int) -> WatchlistInfo:
+    return facefind.watch_pause(watchlist_id, actor=actor)
+
+
+@router.post("/watchlists/{watchlist_id}/resume", response_model=WatchlistInfo,
+             summary="Resume a paused watchlist (audited)")
+def resume_watchlist(facefind: Library, actor: ActingFor, watchlist_id: int) -> WatchlistInfo:
+    return facefind.watch_pause(watchlist_id, paused=False, actor=actor)
+
+
+@router.delete("/watchlists/{watchlist_id}", status_code=204,
+               summary="Delete a watchlist with its reference templates and hits (audited)")
+def remove_watchlist(facefind: Library, actor: ActingFor, watchlist_id: int) -> None:
+    facefind.watch_remove(watchlist_id, actor=actor)
+
+
 @router.get("/watchlists/hits", response_model=WatchHitPage, summary="The hit feed: hits you may see, newest first")
 def watch_hits(facefind: Library, actor: ActingFor, state: str | None = None, watchlist: int | None = None,
                offset: PageOffset = 0, limit: PageLimit = 50) -> WatchHitPage:

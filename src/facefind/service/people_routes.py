@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from facefind.errors import FaceFindError
 from facefind.people.models import BuildReport, CoAppearance, PersonDetail, PersonSummary
 from facefind.people.ops import DEFAULT_PEOPLE_FMR
-from facefind.service.actor import ActingFor, current_actor, page_actor
+from facefind.service.actor import ActingFor, current_actor, page_actor, requires
 from facefind.service.api_routes import Library
 from facefind.service.problems import PROBLEM_RESPONSES
 
@@ -114,6 +114,9 @@ def coappearance(facefind: Library, actor: ActingFor, person_id: int) -> list[Co
 # -- the web UI's pages ------------------------------------------------------------------------------
 
 
+EDITS = requires("people_edit")  # checked before a form's decision, whose refusal would re-render the page
+
+
 def _page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
     return request.app.state.templates.TemplateResponse(request, name, {"active": "people", **context},
                                                         status_code=status)
@@ -124,7 +127,7 @@ def people_page(request: Request, facefind: Library, actor: ActingFor, hidden: b
     return _page(request, "people.html", people=facefind.people_list(hidden, actor=actor), hidden=hidden)
 
 
-@pages.post("/build")
+@pages.post("/build", dependencies=[EDITS])
 def build_form(request: Request, facefind: Library, actor: ActingFor) -> Response:
     try:
         facefind.people_build(actor=actor)
@@ -154,35 +157,35 @@ def _decided(request: Request, facefind, actor, person_id: int, decide) -> Respo
     return RedirectResponse(f"/people/{target if isinstance(target, int) else person_id}", status_code=303)
 
 
-@pages.post("/{person_id}/name")
+@pages.post("/{person_id}/name", dependencies=[EDITS])
 def rename_form(request: Request, facefind: Library, actor: ActingFor, person_id: int,
                 name: Annotated[str, Form()] = "") -> Response:
     return _decided(request, facefind, actor, person_id,
                     lambda: facefind.person_rename(person_id, name.strip() or None, actor=actor))
 
 
-@pages.post("/{person_id}/merge")
+@pages.post("/{person_id}/merge", dependencies=[EDITS])
 def merge_form(request: Request, facefind: Library, actor: ActingFor, person_id: int,
                other: Annotated[int, Form()]) -> Response:
     return _decided(request, facefind, actor, person_id,
                     lambda: facefind.person_merge(person_id, [other], actor=actor))
 
 
-@pages.post("/{person_id}/split")
+@pages.post("/{person_id}/split", dependencies=[EDITS])
 def split_form(request: Request, facefind: Library, actor: ActingFor, person_id: int,
                face_id: Annotated[list[int] | None, Form()] = None) -> Response:
     return _decided(request, facefind, actor, person_id,
                     lambda: facefind.person_split(person_id, face_id or None, actor=actor)[-1])
 
 
-@pages.post("/{person_id}/not")
+@pages.post("/{person_id}/not", dependencies=[EDITS])
 def not_person_form(request: Request, facefind: Library, actor: ActingFor, person_id: int,
                     face_id: Annotated[int, Form()]) -> Response:
     return _decided(request, facefind, actor, person_id,
                     lambda: facefind.face_not_person(face_id, person_id, actor=actor))
 
 
-@pages.post("/{person_id}/hide")
+@pages.post("/{person_id}/hide", dependencies=[EDITS])
 def hide_form(request: Request, facefind: Library, actor: ActingFor, person_id: int,
               hidden: Annotated[bool, Form()] = True) -> Response:
     return _decided(request, facefind, actor, person_id,

@@ -132,7 +132,17 @@ def watch_page(request: Request, facefind: Library, actor: ActingFor, state: str
     """The hit feed of the watchlists naming this user, with acknowledge / dismiss forms."""
     return _page(request, "watch.html", active="watch", hits=facefind.watch_hits(state, None, offset, 50, actor=actor),
                  watchlists=facefind.watch_list(actor=actor), state=state, states=HIT_STATES,
-                 may_review=actor.may("watch_review"))
+                 may_review=actor.may("watch_review"), may_manage=actor.may("watch_manage"))
+
+
+@router.post("/watch/lists/{watchlist_id}/{change}")
+def change_watchlist(facefind: Library, actor: ActingFor, watchlist_id: int,
+                     change: Literal["pause", "resume", "remove"]) -> RedirectResponse:
+    if change == "remove":
+        facefind.watch_remove(watchlist_id, actor=actor)
+    else:
+        facefind.watch_pause(watchlist_id, paused=change == "pause", actor=actor)
+    return RedirectResponse("/watch", status_code=303)
 
 
 @router.post("/watch/hits/{hit_id}/{decision}")

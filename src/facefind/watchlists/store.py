@@ -198,6 +198,26 @@ class WatchStore:
             raise NotFoundError(f"no watchlist {watchlist_id}")
         return found[0]
 
+    def set_active(self, watchlist_id: int, active: bool) -> None:
+        """Pause (no new hits; its hits stay) or resume a watchlist."""
+        with self.engine.begin() as db:
+            if not db.execute(watchlists.update().where(watchlists.c.id == watchlist_id)
+                              .values(active=active)).rowcount:
+                raise NotFoundError(f"no watchlist {watchlist_id}")
+
+    def remove_watchlist(self, watchlist_id: int) -> int:
+        """Delete a watchlist with its entries, hits and queued deliveries (explicitly: no backend's cascade is
+        relied on); returns how many hits went."""
+        with self.engine.begin() as db:
+            hit_ids = [row[0] for row in db.execute(sa.select(hits.c.id).where(hits.c.watchlist_id == watchlist_id))]
+            for start in range(0, len(hit_ids), 500):
+                db.execute(deliveries.delete().where(deliveries.c.hit_id.in_(hit_ids[start:start + 500])))
+            db.execute(hits.delete().where(hits.c.watchlist_id == watchlist_id))
+            db.execute(entries.delete().where(entries.c.watchlist_id == watchlist_id))
+            if not db.execute(watchlists.delete().where(watchlists.c.id == watchlist_id)).rowcount:
+                raise NotFoundError(f"no watchlist {watchlist_id}")
+        return len(hit_ids)
+
     # -- hits ------------------------------------------------------------------------------------
 
     def record_hits(self, found: list[dict], webhook_urls: dict[int, str]) -> list[int]:
