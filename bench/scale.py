@@ -708,6 +708,8 @@ def plot(real: dict, synthetic: dict, sizes: list[dict], sweep: dict | None = No
             for row in rows:
                 axis.annotate(f"x{row['widening']}", (row["p50_ms"], row["recall_at_10_vs_fused"]), fontsize=7)
         axis.set_xscale("log")
+        axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.set_xlabel("covered probe, index + fused re-scoring p50 ms (machine shared)")
         axis.set_ylabel("recall@10 vs fused scoring of every face")
         axis.set_title(f"covered probes at {sweep['faces']:,} faces (xN: 40N candidates)")

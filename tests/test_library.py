@@ -453,3 +453,37 @@ def test_covered_probes_agree_with_scoring_every_face(tmp_path, policy):
             fused = (plain @ probe + masked @ probe) / 2
             expected = np.argsort(-fused)[:8] + 1  # face ids count from 1 in commit order
             assert [face_id for face_id, _ in found][:3] == expected[:3].tolist()
+
+
+def test_a_service_library_builds_the_new_index_in_the_background_while_the_old_one_serves(tmp_path, monkeypatch):
+    """Crossing the threshold in a service (build_in_background) trains the ANN index in a thread: the commit
+    returns at once, the flat index keeps answering, and what is committed or removed meanwhile is in the new one."""
+    import threading
+
+    training, release = threading.Event(), threading.Event()
+    train = FaissAnnIndex.trained.__func__
+
+    def held_training(cls, *args, **kwargs):
+        training.set()
+        assert release.wait(60)
+        return train(cls, *args, **kwargs)
+
+    monkeypatch.setattr(FaissAnnIndex, "trained", classmethod(held_training))
+    with Library(tmp_path, "m", DIM, writable=True, index_policy=SMALL_THRESHOLD) as library:
+        library.build_in_background = True
+        first = _add_people(library, "/a.jpg", 299, seed=0)
+        _add_people(library, "/b.jpg", 200, seed=1)  # crosses 300: the build starts, this commit does not wait
+        assert training.wait(60) and isinstance(library.index, FaissFlatIndex)
+        _add_people(library, "/c.jpg", 100, seed=2)  # committed during the build
+        library.remove_faces(first[:50])
+        with library.reading():
+            assert len(library.index) == 549  # the old index serves, up to date
+        release.set()
+        library.wait_for_index_build()
+        assert isinstance(library.index, FaissAnnIndex) and library.index.trained_on == 499
+        catalog_ids = np.concatenate([ids for ids, _ in library.catalog.iter_embeddings("m", dim=DIM)])
+        assert sorted(library.index.ids()) == sorted(catalog_ids) and len(catalog_ids) == 549
+        queries = np.concatenate([_people(60, seed=1)[0], _people(40, seed=2)[0]])
+        assert _agrees_with_exact_search(library, queries) >= 0.95
+    with Library(tmp_path, "m", DIM, writable=True, index_policy=SMALL_THRESHOLD) as reopened:  # saved as swapped
+        assert not reopened.rebuilt_index and isinstance(reopened.index, FaissAnnIndex)

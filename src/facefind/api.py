@@ -180,6 +180,7 @@ class FaceFind:
         """
         if self._resident is None:
             self._resident = self.open_library(writable=True)
+            self._resident.build_in_background = True  # a new ANN index never blocks the searches it serves
             self.pipeline  # load the models now, not on the first request
             if self._watch_kept():
                 self._watch_store()[1].kick()  # webhooks a previous run could not deliver

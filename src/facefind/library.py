@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import threading
 import time
@@ -55,6 +56,8 @@ from facefind.index.ann import TRAIN_SAMPLE
 
 INDEX_SAMPLE = 256  # vectors compared with the catalog on every open (``check`` compares them all)
 NORM_TOLERANCE = 1e-3
+COPY_CHUNK = 50_000  # vectors copied into a new index per read lock, so commits wait at most one chunk
+log = logging.getLogger("facefind.library")
 CHECKPOINT_PATIENCE_S = 2.0  # how long a removal retries truncating the WAL while searches read  # stored embeddings are unit vectors; float32 rounding is far below this
 
 
@@ -258,6 +261,12 @@ class Library:
         self.died_ingests = 0
         self.rebuilt_index = False
         self.index: VectorIndex  # plain embeddings only; covered probes re-score its candidates (search)
+        # the service: a new ANN index (threshold crossed, codebook outgrown) is built in a thread while the
+        # current one serves, then swapped in; changes committed meanwhile are logged and replayed into it
+        self.build_in_background = False
+        self._index_build: threading.Thread | None = None
+        self._changes_during_build: list[tuple[np.ndarray, np.ndarray | None]] | None = None
+        self._stop_build = threading.Event()
         if writable:
             self._lock = FileLock(str(root / "write.lock"))
             try:
@@ -585,13 +594,72 @@ class Library:
         if len(ids):
             keep = ~np.isin(ids, bad)
             self.index.add(ids[keep], vectors[keep])
-        if isinstance(self.index, FaissFlatIndex) and self.index_policy.kind_for(len(self.index)) != "flat":
+            if self._changes_during_build is not None:
+                self._changes_during_build.append((ids[keep], vectors[keep]))
+        if self.build_in_background:
+            if self._index_build is None and self._index_outgrown():
+                self._start_index_build()
+        elif isinstance(self.index, FaissFlatIndex) and self.index_policy.kind_for(len(self.index)) != "flat":
             self._switch_to_ann()
+
+    def _start_index_build(self) -> None:
+        """Build the ANN index the library has outgrown its current one for, in a thread (called by a writer)."""
+        self._changes_during_build = []
+        self._stop_build.clear()
+        self._index_build = threading.Thread(target=self._build_and_swap, name="facefind-index-build", daemon=True)
+        self._index_build.start()
+
+    def _build_and_swap(self) -> None:
+        """Train on a sample, copy the current index chunk by chunk (a read lock each: searches go on, a
+        commit waits at most one chunk), then under the write lock replay what was committed meanwhile and
+        swap. A failure or a rebuild meanwhile discards the new index: the current one stays exact and whole."""
+        source = self.index
+        try:
+            with self.reading():
+                ids = source.ids()
+                sample = source.vectors(np.random.default_rng(0).permutation(ids)[:TRAIN_SAMPLE])
+            ann = FaissAnnIndex.trained(self.dim, sample, len(ids), self.index_policy)
+            for start in range(0, len(ids), COPY_CHUNK):
+                if self._stop_build.is_set():
+                    return
+                with self.reading():  # faces removed since the snapshot are not copied
+                    removed = [i for changed, vectors in self._changes_during_build if vectors is None for i in changed]
+                    chunk = ids[start : start + COPY_CHUNK]
+                    chunk = chunk[~np.isin(chunk, removed)]
+                    ann.add(chunk, source.vectors(chunk))
+            with self.writing():
+                if self.index is not source:
+                    return  # rebuilt from the catalog meanwhile (a repair): that one stands
+                for changed, vectors in self._changes_during_build:
+                    if vectors is None:
+                        ann.remove(changed)
+                    else:
+                        ann.add(changed, vectors)
+                self.index = ann
+        except Exception:  # noqa: BLE001 - a background build must never take the service down
+            log.exception("building the new vector index failed; the current one keeps serving")
+            return
+        finally:
+            with self.writing():
+                self._changes_during_build, self._index_build = None, None
+        if self.writable:
+            try:
+                self.save_index()
+            except FaceFindError:
+                log.exception("saving the new vector index failed; the next open rebuilds it from the catalog")
+
+    def wait_for_index_build(self) -> None:
+        """Until a background index build (if any) has swapped in or given up."""
+        build = self._index_build
+        if build is not None:
+            build.join()
 
     def remove_from_indexes(self, face_ids: list[int]) -> None:
         if face_ids:
             ids = np.asarray(face_ids, dtype=np.int64)
             self.index.remove(ids)
+            if self._changes_during_build is not None:
+                self._changes_during_build.append((ids, None))
             self.skipped_face_ids.difference_update(int(i) for i in face_ids)
 
     def remove_media(self, path: str) -> tuple[list[int], int]:
@@ -661,6 +729,8 @@ class Library:
 
     def close(self) -> None:
         """Close; a writer first deletes crops it wrote for files it never committed (a failed ingest)."""
+        self._stop_build.set()  # an unfinished index build is dropped: the next writable open builds it
+        self.wait_for_index_build()
         try:
             with self._files_lock:
                 leftovers = self._uncommitted_thumbnails - self.catalog.referenced_thumbnails() \

@@ -33,7 +33,7 @@ from typing import Iterator
 
 MILVUS_VERSION = "2.3.5"
 START_TIMEOUT_S = 120.0
-GRACEFUL_STOP_S = 10  # Milvus's own limit on a graceful stop; its log makes every acknowledged write durable anyway
+GRACEFUL_STOP_S = 5  # Milvus's own limit on a graceful stop (default 1800); its log keeps every acknowledged write anyway
 STOP_TIMEOUT_S = GRACEFUL_STOP_S + 5.0
 SESSION_TTL_S = 10  # default 30
 QUICK_STOP_S = 3.0

@@ -31,7 +31,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
 
 from facefind.errors import FaceFindError
@@ -182,14 +181,11 @@ UNMASKED_IN_MASKED_REAL = frozenset({
 })
 REAL_MASK_WEIGHT = 6.0  # a real masked face counts as much as this many synthetic ones
 REGULARISATION = 0.3  # inverse L2 strength, chosen by the cross-validation below
-VARIANTS = ("clean", "mask", "held_out_mask", "sunglasses", "dim_clean", "dim_mask", "small_clean", "small_mask",
-            "real", "real_flipped", "real_unmasked")
-POSITIVES = {"lower_face_covered": ("mask", "dim_mask", "small_mask", "real", "real_flipped"),
-             "eyes_covered": ("sunglasses",)}
-NEGATIVES = {"lower_face_covered": ("clean", "dim_clean", "small_clean", "sunglasses", "real_unmasked"),
-             "eyes_covered": ("clean", "dim_clean", "small_clean", "mask", "dim_mask", "small_mask", "real",
-                              "real_flipped", "real_unmasked")}
-_TEMPLATE_EYE_DISTANCE = 35.2  # px between the eyes in the 112x112 aligned crop
+VARIANTS = ("clean", "mask", "held_out_mask", "sunglasses", "dim_clean", "dim_mask", "real", "real_flipped",
+            "real_unmasked")
+POSITIVES = {"lower_face_covered": ("mask", "dim_mask", "real", "real_flipped"), "eyes_covered": ("sunglasses",)}
+NEGATIVES = {"lower_face_covered": ("clean", "dim_clean", "sunglasses", "real_unmasked"),
+             "eyes_covered": ("clean", "dim_clean", "mask", "dim_mask", "real", "real_flipped", "real_unmasked")}
 
 
 @dataclass(frozen=True)
@@ -238,17 +234,6 @@ def dim(crop: np.ndarray, seed: int) -> np.ndarray:
     return np.clip(dark, 0, 255).astype(np.uint8)
 
 
-def shrink(crop: np.ndarray, seed: int) -> np.ndarray:
-    """The crop as a face with its eyes 5-14 px apart comes out of alignment: upscaled, smooth, edge-less.
-
-    Without these, a small face in a crowd looked like a smooth mask to the classifier.
-    """
-    eyes_px = np.random.default_rng(seed).uniform(5.0, 14.0)
-    side = max(4, int(round(112 * eyes_px / _TEMPLATE_EYE_DISTANCE)))
-    small = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
-    return cv2.resize(small, (112, 112), interpolation=cv2.INTER_LINEAR)
-
-
 def training_set(crops: FaceCrops) -> TrainingSet:
     """Synthetic coverings drawn on every clean crop (shape and colour from the crop's index, so reproducible)."""
     folds = assign_folds(crops)
@@ -268,8 +253,6 @@ def training_set(crops: FaceCrops) -> TrainingSet:
     }
     images["dim_clean"] = np.stack([dim(x, i) for i, x in enumerate(c)])
     images["dim_mask"] = np.stack([dim(x, i + 7) for i, x in enumerate(images["mask"])])
-    images["small_clean"] = np.stack([shrink(x, i) for i, x in enumerate(c)])
-    images["small_mask"] = np.stack([shrink(x, i + 11) for i, x in enumerate(images["mask"])])
     rows = {"real": real, "real_flipped": real, "real_unmasked": real_unmasked}
     return TrainingSet(
         features={v: _features(images[v]) for v in VARIANTS},
@@ -334,8 +317,6 @@ def report(data: TrainingSet, scores: dict[str, dict[str, np.ndarray]]) -> dict:
             "synthetic_sunglasses": rate(s["sunglasses"], clean.usable),
             "synthetic_masks_dimmed": rate(s["dim_mask"], clean.usable),
             "lfw_celeba_dimmed": rate(s["dim_clean"], clean.usable),
-            "synthetic_masks_shrunk_to_5_14px": rate(s["small_mask"], clean.usable),
-            "lfw_celeba_shrunk_to_5_14px": rate(s["small_clean"], clean.usable),
         }
     return result
 
@@ -358,7 +339,7 @@ def train(crops: FaceCrops, progress: Callable[[str], None] | None = None) -> Oc
                 f" celeba_dev ({counts['celeba']} faces), masked_real ({counts['masked_real']} faces; the"
                 f" {len(UNMASKED_IN_MASKED_REAL)} showing the mouth as uncovered, the rest as masked, with mirror"
                 " images); synthetic masks (" + ", ".join(TRAINING_SHAPES) + ") and sunglasses drawn on every"
-                " LFW/celeba_dev crop; every clean and masked crop also dimmed, and shrunk to eyes 5-14 px apart",
+                " LFW/celeba_dev crop; every clean and masked crop also dimmed",
         "method": "per head: HOG + YCrCb colour grid against the forehead -> standardise -> logistic regression"
                   f" (scikit-learn, C={REGULARISATION}); cut-off for at most"
                   f" {MAX_FALSE_FLAGS} of clean celeba_dev faces flagged (out-of-fold)",

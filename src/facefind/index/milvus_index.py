@@ -7,7 +7,7 @@ is exact), metric IP on unit vectors (= cosine).
 Index: HNSW (M=16, efConstruction=200) searched with ef = max(512, k), chosen with bench/milvus_index.py
 at 100k realistic synthetic faces on this (loaded, 2-core) machine, asking for search's 40 candidates:
 HNSW ef 128 / 256 / 512 gave recall@10 0.85 / 0.92 / 0.975 (best mate among the candidates 0.99 / 0.99 /
-1.0) at p50 4.7 / 8.6 / 10.5 ms; IVF_FLAT (nlist 1024) needed nprobe 128 for recall 0.81
+1.0) at p50 4.7 / 8.6 / 10.5 ms; IVF_FLAT (nlist 1024) reached only 0.82 at nprobe 128
 (bench/results/milvus_index.json). A Strong read's wait (below) dwarfs the cost of ef 512.
 
 Consistency: Strong. Every read carries a guarantee timestamp of "now", so the query node waits
