@@ -566,6 +566,74 @@ def measure_service(root: Path, probe: Path, allow_root: Path, seconds: float = 
             "cli_import_only_s": [round(r, 2) for r in imports]}
 
 
+def measure_switch(generator: Generator, root: Path) -> dict:
+    """The commit that crosses the ANN threshold, inline (the CLI) vs in the background (the service): how
+    long the commit holds the write lock, and single searches (index level) meanwhile, until the swap."""
+    import shutil
+    import threading
+
+    from facefind.index import IndexPolicy
+    from facefind.library import Library
+    from facefind.pipeline.models import STACKS
+
+    threshold = IndexPolicy().ann_threshold
+    base = root / "below-threshold"
+    if not (base / "catalog.sqlite3").exists():
+        build_library(generator, threshold - 2000, base)
+    rng = np.random.default_rng(3)
+    batch = [generator.faces_of(generator.centres(1000, rng).repeat(4, axis=0), rng) for _ in range(2)]
+    results = {}
+    for mode in ("inline", "background"):
+        folder = root / mode
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(base, folder)
+        with Library(folder, STACKS["arcface"].model_id, 512, writable=True) as library:
+            library.build_in_background = mode == "background"
+            latencies, stop = [], threading.Event()
+
+            def search() -> None:
+                queries = generator.faces_of(generator.centres(50, np.random.default_rng(4)), np.random.default_rng(5))[0]
+                while not stop.is_set():
+                    started = time.perf_counter()
+                    with library.reading():
+                        library.index.search(queries[len(latencies) % 50][None, :], 40)
+                    latencies.append(time.perf_counter() - started)
+                    time.sleep(0.01)
+
+            searcher = threading.Thread(target=search)
+            searcher.start()
+            time.sleep(1.0)
+            began = time.perf_counter()
+            commits = []
+            for plain, masked in batch:  # the first crosses the threshold, the second lands during the build
+                started = time.perf_counter()
+                library.commit_outcomes([_synthetic_outcome(f"/switch/{mode}/{len(commits)}/{i}", plain[i:i + 4],
+                                                            masked[i:i + 4]) for i in range(0, len(plain), 4)])
+                commits.append(round(time.perf_counter() - started, 2))
+            library.wait_for_index_build()
+            swapped_s = time.perf_counter() - began
+            stop.set()
+            searcher.join()
+            results[mode] = {"commit_s": commits, "until_ann_serves_s": round(swapped_s, 1),
+                             "index_kind": library.index.kind, "faces": len(library.index),
+                             "searches_meanwhile": len(latencies),
+                             "search_p50_ms": round(float(np.median(latencies)) * 1000, 1),
+                             "search_max_ms": round(float(np.max(latencies)) * 1000, 1)}
+            print(mode, results[mode], flush=True)
+        shutil.rmtree(folder, ignore_errors=True)
+    return results
+
+
+def _synthetic_outcome(path: str, plain: np.ndarray, masked: np.ndarray):
+    from facefind.catalog import MediaOutcome, NewFace
+    from facefind.pipeline.models import STACKS
+
+    model_id = STACKS["arcface"].model_id
+    return MediaOutcome(path=path, status="indexed", sha256=None, faces=[
+        NewFace(j, [0, 0, 1, 1], [[0, 0]] * 5, 0.9, SYNTHETIC_QUALITY, model_id, plain[j], None,
+                masked_embedding=masked[j]) for j in range(len(plain))])
+
+
 def measure_cli(root: Path, probe: Path) -> dict:
     """A one-off `facefind search` (wall, peak RSS), and library-level searches in this process."""
     import resource
@@ -609,6 +677,7 @@ def main() -> None:
     parser.add_argument("--cli", type=int, help="instead: build a library of this many faces (cached) and time the CLI")
     parser.add_argument("--covered-sweep", type=int, help="instead: covered-probe recall vs time at this many faces")
     parser.add_argument("--plot-only", action="store_true", help="instead: draw scale.png again from scale.json")
+    parser.add_argument("--switch", action="store_true", help="instead: the threshold-crossing commit, inline vs background")
     parser.add_argument("--open", type=Path, help=argparse.SUPPRESS)  # internal: measure one index open
     parser.add_argument("--open-mmap", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--open-read", action="store_true", help=argparse.SUPPRESS)
@@ -630,6 +699,11 @@ def main() -> None:
         previous.pop("machine", None)
         write_json("scale", {**previous, "covered_sweep": covered_sweep(generator, args.covered_sweep)})
         args.plot_only = True
+    if args.switch:
+        previous = json.loads((RESULTS / "scale.json").read_text())
+        previous.pop("machine", None)
+        write_json("scale", {**previous, "threshold_switch": measure_switch(generator, RESULTS / "cache" / "scale-switch")})
+        return
     if args.plot_only:  # the figure again from scale.json (the histograms are recomputed: they are cheap)
         stored = json.loads((RESULTS / "scale.json").read_text())
         plot(*fit_histograms(generator, identity, plain, masked)[1:], stored["sizes"], stored.get("covered_sweep"))

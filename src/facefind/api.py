@@ -804,19 +804,24 @@ class FaceFind:
 
         return self._jobs.start(allowed, started_by, run)
 
-    def index_job(self, job_id: int) -> IndexJob:
-        if self._jobs is None:
+    def _job_visible(self, job: IndexJob, actor: Actor | None) -> bool:
+        """A job (its paths, files and counts) is seen by whoever may read every folder it indexes."""
+        roots = None if actor is None else self._readable_roots(actor)
+        return roots is None or all(under_any(path, roots) for path in job.paths)
+
+    def index_job(self, job_id: int, *, actor: Actor | None = None) -> IndexJob:
+        job = None if self._jobs is None else self._jobs.get(job_id)
+        if job is None or not self._job_visible(job, actor):
             raise NotFoundError(f"no index job {job_id}")
-        return self._jobs.get(job_id)
+        return job
 
-    def index_jobs(self) -> list[IndexJob]:
-        """Jobs of this process, newest first."""
-        return [] if self._jobs is None else self._jobs.all()
+    def index_jobs(self, *, actor: Actor | None = None) -> list[IndexJob]:
+        """Jobs of this process (of the actor's collections), newest first."""
+        return [] if self._jobs is None else [job for job in self._jobs.all() if self._job_visible(job, actor)]
 
-    def cancel_index_job(self, job_id: int) -> IndexJob:
+    def cancel_index_job(self, job_id: int, *, actor: Actor | None = None) -> IndexJob:
         """Stop a job between files; what it committed stays searchable."""
-        if self._jobs is None:
-            raise NotFoundError(f"no index job {job_id}")
+        self.index_job(job_id, actor=actor)
         return self._jobs.cancel(job_id)
 
     def faces_in_upload(self, data: bytes, *, actor: Actor | None = None) -> FacesResponse:

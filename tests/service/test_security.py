@@ -441,6 +441,20 @@ def test_indexing_outside_the_actors_collections_is_refused(collected, user, col
             assert collected.wait_for_job(client, response.json()["job_id"])["status"] == "finished"
 
 
+def test_index_jobs_of_another_collection_are_not_listed_read_or_cancelled(collected):
+    with collected.client(key=collected.user_keys["amy"]) as amy:
+        started = amy.post("/api/v1/jobs", json={"paths": [str(collected.folders["case-a"])]})
+        assert started.status_code == 202, started.text
+        job_id = collected.wait_for_job(amy, started.json()["job_id"])["job_id"]
+        assert job_id in [job["job_id"] for job in amy.get("/api/v1/jobs").json()]
+    with collected.client(key=collected.user_keys["bob"]) as bob:
+        assert job_id not in [job["job_id"] for job in bob.get("/api/v1/jobs").json()]
+        for answer in (bob.get(f"/api/v1/jobs/{job_id}"), bob.post(f"/api/v1/jobs/{job_id}/cancel")):
+            assert answer.status_code == 404 and problem_of(answer)["reason"] == "not_found"
+    with collected.client(key=collected.user_keys["root"]) as root:
+        assert root.get(f"/api/v1/jobs/{job_id}").status_code == 200
+
+
 def test_a_viewer_sees_only_the_results_shared_with_them(collected):
     searched = collection_search(collected, "amy").json()
     with collected.client(key=collected.user_keys["val"]) as val, \

@@ -158,20 +158,20 @@ def start_job(facefind: Library, settings: Settings, actor: ActingFor, request: 
 
 @router.get("/jobs", response_model=list[IndexJob], summary="Index jobs of this server, newest first",
             dependencies=[requires("index")])
-def jobs(facefind: Library) -> list[IndexJob]:
-    return facefind.index_jobs()
+def jobs(facefind: Library, actor: ActingFor) -> list[IndexJob]:
+    return facefind.index_jobs(actor=actor)
 
 
 @router.get("/jobs/{job_id}", response_model=IndexJob, summary="An index job's progress or report",
             dependencies=[requires("index")])
-def job(facefind: Library, job_id: int) -> IndexJob:
-    return facefind.index_job(job_id)
+def job(facefind: Library, actor: ActingFor, job_id: int) -> IndexJob:
+    return facefind.index_job(job_id, actor=actor)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=IndexJob, summary="Stop a job after the file in hand",
              dependencies=[requires("index")])
-def cancel_job(facefind: Library, job_id: int) -> IndexJob:
-    return facefind.cancel_index_job(job_id)
+def cancel_job(facefind: Library, actor: ActingFor, job_id: int) -> IndexJob:
+    return facefind.cancel_index_job(job_id, actor=actor)
 
 
 @router.get("/stats", summary="Files by status, unindexed files by reason, faces by quality, searches")

@@ -100,7 +100,7 @@ def video_page(request: Request, facefind: Library, actor: ActingFor, path: str,
 def library_page(request: Request, facefind: Library, settings: Settings, actor: ActingFor, status: str | None = None,
                  offset: int = 0) -> HTMLResponse:
     return _page(request, "library.html", active="library", stats=facefind.stats(actor=actor),
-                 page=facefind.media_page(status, offset, 50, actor=actor), status=status, jobs=facefind.index_jobs(),
+                 page=facefind.media_page(status, offset, 50, actor=actor), status=status, jobs=facefind.index_jobs(actor=actor),
                  roots=[str(root) for root in settings.allow_roots])
 
 
