@@ -18,8 +18,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from facefind.index.base import check_batch, check_vectors
 from facefind.index.faiss_index import (
-    check_vectors,
     id_map_ids,
     id_map_vectors,
     read_faiss_index,
@@ -84,12 +84,9 @@ class FaissAnnIndex:
         return int(self._refine.ntotal)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        ids, vectors = check_batch(ids, vectors, self.dim)
         if len(ids) == 0:
             return
-        vectors = check_vectors(vectors, self.dim)
-        if len(ids) != len(vectors):
-            raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
         self._views = None  # an add may move the buffers the views point into
         self._proposals.add_with_ids(vectors, ids)
         self._refine.add_with_ids(vectors, ids)

@@ -12,6 +12,23 @@ from typing import Protocol
 import numpy as np
 
 
+def check_vectors(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """``vectors`` as a contiguous float32 (n, dim) array; raises ValueError on a wrong size."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise ValueError(f"expected vectors of size {dim}, got array of shape {vectors.shape}")
+    return vectors
+
+
+def check_batch(ids: np.ndarray, vectors: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """An add's ids (int64) and vectors (float32, (n, dim)), checked to pair up; every backend's ``add`` starts here."""
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    vectors = check_vectors(vectors, dim) if len(ids) else np.empty((0, dim), np.float32)
+    if len(ids) != len(vectors):
+        raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
+    return ids, vectors
+
+
 class VectorIndex(Protocol):
     dim: int
     kind: str  # recorded in index/state.json: which backend reads the files back

@@ -8,13 +8,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-
-def check_vectors(vectors: np.ndarray, dim: int) -> np.ndarray:
-    """``vectors`` as a contiguous float32 (n, dim) array; raises ValueError on a wrong size."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or vectors.shape[1] != dim:
-        raise ValueError(f"expected vectors of size {dim}, got array of shape {vectors.shape}")
-    return vectors
+from facefind.index.base import check_batch, check_vectors
 
 
 def write_faiss_index(index: faiss.Index, path: Path) -> None:
@@ -76,12 +70,9 @@ class FaissFlatIndex:
         return check_vectors(vectors, self.dim)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        ids, vectors = check_batch(ids, vectors, self.dim)
         if len(ids) == 0:
             return
-        vectors = self._check(vectors)
-        if len(ids) != len(vectors):
-            raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
         self._index.add_with_ids(vectors, ids)
 
     def remove(self, ids: np.ndarray) -> int:

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from facefind.errors import FaceFindError
-from facefind.index.faiss_index import check_vectors
+from facefind.index.base import check_batch, check_vectors
 
 HNSW_BUILD = {"M": 16, "efConstruction": 200}
 HNSW_EF = 512  # search breadth; raised to k when k is larger (Milvus requires ef >= k)
@@ -139,12 +139,9 @@ class MilvusIndex:
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Insert rows. Plain insert, not upsert (an upsert is a delete + insert in Milvus 2.3): the library
         never adds an id twice, and a duplicate left by a crash shows as a count mismatch on open."""
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        ids, vectors = check_batch(ids, vectors, self.dim)
         if len(ids) == 0:
             return
-        vectors = check_vectors(vectors, self.dim)
-        if len(ids) != len(vectors):
-            raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
         with self._errors():
             for start in range(0, len(ids), INSERT_BATCH):
                 chunk = slice(start, start + INSERT_BATCH)

@@ -27,7 +27,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from facefind.errors import FaceFindError
-from facefind.index.faiss_index import check_vectors
+from facefind.index.base import check_batch, check_vectors
 
 # bench/pgvector_index.py, 100k realistic synthetic faces, 200 probes: pgvector's default graph (m 16,
 # ef_construction 64) misses true mates (mate recall 0.984 at ef_search 100, 1.0 only at 400, slower than a flat
@@ -160,12 +160,9 @@ class PgvectorIndex:
         connection.execute("UPDATE vector_index_counts SET count = count + %s WHERE name = %s", (change, self.table))
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        ids, vectors = check_batch(ids, vectors, self.dim)
         if len(ids) == 0:
             return
-        vectors = check_vectors(vectors, self.dim)
-        if len(ids) != len(vectors):
-            raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
 
         def copy_in(connection: psycopg.Connection) -> None:
             with connection.transaction(), connection.cursor() as cursor:
