@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import httpx
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
-from selenium.webdriver.support.ui import WebDriverWait
 
 from facefind.samples import probe_sample
 from facefind.service import ServiceSettings
 from tests.people.conftest import write_photos
-from tests.service.conftest import PASSWORDS, PURPOSE, problem_of, serve
-
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-WAIT_S = 90
+from tests.service.conftest import ARTIFACTS, PURPOSE, headless_chromium, log_in, problem_of, serve, submit_and_wait
 
 
 @pytest.fixture(scope="module")
@@ -65,50 +56,28 @@ def test_people_over_http(server) -> None:
 
 @pytest.fixture(scope="module")
 def browser(server, tmp_path_factory):
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and chromedriver):
-        pytest.fail("the browser tests need Chromium: apt-get install -y chromium chromium-driver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1100"):
-        options.add_argument(argument)
-    scratch = tmp_path_factory.mktemp("chromium")
-    options.add_argument(f"--user-data-dir={scratch / 'profile'}")
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver,
-                                                               env={**os.environ, "TMPDIR": str(scratch)}))
-    ARTIFACTS.mkdir(exist_ok=True)
-    driver.get(server.url + "/people")
-    driver.find_element(By.ID, "login-name").send_keys("ivy")
-    driver.find_element(By.ID, "login-password").send_keys(PASSWORDS["ivy"])
-    submit(driver, By.ID, "login-submit")
-    yield driver
-    driver.quit()
-
-
-def submit(driver, by: str, value: str) -> None:
-    """Click a submit button and wait for the page it leads to."""
-    page = driver.find_element(By.TAG_NAME, "html")
-    driver.find_element(by, value).click()
-    WebDriverWait(driver, WAIT_S).until(staleness_of(page))
+    with headless_chromium(tmp_path_factory.mktemp("chromium")) as driver:
+        log_in(driver, server.url + "/people", "ivy")
+        yield driver
 
 
 def test_people_page_lists_names_and_splits_in_a_browser(server, browser) -> None:
     browser.get(server.url + "/people")
     if not browser.find_elements(By.CSS_SELECTOR, "tr.person"):
-        submit(browser, By.ID, "people-build")
+        submit_and_wait(browser, "people-build")
     rows = browser.find_elements(By.CSS_SELECTOR, "tr.person")
     assert rows and "1 in" in rows[0].text  # cohesion or nearest shown as a calibrated FMR
     browser.save_screenshot(str(ARTIFACTS / "people.png"))
-    submit(browser, By.CSS_SELECTOR, "tr.person a")
+    submit_and_wait(browser, "tr.person a", By.CSS_SELECTOR)
     assert browser.find_elements(By.CSS_SELECTOR, "#person-faces img")  # the person's face crops
     field = browser.find_element(By.ID, "person-new-name")
     field.clear()
     field.send_keys("Named in the browser")
-    submit(browser, By.CSS_SELECTOR, "#rename-form button")
+    submit_and_wait(browser, "#rename-form button", By.CSS_SELECTOR)
     assert "Named in the browser" in browser.find_element(By.ID, "person-name").text
     before = browser.current_url
     browser.find_elements(By.CSS_SELECTOR, "#person-faces input[type=checkbox]")[-1].click()
-    submit(browser, By.ID, "split-button")
+    submit_and_wait(browser, "split-button")
     assert browser.current_url != before  # the new person's page
     browser.save_screenshot(str(ARTIFACTS / "person.png"))
     browser.get(before)

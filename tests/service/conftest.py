@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import threading
 import time
@@ -12,6 +14,12 @@ from typing import Iterator
 
 import httpx
 import uvicorn
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.ui import WebDriverWait
 
 from facefind.access import Actor
 from facefind.api import FaceFind
@@ -24,6 +32,46 @@ PASSWORDS = {"root": "root password 0001", "ivy": "investigator pw 0002", "vera"
              "otto": "auditor password 4"}
 ROLES = {"root": "admin", "ivy": "investigator", "vera": "viewer", "otto": "auditor"}
 PURPOSE = {"case": "CASE-2026-001", "reason": "testing the service end to end"}
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"  # screenshots the browser tests leave for review
+BROWSER_WAIT_S = 90
+
+
+@contextmanager
+def headless_chromium(scratch: Path, window_size: str = "1280,1100") -> Iterator[webdriver.Chrome]:
+    """Debian's Chromium driven by its chromedriver (nothing downloaded), its profile and sockets under
+    ``scratch`` (pytest's temporary folder), quit when the block ends."""
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        raise RuntimeError("the browser tests need Chromium: apt-get install -y chromium chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={window_size}"):
+        options.add_argument(argument)
+    options.add_argument(f"--user-data-dir={scratch / 'profile'}")
+    service = Service(executable_path=chromedriver, env={**os.environ, "TMPDIR": str(scratch)})
+    driver = webdriver.Chrome(options=options, service=service)
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def submit_and_wait(driver: webdriver.Chrome, button: str, by: str = By.ID) -> None:
+    """Click a form's submit button (found ``by`` id, or e.g. By.CSS_SELECTOR) and wait for the next page
+    (a click does not wait for it)."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(by, button).click()
+    WebDriverWait(driver, BROWSER_WAIT_S).until(staleness_of(page))
+
+
+def log_in(driver: webdriver.Chrome, url: str, name: str, password: str | None = None) -> None:
+    """Open ``url`` logged out (the login page comes first, then goes back there) and log in as ``name``
+    (with the test password of that user unless ``password`` is given)."""
+    driver.get(url)
+    driver.find_element(By.ID, "login-name").send_keys(name)
+    driver.find_element(By.ID, "login-password").send_keys(PASSWORDS[name] if password is None else password)
+    submit_and_wait(driver, "login-submit")
 
 
 def add_users(facefind: FaceFind) -> dict[str, str]:

@@ -5,29 +5,33 @@ Screenshots of every page go to tests/artifacts/ (git-ignored); the README's two
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
 from facefind.samples import gallery_samples, probe_sample
 from facefind.service import ServiceSettings
 from tests.conftest import face_scene, write_video
-from tests.service.conftest import PASSWORDS, PURPOSE, person_of, serve
+from tests.service.conftest import (
+    ARTIFACTS,
+    BROWSER_WAIT_S,
+    PURPOSE,
+    headless_chromium,
+    log_in,
+    person_of,
+    serve,
+    submit_and_wait,
+)
 
 pytestmark = pytest.mark.shared_data
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-WAIT_S = 90
+WAIT_S = BROWSER_WAIT_S
 
 
 @pytest.fixture(scope="module")
@@ -56,46 +60,19 @@ def server(folders, pipeline):
         yield served
 
 
-def log_in(driver, server, name: str, password: str) -> None:
-    driver.get(server.url + "/search")  # not logged in: the login page, which comes back here after
-    driver.find_element(By.ID, "login-name").send_keys(name)
-    driver.find_element(By.ID, "login-password").send_keys(password)
-    submit_and_wait(driver, "login-submit")
-
-
 def state_purpose(driver, case: str, reason: str) -> None:
     driver.find_element(By.ID, "purpose-case").send_keys(case)
     driver.find_element(By.ID, "purpose-reason").send_keys(reason)
     submit_and_wait(driver, "purpose-submit")
 
 
-def submit_and_wait(driver, button: str) -> None:
-    """Click a form's submit button and wait for the next page (a click does not wait for it)."""
-    page = driver.find_element(By.TAG_NAME, "html")
-    driver.find_element(By.ID, button).click()
-    WebDriverWait(driver, WAIT_S).until(staleness_of(page))
-
-
 @pytest.fixture(scope="module")
 def browser(server, tmp_path_factory):
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and chromedriver):
-        pytest.fail("the browser tests need Chromium: apt-get install -y chromium chromium-driver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1100"):
-        options.add_argument(argument)
-    # Chromium's profile and singleton sockets go under pytest's temporary folder, not /tmp for good.
-    scratch = tmp_path_factory.mktemp("chromium")
-    options.add_argument(f"--user-data-dir={scratch / 'profile'}")
-    service = Service(executable_path=chromedriver, env={**os.environ, "TMPDIR": str(scratch)})
-    driver = webdriver.Chrome(options=options, service=service)
-    ARTIFACTS.mkdir(exist_ok=True)
-    log_in(driver, server, "ivy", PASSWORDS["ivy"])
-    state_purpose(driver, PURPOSE["case"], PURPOSE["reason"])
-    assert driver.find_element(By.ID, "purpose").text.startswith(f"Purpose: case {PURPOSE['case']}")
-    yield driver
-    driver.quit()
+    with headless_chromium(tmp_path_factory.mktemp("chromium")) as driver:
+        log_in(driver, server.url + "/search", "ivy")
+        state_purpose(driver, PURPOSE["case"], PURPOSE["reason"])
+        assert driver.find_element(By.ID, "purpose").text.startswith(f"Purpose: case {PURPOSE['case']}")
+        yield driver
 
 
 def wait(browser, condition, timeout_s: float = WAIT_S):
@@ -244,10 +221,10 @@ def test_logout_then_login_asks_for_the_purpose_before_the_first_search(browser,
     submit_and_wait(browser, "logout")
     browser.get(server.url + "/history")
     assert "/login?next=%2Fhistory" in browser.current_url
-    log_in(browser, server, "ivy", "not her password")
+    log_in(browser, server.url + "/search", "ivy", "not her password")
     assert "wrong user name or password" in browser.find_element(By.ID, "login-error").text
     shoot(browser, "login")
-    log_in(browser, server, "ivy", PASSWORDS["ivy"])
+    log_in(browser, server.url + "/search", "ivy")
     wait(browser, lambda d: d.current_url.endswith("/search"))
     assert not browser.find_elements(By.ID, "search-form"), "the purpose comes first"
     state_purpose(browser, "CASE-9", "too short")
@@ -262,7 +239,7 @@ def test_logout_then_login_asks_for_the_purpose_before_the_first_search(browser,
 
 def test_an_admin_adds_an_investigator_who_states_a_purpose_searches_and_opens_evidence(browser, server, folders):
     browser.delete_all_cookies()
-    log_in(browser, server, "root", PASSWORDS["root"])
+    log_in(browser, server.url + "/search", "root")
     browser.find_element(By.LINK_TEXT, "Accounts").click()
     browser.find_element(By.ID, "user-name").send_keys("ines")
     browser.find_element(By.ID, "user-password").send_keys("ines has a long password")
@@ -270,7 +247,7 @@ def test_an_admin_adds_an_investigator_who_states_a_purpose_searches_and_opens_e
     assert "ines investigator" in browser.find_element(By.ID, "users").text
     shoot(browser, "accounts")
     browser.delete_all_cookies()
-    log_in(browser, server, "ines", "ines has a long password")
+    log_in(browser, server.url + "/search", "ines", "ines has a long password")
     assert not browser.find_elements(By.LINK_TEXT, "Accounts"), "an investigator does not manage accounts"
     state_purpose(browser, "CASE-77", "who is in the depot photo of the 3rd")
     upload_probe(browser, server, folders["people"] / "probes" / "obama1.jpg")
@@ -289,7 +266,7 @@ def test_an_admin_adds_an_investigator_who_states_a_purpose_searches_and_opens_e
     submit_and_wait(browser, "share")
     assert "Shared with vera" in browser.find_element(By.ID, "shared").text
     browser.delete_all_cookies()
-    log_in(browser, server, "vera", PASSWORDS["vera"])
+    log_in(browser, server.url + "/search", "vera")
     browser.get(server.url + "/history")
     rows = browser.find_elements(By.CSS_SELECTOR, "table.list tbody tr")
     assert [row.find_element(By.TAG_NAME, "td").text for row in rows] == [str(search_id)], "only what was shared"
@@ -299,7 +276,7 @@ def test_an_admin_adds_an_investigator_who_states_a_purpose_searches_and_opens_e
 
     # the auditor logs in and sees those entries: who, why, and the search as it was seen
     browser.delete_all_cookies()
-    log_in(browser, server, "otto", PASSWORDS["otto"])
+    log_in(browser, server.url + "/search", "otto")
     browser.get(server.url + "/")
     wait(browser, lambda d: d.find_elements(By.ID, "audit-entries"))  # an auditor's home is the audit log
     browser.find_element(By.ID, "filter-actor").send_keys("ines")
