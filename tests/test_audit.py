@@ -124,6 +124,26 @@ def test_a_kill_9_mid_write_never_breaks_the_chain(tmp_path):
     assert log.verify().intact
 
 
+def test_appends_keep_one_connection_per_thread(tmp_path, monkeypatch):
+    """Opening SQLite and running the schema per entry cost every search ~30 ms: a thread opens the log once."""
+    opened = []
+    real_connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: opened.append(1) or real_connect(*a, **k))
+    for number in range(5):
+        AuditLog(tmp_path).append("alice", "search", {"number": number}, anchor=False)  # as api.py: a new AuditLog
+    assert len(opened) == 1
+    assert AuditLog(tmp_path).verify().entries == 5
+
+
+def test_appends_from_many_threads_chain_in_order(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda n: AuditLog(tmp_path).append(f"user{n % 4}", "search", {"n": n}, anchor=False), range(40)))
+    verdict = AuditLog(tmp_path).verify()
+    assert verdict.intact and verdict.entries == 40, verdict.problem
+
+
 # -- through the library API: every action writes exactly one entry ------------------------------
 
 def _export(facefind, tmp_path):

@@ -13,6 +13,7 @@ Every change and every login is written to the audit log.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -37,7 +38,16 @@ MIN_PASSWORD = 12
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _DURATION = re.compile(r"(\d+)([dhm])")
 _hasher = PasswordHasher()
-_DUMMY_HASH = _hasher.hash("no such user: verified anyway, so a wrong name takes as long as a wrong password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify for a name that has no user, so a wrong name takes as long as a wrong password.
+
+    Made on first use, not at import: hashing costs ~0.4 s, which every CLI start would pay.
+    """
+    return _hasher.hash("no such user: verified anyway, so a wrong name takes as long as a wrong password")
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -323,9 +333,10 @@ class Accounts:
                 self._audit(name, "login", {"outcome": "locked_out"}, client)
                 wait = int(max(waits)) + 1
                 raise LockedOutError(f"too many failed logins: try again in {wait} s", wait)
+            dummy = _dummy_hash()  # made (once) before the lookup, so even the first login's time tells nothing
             found = self._user(db, name)
             try:
-                _hasher.verify(found[1] if found else _DUMMY_HASH, password)
+                _hasher.verify(found[1] if found else dummy, password)
                 ok = found is not None
             except (VerificationError, InvalidHashError):
                 ok = False

@@ -27,6 +27,7 @@ import json
 import os
 import secrets
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,6 +41,7 @@ ANCHOR_FILE = "audit-anchor.jsonl"
 GENESIS = "0" * 64
 ANCHOR_EVERY = 100  # a long-running process anchors the head this often, and when it closes
 CHECKPOINT_PATIENCE_S = 5.0  # how long a redaction waits for readers to let the WAL be truncated
+WRITERS_PER_THREAD = 4  # audit files a thread keeps open for appends; the least recently used is closed
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -176,8 +178,46 @@ class AuditVerdict:
         return self.problem is None
 
 
+class _Writer:
+    """An open connection for appends, with the identity of the file it opened (to notice a replaced file)."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self.db, self.file_id = db, _file_id(path)
+
+    def still_valid(self, path: Path) -> bool:
+        return self.file_id == _file_id(path)
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+_writers = threading.local()  # per thread: {audit file path: _Writer}, least recently used first
+_inherited: list[threading.local] = []  # a forked child's copy of its parent's: never used, never closed
+
+
+def _forget_inherited_writers() -> None:
+    """A forked child must not use (nor close, which could checkpoint under the parent) the parent's connections."""
+    global _writers
+    _inherited.append(_writers)
+    _writers = threading.local()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_writers)
+
+
 class AuditLog:
-    """The audit log of one library folder; opened per use, so several processes may append safely."""
+    """The audit log of one library folder; several processes may append safely (SQLite WAL, one
+    writer at a time).
+
+    Appends reuse one connection per thread and file: opening one, running the schema and closing it
+    (which checkpoints the WAL) cost ~10-30 ms, paid by every search when each entry opened its own
+    (bench/audit_write.py). Readers open their own.
+    """
 
     def __init__(self, library: Path) -> None:
         self.path = library / AUDIT_FILE
@@ -205,7 +245,7 @@ class AuditLog:
         name them (``redacted_entries``); the WAL is then truncated so no old page keeps them.
         """
         public, personal = split_personal(details)
-        db = self._connect()
+        db = self._writer()
         try:
             db.execute("BEGIN IMMEDIATE")  # one writer at a time: no two entries chain to the same head
             if redact is not None:
@@ -232,14 +272,37 @@ class AuditLog:
             if redact is not None:
                 self._truncate_wal(db)
         except sqlite3.Error as error:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
+            self._drop_writer()  # rolls back what was begun; the next append opens afresh
             raise FaceFindError(f"the audit log could not be written: {error}", reason="audit_unwritable") from None
-        finally:
-            db.close()
+        except BaseException:  # Ctrl-C mid-entry: a kept connection must not keep holding the write lock
+            self._drop_writer()
+            raise
         if anchor or entry["id"] % ANCHOR_EVERY == 0:
             self.write_anchor(entry["id"], entry["hash"])
         return entry
+
+    def _writer(self) -> sqlite3.Connection:
+        """This thread's open connection to the log, reopened if the file was replaced (a new inode)."""
+        open_writers: dict[str, _Writer] = _writers.__dict__.setdefault("by_path", {})
+        key = str(self.path)
+        writer = open_writers.pop(key, None)
+        if writer is not None and not writer.still_valid(self.path):
+            writer.db.close()
+            writer = None
+        if writer is None:
+            try:
+                writer = _Writer(self._connect(), self.path)
+            except sqlite3.Error as error:
+                raise FaceFindError(f"the audit log could not be opened: {error}", reason="audit_unwritable") from None
+        open_writers[key] = writer  # now the most recently used
+        while len(open_writers) > WRITERS_PER_THREAD:
+            open_writers.pop(next(iter(open_writers))).db.close()
+        return writer.db
+
+    def _drop_writer(self) -> None:
+        writer = _writers.__dict__.get("by_path", {}).pop(str(self.path), None)
+        if writer is not None:
+            writer.db.close()
 
     @staticmethod
     def _delete_payloads(db: sqlite3.Connection, redact: Redaction) -> list[int]:

@@ -16,7 +16,7 @@ import tempfile
 import traceback
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -34,13 +34,17 @@ from rich.table import Table
 from rich.text import Text
 
 from facefind.access import Actor, Purpose, PurposeRequiredError
-from facefind.api import Backends, FaceFind
 from facefind.client import SERVICE_ENV, ServiceClient
 from facefind.errors import FaceFindError
-from facefind.pipeline import PipelineConfig
-from facefind.pipeline.decode import DEFAULT_MAX_PIXELS
-from facefind.schema import SearchResponse
-from facefind.search import DEFAULT_MAX_FMR
+
+if TYPE_CHECKING:  # the API pulls in the models, FAISS and OpenCV: commands import it when they run
+    from facefind.api import Backends, FaceFind
+    from facefind.schema import SearchResponse
+
+# facefind.pipeline.decode.DEFAULT_MAX_PIXELS and facefind.search.DEFAULT_MAX_FMR, restated so that `--help`
+# and a `--service` search start without the pipeline (tests/test_cli_imports.py checks they still agree).
+DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_FMR = 1e-5
 
 app = typer.Typer(
     help="facefind: find every face in the photos you hold, then ask where else a face appears.\n\n"
@@ -92,6 +96,9 @@ def main(
 
 
 def _facefind(model: str | None = None, backends: Backends | None = None) -> FaceFind:
+    from facefind.api import FaceFind
+    from facefind.pipeline import PipelineConfig
+
     return FaceFind(state.library, PipelineConfig(detection_size=state.detection_size), max_pixels=state.max_pixels,
                     model=model, backends=backends)
 
@@ -242,6 +249,8 @@ def index(
     """
     backends = None
     if catalog is not None or index_spec is not None:
+        from facefind.api import Backends
+
         backends = Backends(catalog or Backends.catalog, index_spec or Backends.index)
     facefind = _facefind(model, backends)
     try:
@@ -565,6 +574,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo library and evidence page.")] = Path("facefind-demo"),
 ) -> None:
     """Index the built-in sample photos, search for one player, and export the evidence."""
+    from facefind.api import FaceFind
     from facefind.samples import gallery_samples, probe_sample
 
     if out.exists():
@@ -894,6 +904,8 @@ def serve(
     import uvicorn
     from pydantic import ValidationError
 
+    from facefind.api import FaceFind
+    from facefind.pipeline import PipelineConfig
     from facefind.service import ServiceSettings, create_app
 
     roots = [root.resolve() for root in allow_root or []]

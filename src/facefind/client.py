@@ -19,9 +19,8 @@ from pydantic import BaseModel, ValidationError
 
 from facefind.access import Purpose
 from facefind.errors import FaceFindError
-from facefind.files import path_to_text
+from facefind.files import path_to_text, read_probe
 from facefind.schema import SearchResponse, VerifyResponse
-from facefind.search import read_probe
 
 SERVICE_ENV = "FACEFIND_SERVICE"
 API_KEY_ENV = "FACEFIND_API_KEY"

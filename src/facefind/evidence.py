@@ -189,12 +189,16 @@ def _requested_by(searched_at: str, params: dict) -> str:
 
 
 def fmr_with_interval(fields: dict) -> str:
-    """'1 in 12.3k (95% interval 1 in 40.0k to 1 in 12.3k)': the claim is the interval's cautious end."""
+    """'1 in 12.3k (95% interval 1 in 40.0k to 1 in 12.3k)': the claim is the interval's cautious end.
+
+    An FMR beyond the impostor data says so: it is the tail model's extrapolation, not a measurement."""
     low, high = fields["fmr_interval"]
     if fields["fmr_is_bound"] or low == high:
         return fields["fmr_text"]
     low_text = "0" if low <= 0 else format_fmr(MatchEvidence(low, False, 0.0, "", ""))
-    return f"{fields['fmr_text']} (95% interval {low_text} to {format_fmr(MatchEvidence(high, False, 0.0, '', ''))})"
+    source = "extrapolated by the tail model beyond the calibration data, " if fields.get("fmr_source") == "tail_model" else ""
+    return (f"{fields['fmr_text']} ({source}95% interval {low_text} to"
+            f" {format_fmr(MatchEvidence(high, False, 0.0, '', ''))})")
 
 
 def _write_atomically(out: Path, data: bytes) -> None:

@@ -84,6 +84,24 @@ def read_bounded(path: str | Path, max_bytes: int = READ_WHOLE_MAX_BYTES) -> byt
     return data
 
 
+def read_probe(probe: Path | bytes) -> bytes:
+    """The probe's bytes, with a clear error for a missing, unreadable or oversized file.
+
+    A FIFO or device (``/dev/zero``) is refused as ``not_a_file`` before it is opened for
+    reading, and a file above READ_WHOLE_MAX_BYTES as ``too_large``: a probe is one photo.
+    It lives here, not in search.py, so the CLI's service client can read a probe without
+    importing the pipeline.
+    """
+    if isinstance(probe, bytes):
+        return probe
+    try:
+        return read_bounded(probe)
+    except UnreadableMediaError as error:
+        raise UnreadableMediaError(f"{path_to_text(probe)}: {error}", reason=error.reason) from None
+    except OSError as error:
+        raise UnreadableMediaError(f"cannot read {path_to_text(probe)}: {error}", reason="unreadable") from None
+
+
 def stream_sha256(handle: BinaryIO) -> str:
     """SHA-256 of what is left in ``handle``, read in 1 MiB blocks, so a large file never sits in memory."""
     digest = hashlib.sha256()

@@ -526,6 +526,7 @@ def ingest(
         return loaded[0]
 
     try:
+        library.take_over_died_ingests()  # a replica killed mid-ingest since this library opened
         tasks, walk_failures = _plan(library, paths, report)
         progress.started(len(tasks) + len(walk_failures))
         video_tasks = [task for task in tasks if is_video_path(Path(task[0]))]

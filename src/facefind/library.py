@@ -321,6 +321,13 @@ class Library:
             self.delete_orphans([p for p in self.orphan_files() if self.thumbs_dir in p.parents])
         self.finish_deletions()
 
+    def take_over_died_ingests(self) -> None:
+        """Called by an ingest that holds a shared catalog's ingest lock: another replica killed mid-ingest after
+        this library opened left its run logged ``running`` and crops of files it never committed. No other
+        ingest can be writing crops now, so the run is marked died and its crops deleted."""
+        if is_server_catalog(self.backends.catalog) and self.catalog.mark_abandoned_ingests():
+            self.delete_orphans([p for p in self.orphan_files() if self.thumbs_dir in p.parents])
+
     # -- the vector indexes ------------------------------------------------------------------------
 
     def _load_or_rebuild_indexes(self) -> None:
@@ -409,7 +416,9 @@ class Library:
         """The server index if the state recorded in the server and its contents match the catalog.
 
         Another replica may be between its catalog commit and its index add: a disagreement is checked again
-        for SERVER_INDEX_PATIENCE_S before it counts (then a writer rebuilds the shared index).
+        for SERVER_INDEX_PATIENCE_S before it counts (then a writer rebuilds the shared index). A replica killed
+        after its index add but before recording the state leaves an older revision over the right contents:
+        then every vector is compared, and if all agree the index is sound (a writer records the state again).
         """
         index = self._server_index
         assert index is not None
@@ -419,13 +428,14 @@ class Library:
             if not isinstance(state, dict) or state.get("model_id") != self.model_id:
                 raise IndexMismatch(f"the {self.backends.index} index has no state recorded for {self.model_id}")
             try:
-                if state.get("revision") != self.catalog.revision():
-                    raise IndexMismatch(f"the {self.backends.index} index reflects catalog revision"
-                                        f" {state.get('revision')}, the catalog is at {self.catalog.revision()}")
                 if index.dim != self.dim:
                     raise IndexMismatch(f"the index holds vectors of size {index.dim}, the model makes {self.dim}")
+                stale = state.get("revision") != self.catalog.revision()
                 skipped = {int(i) for i in state.get("skipped", [])}
-                self._compare_with_catalog(index, skipped, full)
+                self._compare_with_catalog(index, skipped, full or stale)
+                if stale and self.writable:
+                    self.skipped_face_ids = skipped
+                    self._record_server_state(index)
                 return index, skipped
             except IndexMismatch:
                 if time.monotonic() >= deadline:
@@ -499,10 +509,7 @@ class Library:
         with self._save_lock, self.reading():
             if keeps_state_in_server(self.index):
                 self.index.save(self._index_path)
-                self.index.write_state({  # type: ignore[attr-defined]
-                    "revision": self.catalog.revision(), "model_id": self.model_id, "count": len(self.index),
-                    "index": self.index.params(), "skipped": sorted(self.skipped_face_ids),
-                })
+                self._record_server_state(self.index)
                 return
             try:
                 files = self.index.files(self._index_path)
@@ -522,6 +529,13 @@ class Library:
                     stale.unlink(missing_ok=True)  # e.g. faiss-masked.index of an older facefind
             except OSError as error:  # the old files (or none) stay; the next open rebuilds from the catalog
                 raise write_error(error, f"the index in {self._index_dir}") from None
+
+    def _record_server_state(self, index: VectorIndex) -> None:
+        """Record in the server which catalog revision the shared index reflects, so replicas verify it cheaply."""
+        index.write_state({  # type: ignore[attr-defined]
+            "revision": self.catalog.revision(), "model_id": self.model_id, "count": len(index),
+            "index": index.params(), "skipped": sorted(self.skipped_face_ids),
+        })
 
     def embeddings(self, face_ids: list[int], masked: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(ids, stored embeddings) of the faces still in the catalog, in the order given.
@@ -569,8 +583,9 @@ class Library:
         with self.writing():
             result = self.catalog.commit_outcomes(outcomes)
             self.apply_commit(result)
-        if keeps_state_in_server(self.index):
-            self.save_index()  # other replicas verify the shared index against the catalog: keep its state current
+        if keeps_state_in_server(self.index):  # other replicas verify the shared index against the catalog:
+            with self._save_lock, self.reading():  # keep its state current (the periodic save_index flushes it)
+                self._record_server_state(self.index)
         with self._files_lock:
             for outcome in outcomes:
                 self._uncommitted_thumbnails.difference_update(

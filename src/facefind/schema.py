@@ -78,6 +78,10 @@ class Calibrated(BaseModel):
     fmr_interval: list[float] = Field(
         description="[low, high] 95% identity-bootstrap interval of the FMR at this score; fmr is its high end"
                     " (on the evidence, not lower than the truth). [0, fmr] when fmr is a bound")
+    fmr_source: str = Field(
+        default="measured",
+        description="measured: read off the impostor data; tail_model: extrapolated beyond it by the calibrated"
+                    " tail model (conservative, checked out of sample); bound: beyond even that model's floor")
     fmr_text: str = Field(description="fmr as '1 in N' (with '<' when it is a bound)")
     fnmr: float = Field(description="Share of same-person pairs that score below this")
     verdict: str = Field(description="strong / possible / weak / not a match, by FMR (see README)")

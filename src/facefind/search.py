@@ -22,7 +22,7 @@ from facefind.errors import (
     NotFoundError,
     UnreadableMediaError,
 )
-from facefind.files import path_to_text, read_bounded
+from facefind.files import path_to_text, read_probe
 from facefind.library import Library, damaged_face_error
 from facefind.pipeline import DetectedFace, FacePipeline
 from facefind.pipeline.decode import decode_image
@@ -53,6 +53,7 @@ def calibrated(table: CalibrationTable, similarity: float) -> dict:
         "fmr": float(f"{evidence.fmr:.3g}"),
         "fmr_is_bound": evidence.fmr_is_bound,
         "fmr_interval": [float(f"{value:.3g}") for value in evidence.fmr_interval],
+        "fmr_source": evidence.fmr_source,
         "fmr_text": format_fmr(evidence),
         "fnmr": round(evidence.fnmr, 4),
         "verdict": evidence.verdict,
@@ -117,22 +118,6 @@ def record_to_face(record: FaceRecord, thumbs_dir: Path) -> Face:
         quality=FaceQuality(**record.quality),
         thumbnail=str(thumbs_dir / record.thumbnail) if record.thumbnail else None,
     )
-
-
-def read_probe(probe: Path | bytes) -> bytes:
-    """The probe's bytes, with a clear error for a missing, unreadable or oversized file.
-
-    A FIFO or device (``/dev/zero``) is refused as ``not_a_file`` before it is opened for
-    reading, and a file above files.READ_WHOLE_MAX_BYTES as ``too_large``: a probe is one photo.
-    """
-    if isinstance(probe, bytes):
-        return probe
-    try:
-        return read_bounded(probe)
-    except UnreadableMediaError as error:
-        raise UnreadableMediaError(f"{path_to_text(probe)}: {error}", reason=error.reason) from None
-    except OSError as error:
-        raise UnreadableMediaError(f"cannot read {path_to_text(probe)}: {error}", reason="unreadable") from None
 
 
 def probe_faces(pipeline: FacePipeline, data: bytes, name: str, max_pixels: int) -> list[DetectedFace]:

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from facefind.calibration import pooled
+from facefind.calibration import tail as tail_model
 from facefind.calibration.pooled import (
     MIN_RESOLVED_COUNT,
     QUALITY_CLASSES,
@@ -351,7 +352,52 @@ def refit_in_the_wild(shipped: CalibrationSet, data: WildData) -> CalibrationSet
             "date": datetime.now(timezone.utc).date().isoformat(),
         },
     }
-    return CalibrationSet(model_id=shipped.model_id, tables=tables, provenance=provenance, checks=checks)
+    return with_tail_models(CalibrationSet(model_id=shipped.model_id, tables=tables, provenance=provenance,
+                                           checks=checks), data.lfw)
+
+
+def with_tail_models(calibration: CalibrationSet, lfw: LfwEmbeddings, validation: dict | None = None) -> CalibrationSet:
+    """Every table given a tail model (calibration/tail.py) whose slope margin is the identity bootstrap over
+    all of LFW's people; the parameters, and bench/tail.py's out-of-sample check if given, go in provenance.
+
+    bench/tail.py measures the same margin on LFW with its label errors removed; the wider of the two is used."""
+    margins = tail_model.bootstrap_slope_margins(
+        symmetric_counts(lfw, np.arange(len(lfw.paths))), QUALITY_CLASSES,
+        source=f"identity bootstrap ({tail_model.BOOTSTRAP_REPLICATES} replicates) of the tail slope of all LFW pairs")
+    cleaned = (validation or {}).get("slope_margins_label_errors_removed")
+    if cleaned and cleaned["shallow"] < margins.shallow:
+        margins = tail_model.SlopeMargins(**cleaned)
+    tables = {name: replace(table, tail=None) for name, table in calibration.tables.items()}
+    for table in tables.values():
+        table.tail = tail_model.fit_tail(table, margins)
+    provenance = {**calibration.provenance, "tail_model": {
+        "method": " ".join(tail_model.__doc__.split()),
+        "floor_fmr": tail_model.FLOOR_FMR, "fit_decades": tail_model.FIT_DECADES,
+        "slope_margins": margins.to_dict(),
+        "tables": {name: table.tail.to_dict() for name, table in tables.items()},
+        **({"out_of_sample_check": validation} if validation else {}),
+        "date": datetime.now(timezone.utc).date().isoformat(),
+    }}
+    return replace(calibration, tables=tables, provenance=provenance)
+
+
+def tail_validation_summary(bench_result: Path, model_id: str) -> dict | None:
+    """bench/tail.py's figures for ``model_id`` (None when that bench has not been run for it)."""
+    import json
+
+    if not bench_result.is_file():
+        return None
+    for model, result in json.loads(bench_result.read_text())["models"].items():
+        if stack_named(model).model_id == model_id:
+            return {"method": "bench/tail.py: tails fitted on 10% of LFW people, thresholds for 1e-5/3e-6/1e-6"
+                              " checked on all LFW pairs (known aliases merged)",
+                    "impostor_pairs": result["impostor_pairs"],
+                    "min_ratio_claimed_to_measured": result["min_ratio_claimed_to_measured"],
+                    "median_ratio_claimed_to_measured": result["median_ratio_claimed_to_measured"],
+                    "min_ratio_without_bootstrap_and_margin": result["min_naive_ratio"],
+                    "slope_margins_label_errors_removed": result["slope_margins_for_shipped_tables"],
+                    "as_labelled": result["as_labelled"]}
+    return None
 
 
 def wild_data(args: argparse.Namespace, progress: Callable[[str, int, int], None]) -> WildData:
@@ -383,12 +429,22 @@ def main() -> None:
                         help="in-the-wild labelled photos (celeba_dev): refit the LFW tables in --base pooled with them")
     parser.add_argument("--base", type=Path, default=None, help="the LFW-only calibration file to refit (with --wild)")
     parser.add_argument("--leave-out", nargs="*", default=[], help="--wild photos left out as label errors")
+    parser.add_argument("--tail", action="store_true",
+                        help="give the tables in --base tail models (FMR beyond the data, calibration/tail.py)")
+    parser.add_argument("--tail-check", type=Path, default=Path("bench/results/tail.json"),
+                        help="bench/tail.py's out-of-sample check, recorded in provenance with --tail")
     args = parser.parse_args()
 
     def progress(stage: str, done: int, total: int) -> None:
         print(f"\r{stage}: {done}/{total}", end="", flush=True)
 
-    if args.wild is None:
+    if args.tail:
+        base = CalibrationSet.load(args.base)
+        lfw = embed_lfw(args.lfw, cache=args.cache and args.cache / f"{args.model}-lfw-clean.npz", workers=args.workers,
+                        config=PipelineConfig(model=args.model, masked_templates=False),
+                        progress=lambda d, t: progress("LFW", d, t))
+        result = with_tail_models(base, lfw, tail_validation_summary(args.tail_check, base.model_id))
+    elif args.wild is None:
         result = calibrate(args.lfw, args.cache, args.workers, model=args.model, progress=progress)
     else:
         result = refit_in_the_wild(CalibrationSet.load(args.base), wild_data(args, progress))

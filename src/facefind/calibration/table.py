@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facefind.calibration.tail import TailModel
 from facefind.errors import FaceFindError
 from facefind.pipeline.models import ARCFACE_MBF
 
@@ -51,6 +52,9 @@ class MatchEvidence:
     verdict: str
     table: str
     fmr_interval: tuple[float, float] = (0.0, 1.0)  # 95%; fmr is its upper end where the table has intervals
+    # "measured": read off the impostor data; "tail_model": extrapolated beyond it (calibration/tail.py);
+    # "bound": beyond what even the tail model is trusted for (fmr is an upper bound)
+    fmr_source: str = "measured"
 
 
 @dataclass
@@ -73,6 +77,7 @@ class CalibrationTable:
     fmr_point: np.ndarray | None = None
     resolved_until: float | None = None
     domain_shift: float = 0.0  # in-the-wild minus LFW impostor score shift used for the tail
+    tail: TailModel | None = None  # extrapolates the FMR beyond max_supported_score, down to its floor
 
     @classmethod
     def fit(
@@ -112,7 +117,13 @@ class CalibrationTable:
         fmr, bound = self.fmr_at(score)
         return MatchEvidence(fmr=fmr, fmr_is_bound=bound, fnmr=self.fnmr_at(score),
                              verdict=verdict_for_fmr(fmr, self.max_verdict), table=self.name,
-                             fmr_interval=self.fmr_interval_at(score))
+                             fmr_interval=self.fmr_interval_at(score), fmr_source=self.fmr_source_at(score))
+
+    def fmr_source_at(self, score: float) -> str:
+        """Where the FMR at ``score`` comes from: measured, tail_model or bound (see MatchEvidence)."""
+        if score < self.max_supported_score:
+            return "measured"
+        return "tail_model" if self.tail is not None and not self.fmr_at(score)[1] else "bound"
 
     def fmr_interval_at(self, score: float) -> tuple[float, float]:
         """The 95% interval of the FMR at ``score``; (0, bound) beyond the resolved range.
@@ -121,6 +132,8 @@ class CalibrationTable:
         claimed, bound = self.fmr_at(score)
         if bound:
             return 0.0, claimed
+        if self.tail is not None and score >= self.max_supported_score:
+            return self.tail.fmr_low(score), claimed
         if self.fmr_low is None:
             return claimed, claimed
         low = 10 ** float(np.interp(score, self.scores, np.log10(np.clip(self.fmr_low, 1e-12, 1.0))))
@@ -130,9 +143,20 @@ class CalibrationTable:
         logs = np.log10(np.clip(self.fmr * self.fmr_multiplier, 1e-12, 1.0))
         return 10 ** float(np.interp(score, self.scores, logs))
 
+    def _sparse_at(self, score: float) -> float:
+        """The point estimate from the few (< MIN_IMPOSTOR_COUNT) impostor pairs beyond the resolved range,
+        with the table's margin: the tail model never claims less than the data it has (0 where none)."""
+        point = self.fmr_point if self.fmr_point is not None else self.fmr
+        value = 10 ** float(np.interp(score, self.scores, np.log10(np.clip(point, 1e-12, 1.0))))
+        return value * self.fmr_multiplier if value > 1e-12 else 0.0
+
     def fmr_at(self, score: float) -> tuple[float, bool]:
-        """(FMR, is_bound): log-linear between grid points; an upper bound beyond the supported range."""
+        """(FMR, is_bound): log-linear between grid points; beyond the supported range the tail model's
+        extrapolation, and an upper bound beyond its floor (or beyond the data, for a table without one)."""
         limit = self.max_supported_score
+        if score >= limit and self.tail is not None:
+            sparse = self._sparse_at(score)
+            return max(self.tail.fmr(score), sparse), self.tail.is_beyond_floor(score) and sparse <= self.tail.floor_fmr
         if score >= limit:
             return self.min_supported_fmr, True
         return min(1.0, max(self._claimed_at(score), self.min_supported_fmr)), False
@@ -141,9 +165,14 @@ class CalibrationTable:
         return float(np.interp(score, self.scores, self.fnmr))
 
     def threshold_for_fmr(self, fmr: float) -> float:
-        """The lowest score whose FMR is at most ``fmr`` (or the supported limit, if ``fmr`` is below it)."""
+        """The lowest score whose FMR is at most ``fmr`` (below the supported range: the tail model's
+        score for it, down to its floor; without one, the supported limit)."""
         adjusted = self.fmr * self.fmr_multiplier
         ok = np.nonzero(adjusted <= fmr)[0]
+        if fmr < self.min_supported_fmr and self.tail is not None:
+            modelled = self.tail.score_for(fmr)
+            beyond = [s for s in self.scores if s >= modelled and self._sparse_at(float(s)) <= fmr]
+            return max(modelled, float(beyond[0])) if beyond and self._sparse_at(modelled) > fmr else modelled
         if fmr < self.min_supported_fmr or len(ok) == 0:
             return self.max_supported_score
         return float(self.scores[ok[0]])
@@ -167,6 +196,7 @@ class CalibrationTable:
                 "fmr_low": [float(f"{v:.6g}") for v in self.fmr_low],
                 "fmr_point": [float(f"{v:.6g}") for v in self.fmr_point],
             }),
+            **({} if self.tail is None else {"tail": self.tail.to_dict()}),
         }
 
     @classmethod
@@ -185,6 +215,7 @@ class CalibrationTable:
             fmr_point=np.asarray(data["fmr_point"], dtype=np.float64) if "fmr_point" in data else None,
             resolved_until=data.get("resolved_until"),
             domain_shift=float(data.get("domain_shift", 0.0)),
+            tail=TailModel.from_dict(data["tail"]) if "tail" in data else None,
         )
 
 

@@ -1,0 +1,592 @@
+"""The catalog logic SQLite and PostgreSQL share: queries, row -> record mapping, erasure bookkeeping.
+
+Why one core: both backends keep the same tables and promise the same behaviour (the contract suite in
+tests/catalog/ runs against each), so the queries live once and a fix reaches both. Shared SQL is written
+with ``?`` placeholders; each backend supplies the few dialect hooks below (how it runs a query, how it
+matches a list of values, JSON field access, how a probe is erased, a path-prefix test) and keeps its
+genuinely different parts (connection, migrations, locks, WAL or VACUUM, integrity checks) in its own file.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from facefind.catalog.base import CommitResult, FaceRecord, MediaOutcome, MediaRecord, TrackRecord
+from facefind.errors import FaceFindError
+
+DAMAGED_IN_CATALOG = "damaged_in_catalog"
+
+FACE_COLUMNS = """
+    faces.id, faces.media_id, media.path, media.sha256, media.width, media.height, faces.face_index,
+    faces.box, faces.landmarks, faces.detection_score, faces.quality, faces.model_id, faces.thumbnail,
+    faces.frame_time_s, tracks.id, tracks.track_index, tracks.time_ranges, tracks.best_time_s,
+    tracks.observations, tracks.frame_thumbnail
+"""
+FACE_FROM = "faces JOIN media ON media.id = faces.media_id LEFT JOIN tracks ON tracks.id = faces.track_id"
+MEDIA_COLUMNS = """id, path, status, sha256, size, mtime_ns, width, height, format, exif_time, reason, message,
+    face_count, ingested_at, kind, duration_s"""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def vectors(blobs: list, dim: int | None) -> np.ndarray:
+    """float32 rows from stored blobs; a blob of the wrong size becomes a NaN row, which callers treat as damage."""
+    if dim is None:
+        dim = next((len(b) // 4 for b in blobs if isinstance(b, bytes)), 0)
+    rows = np.full((len(blobs), dim), np.nan, dtype=np.float32)
+    for i, blob in enumerate(blobs):
+        if isinstance(blob, bytes) and len(blob) == dim * 4:
+            rows[i] = np.frombuffer(blob, dtype=np.float32)
+    return rows
+
+
+def face_record(row: tuple) -> FaceRecord:
+    """A FaceRecord from a row of ``SELECT {FACE_COLUMNS} FROM {FACE_FROM}``."""
+    track = None
+    if row[14] is not None:
+        track = TrackRecord(
+            id=row[14], track_index=row[15], time_ranges=json.loads(row[16]), best_time_s=row[17],
+            observations=row[18], frame_thumbnail=row[19],
+        )
+    return FaceRecord(
+        id=row[0], media_id=row[1], path=row[2], sha256=row[3], media_width=row[4], media_height=row[5],
+        face_index=row[6], box=json.loads(row[7]), landmarks=json.loads(row[8]), detection_score=row[9],
+        quality=json.loads(row[10]), model_id=row[11], thumbnail=row[12], frame_time_s=row[13], track=track,
+    )
+
+
+def guard_errors(cls: type, errors: tuple[type[BaseException], ...],
+                 convert: Callable[[Any, BaseException], FaceFindError]) -> type:
+    """Wrap every public method of ``cls`` (inherited ones too) so a driver error in ``errors`` leaves the
+    catalog as ``convert(self, error)``, a FaceFindError (generators too)."""
+
+    def guard(method):
+        if inspect.isgeneratorfunction(method):
+            @functools.wraps(method)
+            def generator(self, *args, **kwargs):
+                try:
+                    yield from method(self, *args, **kwargs)
+                except errors as error:
+                    raise convert(self, error) from None
+            return generator
+
+        @functools.wraps(method)
+        def call(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except errors as error:
+                raise convert(self, error) from None
+        return call
+
+    members = {}
+    for klass in reversed(cls.__mro__[:-1]):  # a subclass's own method wins over the one it overrides
+        members.update(vars(klass))
+    for name, member in members.items():
+        if inspect.isfunction(member) and (not name.startswith("_") or name == "__init__"):
+            setattr(cls, name, guard(member))
+    return cls
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """What deleting media rows took with it: face ids, their thumbnails, and the files' paths and hashes."""
+
+    face_ids: list[int]
+    thumbnails: list[str]
+    paths: list[str]
+    sha256s: list[str]
+
+
+class SqlCatalog:
+    """The shared half of a SQL :class:`~facefind.catalog.base.Catalog`; a backend supplies the hooks."""
+
+    # SET clause that forgets a search's probe photo (vector, path, hash) and marks it erased.
+    ERASE_PROBE_SET: str
+    # Condition selecting faces that have a masked template (written to use the backend's index).
+    HAS_MASKED_TEMPLATE: str
+    # Values per ``IN`` list: SQLite binds one parameter per value, a server takes one array.
+    CHUNK_SIZE: int = 500
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def _transaction(self) -> AbstractContextManager:
+        """One write transaction, serialised with every other writer; yields the connection."""
+        raise NotImplementedError
+
+    def _reading(self) -> AbstractContextManager:
+        """A connection to read from (outside any write transaction)."""
+        raise NotImplementedError
+
+    def _execute(self, db: Any, query: str, args: tuple | list = ()) -> Any:
+        """Run one ``?``-placeholder statement on ``db``; returns its cursor."""
+        raise NotImplementedError
+
+    def _execute_many(self, db: Any, query: str, rows: list[tuple]) -> None:
+        raise NotImplementedError
+
+    def _in(self, column: str, values: list) -> tuple[str, list]:
+        """SQL condition (and its arguments) for ``column`` being one of ``values``."""
+        raise NotImplementedError
+
+    def _json_field(self, column: str, field: str) -> str:
+        """SQL expression for the text of top-level ``field`` of the JSON stored in ``column``."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _file_or_folder(path: str) -> tuple[str, tuple]:
+        """SQL condition (and its arguments) for the file ``path`` or any file under the folder ``path``."""
+        raise NotImplementedError
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _query(self, query: str, args: tuple | list = ()) -> list[tuple]:
+        with self._reading() as db:
+            return self._execute(db, query, args).fetchall()
+
+    def _insert(self, db: Any, query: str, args: tuple) -> int:
+        """Run an INSERT and return the new row's id."""
+        return int(self._execute(db, query + " RETURNING id", args).fetchall()[0][0])
+
+    def _chunks(self, values: list) -> Iterator[list]:
+        for start in range(0, len(values), self.CHUNK_SIZE):
+            yield values[start : start + self.CHUNK_SIZE]
+
+    def _bump_revision(self, db: Any) -> int:
+        rows = self._execute(
+            db, "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE key = 'revision' RETURNING value"
+        ).fetchall()
+        return int(rows[0][0])
+
+    def _revision_in(self, db: Any) -> int:
+        return int(self._execute(db, "SELECT value FROM meta WHERE key = 'revision'").fetchone()[0])
+
+    # -- meta ----------------------------------------------------------------------------------
+
+    def revision(self) -> int:
+        return int(self.get_meta("revision") or 0)
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._transaction() as db:
+            self._execute(db, "INSERT INTO meta(key, value) VALUES (?, ?)"
+                              " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+    # -- media ---------------------------------------------------------------------------------
+
+    def media_by_path(self, path: str) -> MediaRecord | None:
+        rows = self._query(f"SELECT {MEDIA_COLUMNS} FROM media WHERE path = ?", (path,))
+        return MediaRecord(*rows[0]) if rows else None
+
+    def commit_outcomes(self, outcomes: list[MediaOutcome]) -> CommitResult:
+        added_ids: list[int] = []
+        added_vectors: list[np.ndarray] = []
+        masked_ids: list[int] = []
+        masked_vectors: list[np.ndarray] = []
+        removed_ids: list[int] = []
+        replaced_thumbnails: list[str] = []
+        with self._transaction() as db:
+            for outcome in outcomes:
+                removed = self._delete_media_rows(db, "media.path = ?", (outcome.path,))
+                removed_ids += removed.face_ids
+                replaced_thumbnails += removed.thumbnails
+                media_id = self._insert(
+                    db,
+                    "INSERT INTO media(path, status, sha256, size, mtime_ns, width, height, format, exif_time,"
+                    " reason, message, face_count, ingested_at, kind, duration_s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        outcome.path, outcome.status, outcome.sha256, outcome.size, outcome.mtime_ns,
+                        outcome.width, outcome.height, outcome.format, outcome.exif_time, outcome.reason,
+                        outcome.message, len(outcome.faces), now(), outcome.kind, outcome.duration_s,
+                    ),
+                )
+                track_ids = {}
+                for track in outcome.tracks:
+                    track_ids[track.track_index] = self._insert(
+                        db,
+                        "INSERT INTO tracks(media_id, track_index, time_ranges, best_time_s, observations,"
+                        " frame_thumbnail) VALUES (?,?,?,?,?,?)",
+                        (media_id, track.track_index, json.dumps(track.time_ranges), track.best_time_s,
+                         track.observations, track.frame_thumbnail),
+                    )
+                for face in outcome.faces:
+                    vector = np.ascontiguousarray(face.embedding, dtype=np.float32)
+                    masked = None if face.masked_embedding is None else np.ascontiguousarray(face.masked_embedding, np.float32)
+                    face_id = self._insert(
+                        db,
+                        "INSERT INTO faces(media_id, face_index, box, landmarks, detection_score, quality, model_id,"
+                        " embedding, thumbnail, track_id, frame_time_s, masked_embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (
+                            media_id, face.face_index, json.dumps(face.box), json.dumps(face.landmarks),
+                            float(face.detection_score), json.dumps(face.quality), face.model_id, vector.tobytes(),
+                            face.thumbnail, track_ids.get(face.track_index), face.frame_time_s,
+                            None if masked is None else masked.tobytes(),
+                        ),
+                    )
+                    added_ids.append(face_id)
+                    added_vectors.append(vector)
+                    if masked is not None:
+                        masked_ids.append(face_id)
+                        masked_vectors.append(masked)
+            released = self._release_thumbnails(db, replaced_thumbnails)  # after the inserts: a new face may share a name
+            revision = self._bump_revision(db) if (added_ids or removed_ids) else self._revision_in(db)
+
+        def stacked(rows: list[np.ndarray]) -> np.ndarray:
+            return np.vstack(rows) if rows else np.empty((0, 0), dtype=np.float32)
+
+        return CommitResult(
+            added_ids, stacked(added_vectors), removed_ids, revision, masked_ids, stacked(masked_vectors), released
+        )
+
+    def touch_media(self, path: str, size: int, mtime_ns: int) -> None:
+        with self._transaction() as db:
+            self._execute(db, "UPDATE media SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, path))
+
+    def _delete_media_rows(self, db: Any, where: str, args: tuple) -> Deleted:
+        """Delete media matching ``where`` (tracks and faces cascade) and the search results of their faces."""
+        rows = self._execute(
+            db, f"SELECT faces.id, faces.thumbnail FROM faces JOIN media ON media.id = faces.media_id WHERE {where}", args
+        ).fetchall()
+        frames = self._execute(
+            db, f"SELECT tracks.frame_thumbnail FROM tracks JOIN media ON media.id = tracks.media_id WHERE {where}", args
+        ).fetchall()
+        media = self._execute(db, f"DELETE FROM media WHERE {where} RETURNING path, sha256", args).fetchall()
+        face_ids = [int(r[0]) for r in rows]
+        self._delete_search_results_of(db, face_ids)
+        return Deleted(
+            face_ids, [r[1] for r in rows if r[1]] + [r[0] for r in frames if r[0]], [m[0] for m in media],
+            [m[1] for m in media if m[1]],
+        )
+
+    def _delete_search_results_of(self, db: Any, face_ids: list[int]) -> None:
+        """Search results pointing at erased faces go too: the log must not keep what was removed."""
+        for chunk in self._chunks(face_ids):
+            condition, args = self._in("face_id", chunk)
+            self._execute(db, f"DELETE FROM search_results WHERE {condition}", args)
+
+    def _release_thumbnails(self, db: Any, names: list[str]) -> list[str]:
+        """Of ``names``, those no face or track refers to any more: queued for deletion in this transaction.
+
+        Byte-identical files share thumbnail names, so a file is only deleted when its last user goes;
+        the queue lets the next writable open finish deletions a crash interrupted.
+        """
+        released = []
+        for chunk in self._chunks(sorted(set(names))):
+            in_faces, face_args = self._in("thumbnail", chunk)
+            in_tracks, track_args = self._in("frame_thumbnail", chunk)
+            used = {r[0] for r in self._execute(
+                db, f"SELECT thumbnail FROM faces WHERE {in_faces}"
+                    f" UNION SELECT frame_thumbnail FROM tracks WHERE {in_tracks}", [*face_args, *track_args])}
+            released += [name for name in chunk if name not in used]
+        if released:
+            self._execute_many(db, "INSERT INTO pending_deletions(name) VALUES (?) ON CONFLICT DO NOTHING",
+                               [(n,) for n in released])
+        return released
+
+    def _scrub_search_log(self, db: Any, paths: list[str], sha256s: list[str]) -> None:
+        """Forget the probe photo (path, SHA-256, embedding) of every search whose probe was an erased file."""
+        for field, values in (("path", paths), ("sha256", sha256s)):
+            for chunk in self._chunks(values):
+                condition, args = self._in(self._json_field("probe", field), chunk)
+                self._execute(db, f"UPDATE searches SET {self.ERASE_PROBE_SET} WHERE {condition}", args)
+
+    def remove_media(self, path: str) -> tuple[list[int], list[str], int]:
+        with self._transaction() as db:
+            deleted = self._delete_media_rows(db, *self._file_or_folder(path))
+            self._scrub_search_log(db, deleted.paths, deleted.sha256s)
+            self._scrub_ingest_log(db, deleted.paths)
+            released = self._release_thumbnails(db, deleted.thumbnails)
+            if deleted.face_ids:
+                self._bump_revision(db)
+        return deleted.face_ids, released, len(deleted.paths)
+
+    def _scrub_ingest_log(self, db: Any, paths: list[str]) -> None:
+        """An erased file named explicitly to `index` leaves its name in the ingest log's roots: drop it."""
+        erased = set(paths)
+        for row_id, roots in self._execute(db, "SELECT id, roots FROM ingest_log").fetchall():
+            kept = [root for root in json.loads(roots) if root not in erased]
+            if len(kept) != len(json.loads(roots)):
+                self._execute(db, "UPDATE ingest_log SET roots = ? WHERE id = ?", (json.dumps(kept), row_id))
+
+    def remove_faces(self, face_ids: list[int]) -> tuple[list[int], list[str]]:
+        """Forget single faces; a video face takes its whole track (the same person) and the track's frame."""
+        if not face_ids:
+            return [], []
+        with self._transaction() as db:
+            rows = []
+            for chunk in self._chunks([int(i) for i in face_ids]):
+                in_ids, args = self._in("id", chunk)
+                rows += self._execute(
+                    db, f"SELECT id, media_id, thumbnail, track_id FROM faces WHERE {in_ids}"
+                        f" OR track_id IN (SELECT track_id FROM faces WHERE {in_ids} AND track_id IS NOT NULL)",
+                    [*args, *args],
+                ).fetchall()
+            removed = sorted({int(r[0]) for r in rows})
+            track_ids = sorted({int(r[3]) for r in rows if r[3] is not None})
+            thumbnails = [r[2] for r in rows if r[2]]
+            for chunk in self._chunks(track_ids):
+                in_ids, args = self._in("id", chunk)
+                thumbnails += [r[0] for r in self._execute(  # its faces cascade
+                    db, f"DELETE FROM tracks WHERE {in_ids} RETURNING frame_thumbnail", args).fetchall() if r[0]]
+            for chunk in self._chunks(removed):
+                in_ids, args = self._in("id", chunk)
+                self._execute(db, f"DELETE FROM faces WHERE {in_ids}", args)
+            for media_id in sorted({int(r[1]) for r in rows}):
+                self._execute(
+                    db, "UPDATE media SET face_count = (SELECT COUNT(*) FROM faces WHERE media_id = ?) WHERE id = ?",
+                    (media_id, media_id),
+                )
+            released = self._forget_faces(db, removed, thumbnails)
+        return removed, released
+
+    def _forget_faces(self, db: Any, removed: list[int], thumbnails: list[str]) -> list[str]:
+        """Finish removing faces: their search results go, their thumbnails are released, the revision moves."""
+        self._delete_search_results_of(db, removed)
+        released = self._release_thumbnails(db, thumbnails)
+        if removed:
+            self._bump_revision(db)
+        return released
+
+    def mark_damaged(self, face_ids: list[int]) -> tuple[list[int], list[str]]:
+        """Drop every face of the files holding ``face_ids`` and mark those files failed, so the next ingest
+        re-analyses them; returns the face ids removed and the thumbnails released."""
+        with self._transaction() as db:
+            media_ids: set[int] = set()
+            for chunk in self._chunks([int(i) for i in face_ids]):
+                in_ids, args = self._in("id", chunk)
+                media_ids.update(int(r[0]) for r in self._execute(
+                    db, f"SELECT media_id FROM faces WHERE {in_ids}", args).fetchall())
+            removed, thumbnails = [], []
+            for media_id in sorted(media_ids):
+                rows = self._execute(
+                    db, "DELETE FROM faces WHERE media_id = ? RETURNING id, thumbnail", (media_id,)).fetchall()
+                removed += [int(r[0]) for r in rows]
+                thumbnails += [r[1] for r in rows if r[1]]
+                thumbnails += [r[0] for r in self._execute(
+                    db, "DELETE FROM tracks WHERE media_id = ? RETURNING frame_thumbnail", (media_id,)).fetchall() if r[0]]
+                self._execute(
+                    db, "UPDATE media SET status = 'failed', reason = ?, face_count = 0,"
+                        " message = 'a stored face embedding was damaged; the next `facefind index` re-analyses the file'"
+                        " WHERE id = ?", (DAMAGED_IN_CATALOG, media_id),
+                )
+            removed.sort()
+            released = self._forget_faces(db, removed, thumbnails)
+        return removed, released
+
+    # -- files to delete, and which thumbnails are in use ---------------------------------------
+
+    def pending_deletions(self) -> list[str]:
+        """Released thumbnails not yet deleted (a crash came between the commit and the unlink).
+
+        A name a later commit uses again is no longer pending and is dropped from the queue here.
+        """
+        with self._transaction() as db:
+            names = [r[0] for r in self._execute(db, "DELETE FROM pending_deletions RETURNING name").fetchall()]
+            return self._release_thumbnails(db, names)
+
+    def deletions_done(self, names: list[str]) -> None:
+        if names:
+            with self._transaction() as db:
+                self._execute_many(db, "DELETE FROM pending_deletions WHERE name = ?", [(n,) for n in names])
+
+    def referenced_thumbnails(self) -> set[str]:
+        """Every thumbnail name a face or a track refers to."""
+        return {r[0] for r in self._query(
+            "SELECT thumbnail FROM faces WHERE thumbnail IS NOT NULL"
+            " UNION SELECT frame_thumbnail FROM tracks WHERE frame_thumbnail IS NOT NULL")}
+
+    def fingerprint(self, model_id: str, masked: bool = False, excluding: list[int] = ()) -> tuple[int, int]:
+        """(count, sum of ids) of the stored faces (or masked templates) of ``model_id``, less ``excluding``:
+        read from an index, so comparing it with the vector index on every open costs milliseconds."""
+        excluded = [int(i) for i in excluding]
+        query, args = "SELECT COUNT(*), COALESCE(SUM(id), 0) FROM faces WHERE model_id = ?", [model_id]
+        if masked:
+            query += f" AND {self.HAS_MASKED_TEMPLATE}"
+        if excluded:
+            in_ids, in_args = self._in("id", excluded)
+            query, args = query + f" AND NOT ({in_ids})", args + in_args
+        count, total = self._query(query, args)[0]
+        return int(count), int(total)
+
+    # -- faces ---------------------------------------------------------------------------------
+
+    def faces(self, face_ids: list[int]) -> dict[int, FaceRecord]:
+        found: dict[int, FaceRecord] = {}
+        for chunk in self._chunks([int(i) for i in face_ids]):
+            in_ids, args = self._in("faces.id", chunk)
+            found.update({row[0]: face_record(row) for row in self._query(
+                f"SELECT {FACE_COLUMNS} FROM {FACE_FROM} WHERE {in_ids}", args)})
+        return found
+
+    def faces_of_media(self, path: str) -> list[FaceRecord]:
+        rows = self._query(f"SELECT {FACE_COLUMNS} FROM {FACE_FROM} WHERE media.path = ? ORDER BY faces.face_index",
+                           (path,))
+        return [face_record(row) for row in rows]
+
+    def face_ids_under(self, path: str) -> list[int]:
+        where, args = self._file_or_folder(path)
+        return [r[0] for r in self._query(f"SELECT faces.id FROM faces JOIN media ON media.id = faces.media_id WHERE {where}", args)]
+
+    def iter_embeddings(
+        self, model_id: str, batch: int = 10_000, masked: bool = False, dim: int | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        column = "masked_embedding" if masked else "embedding"
+        last_id = 0
+        while True:
+            rows = self._query(
+                f"SELECT id, {column} FROM faces WHERE model_id = ? AND id > ? AND {column} IS NOT NULL"
+                " ORDER BY id LIMIT ?",
+                (model_id, last_id, batch),
+            )
+            if not rows:
+                return
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            yield ids, vectors([r[1] for r in rows], dim)
+            last_id = int(ids[-1])
+
+    def embeddings(self, face_ids: list[int], masked: bool = False) -> np.ndarray:
+        found, stored = self.stored_embeddings(face_ids, masked)
+        missing = set(int(i) for i in face_ids) - set(found.tolist())
+        if missing:
+            raise KeyError(sorted(missing)[0])
+        return stored
+
+    def stored_embeddings(
+        self, face_ids: list[int], masked: bool = False, dim: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        column = "masked_embedding" if masked else "embedding"
+        found: dict[int, bytes] = {}
+        ids = [int(i) for i in face_ids]
+        for chunk in self._chunks(ids):
+            in_ids, args = self._in("id", chunk)
+            found.update({r[0]: r[1] for r in self._query(
+                f"SELECT id, {column} FROM faces WHERE {in_ids} AND {column} IS NOT NULL", args)})
+        present = [i for i in ids if i in found]
+        if not present:
+            return np.empty(0, np.int64), np.empty((0, dim or 0), np.float32)
+        return np.asarray(present, np.int64), vectors([found[i] for i in present], dim)
+
+    def stats(self) -> dict:
+        with self._reading() as db:
+            def rows(query: str) -> list[tuple]:
+                return self._execute(db, query).fetchall()
+
+            by_status = dict(rows("SELECT status, COUNT(*) FROM media GROUP BY status"))
+            by_reason = dict(rows(
+                "SELECT reason, COUNT(*) FROM media WHERE reason IS NOT NULL GROUP BY reason ORDER BY 2 DESC"))
+            by_quality = dict(rows(f"SELECT {self._json_field('quality', 'verdict')}, COUNT(*) FROM faces GROUP BY 1"))
+            faces, models = rows("SELECT COUNT(*), COUNT(DISTINCT model_id) FROM faces")[0]
+            last = rows("SELECT started_at, finished_at, status, counts FROM ingest_log ORDER BY id DESC LIMIT 1")
+            searches = rows("SELECT COUNT(*) FROM searches")[0][0]
+        return {
+            "files": sum(by_status.values()),
+            "files_by_status": by_status,
+            "unindexed_by_reason": by_reason,
+            "faces": faces,
+            "faces_by_quality": by_quality,
+            "models": models,
+            "searches": searches,
+            "last_ingest": None
+            if not last
+            else {"started_at": last[0][0], "finished_at": last[0][1], "status": last[0][2],
+                  "counts": json.loads(last[0][3] or "{}")},
+        }
+
+    # -- logs ----------------------------------------------------------------------------------
+
+    def start_ingest(self, roots: list[str]) -> int:
+        with self._transaction() as db:
+            return self._insert(db, "INSERT INTO ingest_log(started_at, roots, status) VALUES (?, ?, 'running')",
+                                (now(), json.dumps(roots)))
+
+    def finish_ingest(self, ingest_id: int, counts: dict, status: str) -> None:
+        with self._transaction() as db:
+            self._execute(db, "UPDATE ingest_log SET finished_at = ?, counts = ?, status = ? WHERE id = ?",
+                          (now(), json.dumps(counts), status, ingest_id))
+
+    def record_search(self, probe: dict, embedding: np.ndarray, params: dict, results: list[tuple[int, float]]) -> int:
+        with self._transaction() as db:
+            search_id = self._insert(
+                db, "INSERT INTO searches(created_at, probe, embedding, params) VALUES (?, ?, ?, ?)",
+                (now(), json.dumps(probe), np.asarray(embedding, np.float32).tobytes(), json.dumps(params)),
+            )
+            if results:
+                self._execute_many(
+                    db, "INSERT INTO search_results(search_id, rank, face_id, score) VALUES (?, ?, ?, ?)",
+                    [(search_id, rank, int(face_id), float(score))
+                     for rank, (face_id, score) in enumerate(results, start=1)],
+                )
+        return search_id
+
+    def probe_embeddings(self) -> tuple[list[int], np.ndarray]:
+        """Search ids and probe vectors of the search log (erased probes left out), to find a person's probes."""
+        rows = self._query("SELECT id, embedding FROM searches WHERE length(embedding) > 0 ORDER BY id")
+        return [r[0] for r in rows], vectors([r[1] for r in rows], None)
+
+    def forget_search_probes(self, search_ids: list[int]) -> None:
+        """Erase the probe (vector, path, hash) and results of these searches: the searched-for person was erased."""
+        with self._transaction() as db:
+            for chunk in self._chunks([int(i) for i in search_ids]):
+                in_ids, args = self._in("id", chunk)
+                self._execute(db, f"UPDATE searches SET {self.ERASE_PROBE_SET} WHERE {in_ids}", args)
+                in_ids, args = self._in("search_id", chunk)
+                self._execute(db, f"DELETE FROM search_results WHERE {in_ids}", args)
+
+    def block_template(self, model_id: str, embedding: np.ndarray, threshold: float) -> int:
+        """Keep one template of a person who opted out (no image): later ingests skip faces scoring >= threshold."""
+        with self._transaction() as db:
+            return self._insert(
+                db, "INSERT INTO blocked_templates(created_at, model_id, embedding, threshold) VALUES (?, ?, ?, ?)",
+                (now(), model_id, np.asarray(embedding, np.float32).tobytes(), float(threshold)))
+
+    def blocked_templates(self, model_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(templates, thresholds) of the opted-out people for this model."""
+        rows = self._query("SELECT embedding, threshold FROM blocked_templates WHERE model_id = ? ORDER BY id",
+                           (model_id,))
+        return vectors([r[0] for r in rows], None), np.asarray([r[1] for r in rows], dtype=np.float32)
+
+    def search_result(self, search_id: int, rank: int) -> tuple[dict, np.ndarray, int, float] | None:
+        rows = self._query(
+            "SELECT searches.probe, searches.embedding, search_results.face_id, search_results.score"
+            " FROM search_results JOIN searches ON searches.id = search_results.search_id"
+            " WHERE search_results.search_id = ? AND search_results.rank = ?",
+            (search_id, rank),
+        )
+        if not rows:
+            return None
+        probe, embedding, face_id, score = rows[0]
+        return json.loads(probe), np.frombuffer(embedding, dtype=np.float32).copy(), face_id, score
+
+    def list_media(self, status: str | None, offset: int, limit: int) -> tuple[list[MediaRecord], int]:
+        where, args = ("WHERE status = ?", (status,)) if status else ("", ())
+        total = self._query(f"SELECT COUNT(*) FROM media {where}", args)[0][0]
+        rows = self._query(f"SELECT {MEDIA_COLUMNS} FROM media {where} ORDER BY path LIMIT ? OFFSET ?",
+                           (*args, limit, offset))
+        return [MediaRecord(*row) for row in rows], total
+
+    def list_searches(self, offset: int, limit: int) -> tuple[list[tuple[int, str, dict, dict, int]], int]:
+        total = self._query("SELECT COUNT(*) FROM searches")[0][0]
+        rows = self._query(
+            "SELECT id, created_at, probe, params, (SELECT COUNT(*) FROM search_results WHERE search_id = searches.id)"
+            " FROM searches ORDER BY id DESC LIMIT ? OFFSET ?", (limit, offset))
+        return [(r[0], r[1], json.loads(r[2]), json.loads(r[3]), r[4]) for r in rows], total
+
+    def search_log_entry(self, search_id: int) -> tuple[str, dict, dict, list[tuple[int, int, float]]] | None:
+        rows = self._query("SELECT created_at, probe, params FROM searches WHERE id = ?", (search_id,))
+        if not rows:
+            return None
+        results = self._query("SELECT rank, face_id, score FROM search_results WHERE search_id = ? ORDER BY rank",
+                              (search_id,))
+        return rows[0][0], json.loads(rows[0][1]), json.loads(rows[0][2]), [tuple(r) for r in results]
