@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -122,3 +123,48 @@ def test_a_public_host_is_warned_about(tmp_path):
         done = subprocess.run(facefind_command("serve", "--host", "0.0.0.0", "--library", str(tmp_path / "lib")),
                               capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert "warning: listening on 0.0.0.0" in done.stderr and done.returncode == 2
+
+
+def test_a_kill_9_of_the_server_mid_searches_leaves_the_audit_chain_intact(tmp_path):
+    """Searches keep arriving over HTTP while the server is killed outright: the audit log still verifies
+    (`facefind audit verify`) and the next server's entries chain on from it."""
+    from facefind.samples import probe_sample
+
+    library = tmp_path / "lib"
+    key = add_admin(library)
+    probe = probe_sample().read_bytes()
+    port = free_port()
+    command = facefind_command("serve", "--port", str(port), "--library", str(library))
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    answered = 0
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"},
+                          timeout=60) as client:
+            deadline = time.monotonic() + 180
+            while answered < 6 and time.monotonic() < deadline:
+                try:
+                    response = client.post("/api/v1/search", files={"file": ("p.jpg", probe, "image/jpeg")},
+                                           data={"case": "CASE-9", "reason": "kill -9 test of the audit chain"})
+                    assert response.status_code == 200, response.text
+                    answered += 1
+                except httpx.TransportError:
+                    assert process.poll() is None, process.communicate()
+                    time.sleep(0.3)
+            killer = threading.Timer(0.05, process.send_signal, (signal.SIGKILL,))
+            killer.start()
+            with pytest.raises(httpx.TransportError):
+                for _ in range(200):
+                    client.post("/api/v1/search", files={"file": ("p.jpg", probe, "image/jpeg")},
+                                data={"case": "CASE-9", "reason": "kill -9 test of the audit chain"})
+            killer.join()
+    finally:
+        process.kill()
+        process.wait()
+    assert answered == 6
+    verified = subprocess.run(facefind_command("--library", str(library), "audit", "verify"),
+                              capture_output=True, text=True, timeout=120)
+    assert verified.returncode == 0 and "Traceback" not in verified.stderr, verified.stdout + verified.stderr
+    log = FaceFind(library).audit_log
+    assert log.verify().entries >= 2 + 6  # the admin, their key, the answered searches
+    log.append("after", "search", {})  # a new server's entries chain on from the head
+    assert log.verify().intact
