@@ -137,8 +137,8 @@ def shipped_check(model_id: str, tail: np.ndarray, pairs: int) -> dict:
 def full_margins(lfw: LfwEmbeddings) -> SlopeMargins:
     """The slope margin the shipped tables use: identity bootstrap over all LFW people."""
     return bootstrap_slope_margins(symmetric_counts(lfw, np.arange(len(lfw.paths))), ALL,
-                                   source="identity bootstrap (200 replicates) of the tail slope of all LFW pairs, known aliases merged"
-                                   " and mislabelled photos left out (bench/tail.py)")
+                                   source="identity bootstrap (200 replicates) of the tail slope of all LFW pairs,"
+                                          " known aliases merged, mislabelled photos left out (bench/tail.py)")
 
 
 def plot(results: dict, path: Path) -> None:
@@ -209,7 +209,8 @@ def main() -> None:
             "full_curve": {"scores": [float(s) for s in curve_scores],
                            "fmr": [measured_fmr(tail, pairs, float(s))[0] for s in curve_scores]},
         }
-        print(model, {key: value for key, value in results[model].items() if "ratio" in key}, results[model]["as_labelled"])
+        print(model, {key: value for key, value in results[model].items() if "ratio" in key},
+              results[model]["as_labelled"])
     write_json("tail", {"method": __doc__.split("\n\n")[1].replace("\n", " "), "levels": LEVELS, "models": results})
     plot(results, RESULTS / "tail.png")
 

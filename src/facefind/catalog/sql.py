@@ -128,10 +128,12 @@ class SqlCatalog:
         raise NotImplementedError
 
     def _execute(self, db: Any, query: str, args: tuple | list = ()) -> Any:
-        """Run one ``?``-placeholder statement on ``db``; returns its cursor."""
+        """Run one ``?``-placeholder statement on ``db``; returns its cursor (so shared SQL holds no literal ``?``
+        or ``%``: a server backend rewrites the placeholders to its own style)."""
         raise NotImplementedError
 
     def _execute_many(self, db: Any, query: str, rows: list[tuple]) -> None:
+        """Run one ``?``-placeholder statement once per row of arguments."""
         raise NotImplementedError
 
     def _in(self, column: str, values: list) -> tuple[str, list]:
@@ -154,7 +156,7 @@ class SqlCatalog:
             return self._execute(db, query, args).fetchall()
 
     def _insert(self, db: Any, query: str, args: tuple) -> int:
-        """Run an INSERT and return the new row's id."""
+        """Run an INSERT and return the new row's id (all rows read: SQLite ends a RETURNING statement only then)."""
         return int(self._execute(db, query + " RETURNING id", args).fetchall()[0][0])
 
     def _chunks(self, values: list) -> Iterator[list]:
