@@ -311,3 +311,18 @@ def test_an_http_search_is_audited_with_its_actor_address_and_purpose(client, se
     assert entry["actor"] == "ivy" and entry["client_address"] == "127.0.0.1"
     assert json.loads(entry["purpose"]) == PURPOSE
     assert json.loads(entry["details"])["search_id"] == result["search_id"]
+
+
+def test_the_results_page_marks_fmrs_extrapolated_by_the_tail_model(server, folders):
+    """The web UI says which FMRs lie beyond the impostor data (the tail model) exactly where the JSON does."""
+    probe = folders["people"] / "probes" / "obama1.jpg"
+    with server.client() as api:
+        matches = upload(api, probe).json()["matches"]
+    sources = [match["fmr_source"] for match in matches]
+    assert {"tail_model", "bound"} & set(sources)  # a clear same-person match scores beyond the measured pairs
+    browser = server.login("ivy")
+    page = browser.post("/ui/results", files={"file": ("probe.jpg", probe.read_bytes(), "image/jpeg")},
+                        data=PURPOSE, headers={"x-csrf-token": browser.csrf})
+    assert page.status_code == 200, page.text
+    assert page.text.count("(extrapolated)</span>") == sources.count("tail_model")
+    assert page.text.count("(bound)</span>") == sources.count("bound")
