@@ -5,6 +5,7 @@ Usage::
     nice python bench/scale.py [--sizes 100000,1000000] [--embed-only]
     nice python bench/scale.py --cli 1000000            # a library on disk: CLI, stages, service (below)
     nice python bench/scale.py --covered-sweep 1000000  # covered-probe recall vs time (below)
+    nice -n 19 python bench/scale.py --servers milvus,pgvector [--servers-size 1000000] [--ef-construction 200]
 
 1. Real embeddings: every LFW photo's central face through the default pipeline (plain and masked
    template), cached in bench/results/cache/ (git-ignored).
@@ -22,6 +23,9 @@ Usage::
    ``facefind serve`` on it: search over HTTP, and ``facefind search --service`` (the CLI as its client).
 5. Covered probes: recall@10 vs fused scoring of every face against time, by candidates asked and
    PQ proposals per candidate (IndexPolicy.rerank_factor).
+6. Server indexes: facefind's MilvusIndex and PgvectorIndex on local servers (facefind.devservices), on the
+   gallery and probes of the FAISS rows (same generator and seed), FAISS exact and ANN again in the same run:
+   insert + build time, single-query latency, recall@10, mate recall, server memory (PSS) and size on disk.
 
 Writes bench/results/scale.json and scale.png.
 """
@@ -670,6 +674,186 @@ def measure_cli(root: Path, probe: Path) -> dict:
             "index_files_mb": {p.name: round(p.stat().st_size / 2**20, 1) for p in (root / "index").glob("*.index")}}
 
 
+# -- 6. the server indexes (pgvector, Milvus) next to FAISS -----------------------------------------------
+
+SERVER_CANDIDATES = 40  # what search asks the index for (top_k 10 x 4), then re-scores exactly
+
+
+def _search_row(index, plain: np.ndarray, identity: np.ndarray, probes: np.ndarray, probe_identity: np.ndarray,
+                exact_top: np.ndarray | None, threshold: float) -> tuple[dict, np.ndarray]:
+    """Single-query latency of what search does (index top 40, exact re-scoring), recall@10 and mate recall."""
+    for probe in probes[:20]:  # warm caches and connections: the service's resident state
+        index.search(probe[None, :], SERVER_CANDIDATES)
+    latencies, found = [], []
+    for probe in probes:
+        started = time.perf_counter()
+        _, candidates = index.search(probe[None, :], SERVER_CANDIDATES)
+        candidates = candidates[0][candidates[0] >= 0]
+        found.append(candidates[np.argsort(-(plain[candidates] @ probe))[:10]])
+        latencies.append(time.perf_counter() - started)
+    found = np.array(found)
+    exact_top = found if exact_top is None else exact_top
+    mates = [(row, face) for row, top in enumerate(exact_top) for face in top
+             if identity[face] == probe_identity[row] and plain[face] @ probes[row] >= threshold]
+    return {**percentiles(latencies),
+            "recall_at_10": round(float(np.mean([len(set(e) & set(f)) / 10 for e, f in zip(exact_top, found)])), 4),
+            "mate_recall": round(float(np.mean([face in found[row] for row, face in mates])), 4) if mates else None,
+            "mates_above_threshold": len(mates)}, found
+
+
+def _add_all(index, plain: np.ndarray) -> None:
+    ids = np.arange(len(plain), dtype=np.int64)
+    for start in range(0, len(plain), 50_000):
+        index.add(ids[start:start + 50_000], plain[start:start + 50_000])
+        print(f"\r  added {min(start + 50_000, len(plain))}/{len(plain)}", end="", flush=True)
+    print()
+
+
+def _pss_mb(pids: list[int]) -> float:
+    """Proportional set size of processes together (PostgreSQL's shared buffers counted once, not per backend)."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return round(total / 1024, 1)
+
+
+def _process_tree(root_pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [root_pid]
+    while queue:
+        pid = queue.pop()
+        found.append(pid)
+        queue += children.get(pid, [])
+    return found
+
+
+def _folder_mb(folder: Path) -> float:
+    return round(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20, 1)
+
+
+def faiss_server_rows(plain, identity, probes, probe_identity, threshold) -> tuple[list[dict], np.ndarray]:
+    """The FAISS rows of the same run (exact, then ANN): the reference the servers are compared with."""
+    rows, exact_top = [], None
+    sample = plain[np.random.default_rng(1).choice(len(plain), min(TRAIN_SAMPLE, len(plain)), replace=False)]
+    for name, build in (("faiss flat", lambda: FaissFlatIndex(plain.shape[1])),
+                        ("faiss pq-refine", lambda: FaissAnnIndex.trained(plain.shape[1], sample, len(plain)))):
+        started = time.perf_counter()
+        index = build()
+        _add_all(index, plain)
+        build_s = time.perf_counter() - started
+        row, found = _search_row(index, plain, identity, probes, probe_identity, exact_top, threshold)
+        exact_top = found if exact_top is None else exact_top
+        rows.append({"index": name, "build_s": round(build_s, 1), **row, "params": index.params(),
+                     "process_rss_mb": round(rss_mb())})
+        print(rows[-1], flush=True)
+        del index
+    return rows, exact_top
+
+
+def milvus_server_row(plain, identity, probes, probe_identity, threshold, exact_top) -> dict:
+    """facefind's MilvusIndex (HNSW, Strong reads, as a library uses it) on a local Milvus: insert, flush and
+    wait until every sealed segment is indexed, reload, then search."""
+    from facefind.devservices.milvus import milvus_server
+    from facefind.index.milvus_index import MilvusIndex
+
+    with milvus_server() as server:
+        idle = _pss_mb(_process_tree(server.pid))
+        index = MilvusIndex(server.uri, "bench_scale", plain.shape[1])
+        started = time.perf_counter()
+        _add_all(index, plain)
+        insert_s = time.perf_counter() - started
+        index.save(Path("unused"))  # flush: seals the segments, the server builds their HNSW graphs
+        client = index._client
+        while True:
+            info = client.describe_index(index.collection, "vector")
+            if int(info.get("pending_index_rows", 0)) == 0 and int(info.get("indexed_rows", 0)) >= len(plain):
+                break
+            time.sleep(2)
+        build_s = time.perf_counter() - started
+        client.release_collection(index.collection)  # every segment from its sealed, indexed files
+        client.load_collection(index.collection)
+        row, _ = _search_row(index, plain, identity, probes, probe_identity, exact_top, threshold)
+        result = {"index": "milvus hnsw", "insert_s": round(insert_s, 1), "build_s": round(build_s, 1), **row,
+                  "params": index.params(), "server_pss_idle_mb": idle,
+                  "server_pss_mb": _pss_mb(_process_tree(server.pid)), "on_disk_mb": _folder_mb(server.data_dir)}
+        index.close()
+    print(result, flush=True)
+    return result
+
+
+def pgvector_server_row(plain, identity, probes, probe_identity, threshold, exact_top, ef_construction: int) -> dict:
+    """facefind's PgvectorIndex (HNSW over halfvec) on a local PostgreSQL: COPY the rows, build the graph once
+    (as Library.rebuild_index does), then search with the library's ef_search."""
+    import psycopg
+
+    from facefind.devservices.postgres import local_postgres
+    from facefind.index import pgvector_index
+
+    pgvector_index.HNSW_EF_CONSTRUCTION = ef_construction
+    settings = {"shared_buffers": "1GB", "maintenance_work_mem": "2GB", "max_parallel_maintenance_workers": "1"}
+    with local_postgres(settings=settings) as server:
+        postmaster = int((server.data_dir / "postmaster.pid").read_text().split()[0])
+        idle = _pss_mb(_process_tree(postmaster))
+        index = pgvector_index.PgvectorIndex(server.url, plain.shape[1], "bench")
+        started = time.perf_counter()
+        index.reset()  # rows first, the graph once
+        _add_all(index, plain)
+        copy_s = time.perf_counter() - started
+        index.save(Path("unused"))  # writes no file: builds the HNSW graph
+        build_s = time.perf_counter() - started
+        row, _ = _search_row(index, plain, identity, probes, probe_identity, exact_top, threshold)
+        with psycopg.connect(server.url) as connection:
+            table = f"{index.schema}.{index.table}"
+            table_bytes, graph_bytes = connection.execute(
+                "SELECT pg_total_relation_size(%s) - pg_indexes_size(%s), pg_relation_size(%s)",
+                (table, table, f"{table}_hnsw")).fetchone()
+        result = {"index": "pgvector hnsw", "insert_s": round(copy_s, 1), "build_s": round(build_s, 1), **row,
+                  "params": {**index.params(), "ef_search": max(pgvector_index.EF_SEARCH_MIN, SERVER_CANDIDATES)},
+                  "server_pss_idle_mb": idle, "server_pss_mb": _pss_mb(_process_tree(postmaster)),
+                  "table_mb": round(table_bytes / 2**20, 1), "graph_mb": round(graph_bytes / 2**20, 1),
+                  "on_disk_mb": _folder_mb(server.data_dir)}
+        index.close()
+    print(result, flush=True)
+    return result
+
+
+def bench_servers(generator: Generator, backend: str, size: int, threshold: float, ef_construction: int) -> dict:
+    """One server backend at ``size`` faces, FAISS exact and ANN measured in the same run on the same gallery
+    (the generator and seed of the FAISS size rows)."""
+    faiss.omp_set_num_threads(1)
+    identity, plain, _, probe_identity, probes, _ = gallery(generator, size, seed=size)
+    rows, exact_top = faiss_server_rows(plain, identity, probes, probe_identity, threshold)
+    if backend == "milvus":
+        rows.append(milvus_server_row(plain, identity, probes, probe_identity, threshold, exact_top))
+    else:
+        rows.append(pgvector_server_row(plain, identity, probes, probe_identity, threshold, exact_top, ef_construction))
+    return {"faces": size, "probes": len(probes), "candidates": SERVER_CANDIDATES, "rows": rows}
+
+
+def store_server_result(backend: str, measured: dict, note: str | None) -> None:
+    """Merge one backend's rows into scale.json (two backends may run at once: a lock around read + write)."""
+    import fcntl
+
+    with open(RESULTS / "cache" / "scale-servers.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        previous = json.loads((RESULTS / "scale.json").read_text())
+        previous.pop("machine", None)
+        servers = previous.get("servers") or {}
+        servers[backend] = {**measured, **({"note": note} if note else {})}
+        write_json("scale", {**previous, "servers": servers})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embed-only", action="store_true", help="compute the real-embedding cache and stop")
@@ -678,6 +862,10 @@ def main() -> None:
     parser.add_argument("--covered-sweep", type=int, help="instead: covered-probe recall vs time at this many faces")
     parser.add_argument("--plot-only", action="store_true", help="instead: draw scale.png again from scale.json")
     parser.add_argument("--switch", action="store_true", help="instead: the threshold-crossing commit, inline vs background")
+    parser.add_argument("--servers", help="instead: the server indexes (milvus, pgvector: comma-separated) next to FAISS")
+    parser.add_argument("--servers-size", type=int, default=1_000_000, help="faces for --servers")
+    parser.add_argument("--ef-construction", type=int, default=200, help="pgvector HNSW ef_construction for --servers")
+    parser.add_argument("--note", help="why a --servers run differs from the plan (recorded with its rows)")
     parser.add_argument("--open", type=Path, help=argparse.SUPPRESS)  # internal: measure one index open
     parser.add_argument("--open-mmap", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--open-read", action="store_true", help=argparse.SUPPRESS)
@@ -704,9 +892,15 @@ def main() -> None:
         previous.pop("machine", None)
         write_json("scale", {**previous, "threshold_switch": measure_switch(generator, RESULTS / "cache" / "scale-switch")})
         return
+    if args.servers:
+        for backend in args.servers.split(","):
+            store_server_result(backend, bench_servers(generator, backend, args.servers_size, threshold,
+                                                       args.ef_construction), args.note)
+        args.plot_only = True
     if args.plot_only:  # the figure again from scale.json (the histograms are recomputed: they are cheap)
         stored = json.loads((RESULTS / "scale.json").read_text())
-        plot(*fit_histograms(generator, identity, plain, masked)[1:], stored["sizes"], stored.get("covered_sweep"))
+        plot(*fit_histograms(generator, identity, plain, masked)[1:], stored["sizes"], stored.get("covered_sweep"),
+             stored.get("servers"))
         return
     if args.cli:
         root = RESULTS / "cache" / f"scale-library-{args.cli}"
@@ -732,9 +926,9 @@ def main() -> None:
     previous = RESULTS / "scale.json"
     if previous.exists():  # keep the figures measured by --cli and --covered-sweep
         stored = json.loads(previous.read_text())
-        payload.update({key: stored[key] for key in ("cli", "covered_sweep") if key in stored})
+        payload.update({key: stored[key] for key in ("cli", "covered_sweep", "servers") if key in stored})
     write_json("scale", payload)
-    plot(real, synthetic, sizes, payload.get("covered_sweep"))
+    plot(real, synthetic, sizes, payload.get("covered_sweep"), payload.get("servers"))
 
 
 def fit_histograms(generator: Generator, identity: np.ndarray, plain: np.ndarray, masked: np.ndarray):
@@ -750,13 +944,14 @@ def fit_histograms(generator: Generator, identity: np.ndarray, plain: np.ndarray
     return fit, real, synthetic
 
 
-def plot(real: dict, synthetic: dict, sizes: list[dict], sweep: dict | None = None) -> None:
+def plot(real: dict, synthetic: dict, sizes: list[dict], sweep: dict | None = None, servers: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 4 if sweep else 3, figsize=(21 if sweep else 16, 4.5))
+    panels = 3 + bool(sweep) + bool(servers)
+    figure, axes = plt.subplots(1, panels, figsize=(5.3 * panels, 4.5))
     for axis, kind in zip(axes[:2], ("plain", "covered")):
         for source, pairs, style in (("real", real[kind], "-"), ("synthetic", synthetic[kind], "--")):
             for label, values, colour in (("same person", pairs[0], "tab:green"), ("different", pairs[1], "tab:red")):
@@ -788,8 +983,29 @@ def plot(real: dict, synthetic: dict, sizes: list[dict], sweep: dict | None = No
         axis.set_ylabel("recall@10 vs fused scoring of every face")
         axis.set_title(f"covered probes at {sweep['faces']:,} faces (xN: 40N candidates)")
         axis.legend(fontsize=7)
+    if servers:
+        plot_servers(axes[-1], servers)
     figure.tight_layout()
     figure.savefig(RESULTS / "scale.png", dpi=110)
+
+
+def plot_servers(axis, servers: dict) -> None:
+    """Each --servers run: p50 (bar) and p95 (tick) per index, labelled with faces, recall@10 and build time."""
+    labels, p50, p95, colours = [], [], [], []
+    for backend, run in servers.items():
+        for row in run["rows"]:
+            labels.append(f"{row['index']} @ {run['faces'] // 1000}k\nrecall@10 {row['recall_at_10']:.2f},"
+                          f" build {row['build_s']:.0f} s")
+            p50.append(row["p50_ms"])
+            p95.append(row["p95_ms"])
+            colours.append("tab:blue" if row["index"].startswith("faiss") else "tab:purple")
+    y = np.arange(len(labels))
+    axis.barh(y, p50, color=colours)
+    axis.scatter(p95, y, color="black", marker="|", s=200)
+    axis.set_yticks(y, labels, fontsize=6)
+    axis.set_xscale("log")
+    axis.set_xlabel("single query, index top 40 + exact re-scoring, ms (bar p50, tick p95)")
+    axis.set_title("server indexes next to FAISS (same gallery, same run each)")
 
 
 if __name__ == "__main__":
