@@ -47,13 +47,19 @@ def served(tmp_path_factory, pipeline):
         for name, folder in folders.items():
             facefind.set_collection(name, [folder], actor=SETUP)
         facefind.people_build(actor=SETUP)
-        server.folders, server.user_keys = folders, {"root": server.keys["root"]}
-        for user in ("amy", "bob"):
-            facefind.accounts.add_user(user, "investigator", PASSWORDS["root"], SETUP)
-            for collection in USERS[user]:
-                facefind.grant_collection(user, collection, actor=SETUP)
-            server.user_keys[user] = facefind.accounts.create_key(user, ["search", "index"], None, SETUP)[0]
+        server.folders = folders
+        add_limited_investigators(server)
         yield server
+
+
+def add_limited_investigators(server) -> None:
+    """amy and bob: investigators limited to their collections (USERS), with API keys in ``server.user_keys``."""
+    facefind, server.user_keys = server.facefind, {"root": server.keys["root"]}
+    for user in ("amy", "bob"):
+        facefind.accounts.add_user(user, "investigator", PASSWORDS["root"], SETUP)
+        for collection in USERS[user]:
+            facefind.grant_collection(user, collection, actor=SETUP)
+        server.user_keys[user] = facefind.accounts.create_key(user, ["search", "index"], None, SETUP)[0]
 
 
 def client_of(server, user: str) -> httpx.Client:

@@ -10,13 +10,12 @@ import json
 import shutil
 from contextlib import closing
 
-import httpx
 import pytest
 
 from facefind.samples import probe_sample
 from facefind.service import ServiceSettings
-from tests.people.test_collections import USERS, write_collections
-from tests.service.conftest import PASSWORDS, SETUP, problem_of, serve
+from tests.people.test_collections import USERS, add_limited_investigators, client_of, write_collections
+from tests.service.conftest import SETUP, problem_of, serve
 from tests.test_cli import run
 
 PORTRAIT = {"photo": ("reference.jpg", probe_sample().read_bytes(), "image/jpeg")}
@@ -29,7 +28,7 @@ def served(tmp_path_factory, pipeline):
     settings = ServiceSettings(library=root / "library", allow_roots=(root,), index_workers=1)
     with serve(settings, pipeline) as server:
         facefind = server.facefind
-        server.folders, server.user_keys = folders, {"root": server.keys["root"]}
+        server.folders = folders
         with server.client(key=server.keys["root"]) as admin:
             added = admin.post("/api/v1/watchlists", data={"name": "yao", "visible_role": ["investigator"]},
                                files=PORTRAIT)
@@ -38,16 +37,8 @@ def served(tmp_path_factory, pipeline):
         facefind.people_build(actor=SETUP)
         for name, folder in folders.items():
             facefind.set_collection(name, [folder], actor=SETUP)
-        for user in ("amy", "bob"):
-            facefind.accounts.add_user(user, "investigator", PASSWORDS["root"], SETUP)
-            for collection in USERS[user]:
-                facefind.grant_collection(user, collection, actor=SETUP)
-            server.user_keys[user] = facefind.accounts.create_key(user, ["search", "index"], None, SETUP)[0]
+        add_limited_investigators(server)
         yield server
-
-
-def client_of(server, user: str) -> httpx.Client:
-    return server.client(key=server.user_keys[user])
 
 
 def collection_of(server, path: str) -> str:
