@@ -894,8 +894,9 @@ def main() -> None:
         return
     if args.servers:
         for backend in args.servers.split(","):
-            store_server_result(backend, bench_servers(generator, backend, args.servers_size, threshold,
-                                                       args.ef_construction), args.note)
+            key = backend if backend == "milvus" else f"pgvector_efc{args.ef_construction}"  # graphs differ by it
+            store_server_result(key, bench_servers(generator, backend, args.servers_size, threshold,
+                                                   args.ef_construction), args.note)
         args.plot_only = True
     if args.plot_only:  # the figure again from scale.json (the histograms are recomputed: they are cheap)
         stored = json.loads((RESULTS / "scale.json").read_text())

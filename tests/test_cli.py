@@ -56,6 +56,9 @@ def test_a_users_session(library, photo_folder, tmp_path):
     assert Path(search.matches[0].source.path).name == "players.jpg"
     table = run(library, "search", *STATED, str(probe_sample())).stdout
     assert f"{search.search_id + 1}-1" in table and "players" in table  # every search gets its own id
+    extrapolated = "FMR " + search.matches[0].fmr_text + " (extrapolated)"  # beyond the measured impostor pairs
+    assert (extrapolated in table) == (search.matches[0].fmr_source == "tail_model")
+    assert search.matches[0].fmr_source == "tail_model"  # the sample's best match scores beyond them
 
     page = tmp_path / "evidence.html"
     run(library, "export-evidence", search.matches[0].match_id, str(page))

@@ -337,6 +337,12 @@ def _print_assessment(assessment) -> None:
         console.print(Text.assemble(("  note:", "yellow"), " ", _plain(note)))
 
 
+def _fmr_shown(calibrated) -> str:
+    """The FMR as '1 in N', saying when it lies beyond the measured impostor pairs (the tail model's
+    extrapolation) or beyond even that (a bound, already written '<')."""
+    return calibrated.fmr_text + (" (extrapolated)" if calibrated.fmr_source == "tail_model" else "")
+
+
 def _ranges(ranges: list[list[float]]) -> str:
     return ", ".join(f"{_clock(a)}-{_clock(b)}" for a, b in ranges)
 
@@ -366,7 +372,7 @@ def _print_search(result: SearchResponse) -> None:
         limits = "" if match.within_limits else " [dim](beyond limits)[/]"
         console.print(
             f"[bold]{match.match_id:>6}[/]  [{VERDICT_STYLE[match.verdict]}]{match.verdict}[/]{limits}"
-            f"  similarity {match.similarity:.3f}  FMR {match.fmr_text}"
+            f"  similarity {match.similarity:.3f}  FMR {_fmr_shown(match)}"
             f"  expected false matches {match.expected_false_matches:.2g}  quality {match.face.quality.verdict}"
         )
         where = f"box {box.x1:.0f},{box.y1:.0f},{box.x2:.0f},{box.y2:.0f}"
@@ -406,7 +412,7 @@ def verify(
         return
     call = "[green]likely the same person[/]" if result.same_person else "[yellow]not shown to be the same person[/]"
     console.print(
-        f"similarity {result.similarity:.3f}: FMR {result.fmr_text} ([{VERDICT_STYLE[result.verdict]}]{result.verdict}[/]),"
+        f"similarity {result.similarity:.3f}: FMR {_fmr_shown(result)} ([{VERDICT_STYLE[result.verdict]}]{result.verdict}[/]),"
         f" limit {result.max_fmr:g}: {call}"
     )
     console.print(f"quality: A {result.face_a.quality.verdict}, B {result.face_b.quality.verdict}")
