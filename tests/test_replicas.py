@@ -222,9 +222,9 @@ def test_killing_a_replica_mid_ingest_loses_nothing_it_committed(shared_library,
         checked = _check(second)  # catalog, embeddings, crops of committed faces: all sound
         problems = [line for line in checked.stdout.splitlines() if line.startswith("problem ")]
         # Leftovers of the kill that `check` rightly names: crops of files A never committed (past 20 they are
-        # counted, not listed), and - when the kill
-        # fell between a batch's catalog commit and its index insert - a shared index one batch behind the catalog,
-        # which B's search already covers (it verified and searched a copy) and B's next ingest repairs (below).
+        # counted, not listed), and - when the kill fell between a batch's catalog commit and its index insert -
+        # a shared index one batch behind the catalog, which B's search already covers (it verified and searched
+        # a copy) and B's next ingest repairs (below).
         assert all(line.startswith(("problem orphans: ", "problem index: ")) for line in problems), checked.stdout
         assert "Traceback" not in checked.stderr
 
