@@ -141,6 +141,14 @@ def _fail(error: FaceFindError) -> typer.Exit:
     return typer.Exit(EXIT_USAGE)
 
 
+def _library_call(call):
+    """Run one library call on this command's FaceFind, a refusal as a one-line error (exit 2)."""
+    try:
+        return call(_facefind())
+    except FaceFindError as error:
+        raise _fail(error) from None
+
+
 def _print_error(error: FaceFindError) -> None:
     errors.print(Text.assemble(("error:", "bold red"), " ", _plain(error)))
 
@@ -650,10 +658,7 @@ def _print_access(config) -> None:
 @access_app.command("show")
 def access_show() -> None:
     """The local users' roles and the shortest search reason accepted."""
-    try:
-        _print_access(_facefind().access_config())
-    except FaceFindError as error:
-        raise _fail(error) from None
+    _print_access(_library_call(lambda ff: ff.access_config()))
 
 
 @access_app.command("set")
@@ -663,10 +668,7 @@ def access_set(
     min_reason: Annotated[Optional[int], typer.Option(help="Shortest --reason accepted, in characters.")] = None,
 ) -> None:
     """Give a local user a role (or none), or set the shortest reason; an admin's change, audited."""
-    try:
-        _print_access(_facefind().change_access(user, role, min_reason))
-    except FaceFindError as error:
-        raise _fail(error) from None
+    _print_access(_library_call(lambda ff: ff.change_access(user, role, min_reason)))
 
 
 collection_app = typer.Typer(
@@ -689,28 +691,19 @@ def collection_add(
     roots: Annotated[list[Path], typer.Argument(help="Its root folders (indexed files under them belong to it).")],
 ) -> None:
     """Define (or redefine) a collection as root folders; an admin's change, audited."""
-    try:
-        _print_collections(_facefind().set_collection(name, roots))
-    except FaceFindError as error:
-        raise _fail(error) from None
+    _print_collections(_library_call(lambda ff: ff.set_collection(name, roots)))
 
 
 @collection_app.command("remove")
 def collection_remove(name: Annotated[str, typer.Argument(help="The collection to remove.")]) -> None:
     """Remove a collection (its files stay indexed; users granted only it no longer see them)."""
-    try:
-        _print_collections(_facefind().set_collection(name, None))
-    except FaceFindError as error:
-        raise _fail(error) from None
+    _print_collections(_library_call(lambda ff: ff.set_collection(name, None)))
 
 
 @collection_app.command("list")
 def collection_list() -> None:
     """The collections and their root folders."""
-    try:
-        _print_collections(_facefind().collections())
-    except FaceFindError as error:
-        raise _fail(error) from None
+    _print_collections(_library_call(lambda ff: ff.collections()))
 
 
 audit_app = typer.Typer(help="The audit log: who searched, indexed, exported or erased, when and why.",
@@ -1003,14 +996,6 @@ PersonId = Annotated[int, typer.Argument(help="Person number, as `facefind peopl
 FaceId = Annotated[int, typer.Argument(help="Face id, as `facefind people show` shows it.")]
 
 
-def _people(call):
-    """Run one people call, a refusal as a one-line error (exit 2)."""
-    try:
-        return call(_facefind())
-    except FaceFindError as error:
-        raise _fail(error) from None
-
-
 def _link_text(link) -> str:
     return "-" if link is None else f"{link.fmr_text} ({link.similarity:.3f})"
 
@@ -1019,7 +1004,7 @@ def _link_text(link) -> str:
 def people_build(max_fmr: Annotated[float, typer.Option(help="Link faces only at this false match rate or lower.")]
                  = 1e-5) -> None:
     """Group every face into people; manual decisions stay, automatic faces are grouped around them."""
-    report = _people(lambda ff: ff.people_build(max_fmr))
+    report = _library_call(lambda ff: ff.people_build(max_fmr))
     console.print(f"{report.people} people, {report.assigned} of {report.faces} faces assigned"
                   f" at FMR <= {report.max_fmr:g} ({report.seconds:.1f} s)")
 
@@ -1028,7 +1013,7 @@ def people_build(max_fmr: Annotated[float, typer.Option(help="Link faces only at
 def people_list(hidden: Annotated[bool, typer.Option("--hidden", help="Include hidden people.")] = False,
                 as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False) -> None:
     """People, most faces first, with cohesion (weakest link) and the nearest other person as FMRs."""
-    people = _people(lambda ff: ff.people_list(hidden))
+    people = _library_call(lambda ff: ff.people_list(hidden))
     if as_json:
         _print_json([p.model_dump(mode="json") for p in people])
         return
@@ -1044,7 +1029,7 @@ def people_list(hidden: Annotated[bool, typer.Option("--hidden", help="Include h
 def people_show(person_id: PersonId,
                 as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False) -> None:
     """One person: every face with its file (and time in a video), and who put it there."""
-    person = _people(lambda ff: ff.person(person_id))
+    person = _library_call(lambda ff: ff.person(person_id))
     if as_json:
         _print_json(person)
         return
@@ -1060,7 +1045,7 @@ def people_show(person_id: PersonId,
 @people_app.command("name")
 def people_name(person_id: PersonId, name: Annotated[str, typer.Argument(help="The name; \"\" clears it.")]) -> None:
     """Name a person (their faces are then kept together by later runs)."""
-    _people(lambda ff: ff.person_rename(person_id, name.strip() or None))
+    _library_call(lambda ff: ff.person_rename(person_id, name.strip() or None))
     console.print(Text.assemble(f"person #{person_id} is now ", _plain(name.strip() or "(unnamed)")))
 
 
@@ -1069,7 +1054,7 @@ def people_merge(person_id: PersonId,
                  others: Annotated[list[int], typer.Argument(help="People whose faces all move into PERSON_ID.")]
                  ) -> None:
     """Merge people into one; refused when two faces of one photo would end up in one person."""
-    person = _people(lambda ff: ff.person_merge(person_id, others))
+    person = _library_call(lambda ff: ff.person_merge(person_id, others))
     console.print(f"person #{person_id} now has {person.faces} faces")
 
 
@@ -1078,21 +1063,21 @@ def people_split(person_id: PersonId, face: Annotated[Optional[list[int]], typer
         "--face", help="Face id to take out into a new person (repeatable); none: re-cluster the person strictly.")]
         = None) -> None:
     """Split faces off a person into a new one (or re-cluster the person at a 10x stricter FMR)."""
-    people = _people(lambda ff: ff.person_split(person_id, face))
+    people = _library_call(lambda ff: ff.person_split(person_id, face))
     console.print(f"the faces are now in people {', '.join(f'#{p}' for p in people)}")
 
 
 @people_app.command("move")
 def people_move(face_id: FaceId, person_id: PersonId) -> None:
     """Move one face into a person."""
-    _people(lambda ff: ff.face_move(face_id, person_id))
+    _library_call(lambda ff: ff.face_move(face_id, person_id))
     console.print(f"face {face_id} is now in person #{person_id}")
 
 
 @people_app.command("not")
 def people_not(face_id: FaceId, person_id: PersonId) -> None:
     """Not this person: the face leaves the person and is never put back by a later run."""
-    _people(lambda ff: ff.face_not_person(face_id, person_id))
+    _library_call(lambda ff: ff.face_not_person(face_id, person_id))
     console.print(f"face {face_id} is marked as not person #{person_id}")
 
 
@@ -1100,14 +1085,14 @@ def people_not(face_id: FaceId, person_id: PersonId) -> None:
 def people_hide(person_id: PersonId,
                 show: Annotated[bool, typer.Option("--show", help="Show a hidden person again.")] = False) -> None:
     """Hide a person from listings and search results."""
-    _people(lambda ff: ff.person_hide(person_id, not show))
+    _library_call(lambda ff: ff.person_hide(person_id, not show))
     console.print(f"person #{person_id} is {'shown' if show else 'hidden'}")
 
 
 @people_app.command("with")
 def people_with(person_id: PersonId) -> None:
     """Who appears with a person: the same photos, or on screen together in the same videos."""
-    together = _people(lambda ff: ff.person_coappearance(person_id))
+    together = _library_call(lambda ff: ff.person_coappearance(person_id))
     for other in together:
         console.print(Text.assemble((f"#{other.person_id} ", "bold"), _plain(other.name or "(unnamed)"),
                                     f": {len(other.photos)} photo(s), {len(other.videos)} video(s)"))
@@ -1124,7 +1109,7 @@ def people_export(fmt: Annotated[str, typer.Option("--format", help="json (node-
                   out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of stdout.")] = None
                   ) -> None:
     """The co-appearance graph: people as nodes, shared photos and video time as weighted edges."""
-    text = _people(lambda ff: ff.people_export(fmt))
+    text = _library_call(lambda ff: ff.people_export(fmt))
     if out is None:
         sys.stdout.write(text + "\n")
         return
@@ -1164,7 +1149,7 @@ def watch_add(
     secret = os.environ.get(webhook_secret_env) if webhook_secret_env else None
     if webhook_secret_env and secret is None:
         raise _fail(FaceFindError(f"the environment variable {webhook_secret_env} is not set", reason="bad_argument"))
-    info = _people(lambda ff: ff.watch_add(name, person or [], photo or [], max_fmr, visible_to or [],
+    info = _library_call(lambda ff: ff.watch_add(name, person or [], photo or [], max_fmr, visible_to or [],
                                             visible_role or [], webhook, secret))
     console.print(Text.assemble(f"watchlist {info.watchlist_id} ", _plain(info.name),
                                 f": {len(info.entries)} entries, hits at FMR <= {info.max_fmr:g}"))
@@ -1173,7 +1158,7 @@ def watch_add(
 @watch_app.command("list")
 def watch_list(as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False) -> None:
     """The watchlists you may see."""
-    found = _people(lambda ff: ff.watch_list())
+    found = _library_call(lambda ff: ff.watch_list())
     if as_json:
         _print_json([w.model_dump(mode="json") for w in found])
         return
@@ -1192,7 +1177,7 @@ def watch_hits(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
 ) -> None:
     """Hits of the watchlists you may see, newest first."""
-    page = _people(lambda ff: ff.watch_hits(state, watchlist, 0, 500))
+    page = _library_call(lambda ff: ff.watch_hits(state, watchlist, 0, 500))
     if as_json:
         _print_json(page)
         return
@@ -1207,14 +1192,14 @@ def watch_hits(
 @watch_app.command("ack")
 def watch_ack(hit_id: HitId) -> None:
     """Acknowledge a hit: seen, and taken as the listed person (audited)."""
-    _people(lambda ff: ff.hit_acknowledge(hit_id))
+    _library_call(lambda ff: ff.hit_acknowledge(hit_id))
     console.print(f"hit {hit_id} acknowledged")
 
 
 @watch_app.command("dismiss")
 def watch_dismiss(hit_id: HitId) -> None:
     """Dismiss a hit as a wrong match (audited)."""
-    _people(lambda ff: ff.hit_dismiss(hit_id))
+    _library_call(lambda ff: ff.hit_dismiss(hit_id))
     console.print(f"hit {hit_id} dismissed as a wrong match")
 
 
@@ -1227,7 +1212,7 @@ def watch_pause(
     resume: Annotated[bool, typer.Option("--resume", help="Resume a paused watchlist instead.")] = False,
 ) -> None:
     """Pause a watchlist: later `index` runs raise no hits on it, its hits stay (audited). --resume undoes it."""
-    info = _people(lambda ff: ff.watch_pause(watchlist_id, paused=not resume))
+    info = _library_call(lambda ff: ff.watch_pause(watchlist_id, paused=not resume))
     console.print(Text.assemble(f"watchlist {watchlist_id} ", _plain(info.name),
                                 " is active again" if info.active else " is paused"))
 
@@ -1235,14 +1220,14 @@ def watch_pause(
 @watch_app.command("remove")
 def watch_remove(watchlist_id: WatchlistId) -> None:
     """Delete a watchlist with its reference templates, hits and queued webhooks (audited)."""
-    removed = _people(lambda ff: ff.watch_remove(watchlist_id))
+    removed = _library_call(lambda ff: ff.watch_remove(watchlist_id))
     console.print(f"watchlist {watchlist_id} deleted with {removed} hit{'s' if removed != 1 else ''}")
 
 
 @watch_app.command("deliver")
 def watch_deliver() -> None:
     """Send again every webhook not yet delivered (a receiver that was down)."""
-    if not _people(lambda ff: ff.watch_deliver()):
+    if not _library_call(lambda ff: ff.watch_deliver()):
         raise _fail(FaceFindError("some webhooks could not be delivered yet; `facefind watch hits` shows why",
                                   reason="webhook_failed"))
     console.print("every webhook is delivered")
