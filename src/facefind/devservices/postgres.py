@@ -109,9 +109,6 @@ def local_postgres(database: str = "facefind", parent: Path | None = None,
     started = False
     try:
         root.chmod(0o755)
-        if os.geteuid() == 0:  # `nobody` may not reach the wheel (a virtualenv inside a 0700 folder): a copy it can
-            shutil.copytree(binaries.parent, root / "pginstall", symlinks=True)
-            binaries = root / "pginstall" / "bin"
         _hand_to_server_user(root)
         _run_as_server_user(
             [str(binaries / "initdb"), "-D", str(data_dir), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8",
