@@ -701,6 +701,22 @@ def _search_row(index, plain: np.ndarray, identity: np.ndarray, probes: np.ndarr
             "mates_above_threshold": len(mates)}, found
 
 
+def _ef_sweep(module, setting: str, values: tuple[int, ...], index, plain, identity, probes, probe_identity,
+              exact_top, threshold) -> list[dict]:
+    """The same built graph searched wider and narrower: how much latency each step of mate recall costs, so
+    the library's search breadth is chosen from measurements, not guessed."""
+    default, rows = getattr(module, setting), []
+    try:
+        for value in values:
+            setattr(module, setting, value)
+            row, _ = _search_row(index, plain, identity, probes, probe_identity, exact_top, threshold)
+            rows.append({setting.lower(): value, **row})
+            print(rows[-1], flush=True)
+    finally:
+        setattr(module, setting, default)
+    return rows
+
+
 def _add_all(index, plain: np.ndarray) -> None:
     ids = np.arange(len(plain), dtype=np.int64)
     for start in range(0, len(plain), 50_000):
@@ -765,6 +781,7 @@ def milvus_server_row(plain, identity, probes, probe_identity, threshold, exact_
     """facefind's MilvusIndex (HNSW, Strong reads, as a library uses it) on a local Milvus: insert, flush and
     wait until every sealed segment is indexed, reload, then search."""
     from facefind.devservices.milvus import milvus_server
+    from facefind.index import milvus_index
     from facefind.index.milvus_index import MilvusIndex
 
     with milvus_server() as server:
@@ -786,7 +803,9 @@ def milvus_server_row(plain, identity, probes, probe_identity, threshold, exact_
         row, _ = _search_row(index, plain, identity, probes, probe_identity, exact_top, threshold)
         result = {"index": "milvus hnsw", "insert_s": round(insert_s, 1), "build_s": round(build_s, 1), **row,
                   "params": index.params(), "server_pss_idle_mb": idle,
-                  "server_pss_mb": _pss_mb(_process_tree(server.pid)), "on_disk_mb": _folder_mb(server.data_dir)}
+                  "server_pss_mb": _pss_mb(_process_tree(server.pid)), "on_disk_mb": _folder_mb(server.data_dir),
+                  "ef_sweep": _ef_sweep(milvus_index, "HNSW_EF", (256, 1024), index, plain, identity, probes,
+                                        probe_identity, exact_top, threshold)}
         index.close()
     print(result, flush=True)
     return result
@@ -801,7 +820,9 @@ def pgvector_server_row(plain, identity, probes, probe_identity, threshold, exac
     from facefind.index import pgvector_index
 
     pgvector_index.HNSW_EF_CONSTRUCTION = ef_construction
-    settings = {"shared_buffers": "1GB", "maintenance_work_mem": "2GB", "max_parallel_maintenance_workers": "1"}
+    # the whole graph in maintenance_work_mem (pgvector's build slows many times once it spills)
+    settings = {"shared_buffers": "1GB", "maintenance_work_mem": "4GB" if len(plain) > 300_000 else "2GB",
+                "max_parallel_maintenance_workers": "1"}
     with local_postgres(settings=settings) as server:
         postmaster = int((server.data_dir / "postmaster.pid").read_text().split()[0])
         idle = _pss_mb(_process_tree(postmaster))
@@ -822,7 +843,9 @@ def pgvector_server_row(plain, identity, probes, probe_identity, threshold, exac
                   "params": {**index.params(), "ef_search": max(pgvector_index.EF_SEARCH_MIN, SERVER_CANDIDATES)},
                   "server_pss_idle_mb": idle, "server_pss_mb": _pss_mb(_process_tree(postmaster)),
                   "table_mb": round(table_bytes / 2**20, 1), "graph_mb": round(graph_bytes / 2**20, 1),
-                  "on_disk_mb": _folder_mb(server.data_dir)}
+                  "on_disk_mb": _folder_mb(server.data_dir),
+                  "ef_sweep": _ef_sweep(pgvector_index, "EF_SEARCH_MIN", (100, 400, 800), index, plain, identity,
+                                        probes, probe_identity, exact_top, threshold)}
         index.close()
     print(result, flush=True)
     return result

