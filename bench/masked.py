@@ -49,7 +49,9 @@ from facefind.evaluation.occlusion_training import (  # noqa: E402
     training_set,
 )
 from facefind.pipeline import FacePipeline  # noqa: E402
+from facefind.errors import FaceFindError  # noqa: E402
 from facefind.pipeline.decode import decode_image  # noqa: E402
+from facefind.pipeline.models import ARCFACE_MBF, SFACE_2021DEC  # noqa: E402
 
 LEVELS = (1e-3, 1e-4)
 
@@ -124,6 +126,210 @@ def _print_occlusion(figures: dict) -> None:
         for name, row in rows.items():
             if name != "threshold":
                 print(f"  {name:32s} {row['flagged'] * 100:6.2f}% of {row['faces']}")
+
+
+# -- usability of detections (issue #11): which faces the check refuses, and which signal refuses them --
+USABILITY_VERSION = "usability-signals-v1"
+CELEBA_EVERY, LFW_EVERY = 3, 25  # enough faces for rates to a few per cent, in minutes on two cores
+TINY_EYE_PX = (2, 4, 6, 8, 10)  # LFW faces shrunk to these eye distances (what the detector still finds)
+NON_FACE_KINDS = ("flat", "noise", "blurred_noise", "checkerboard", "stripes", "wood", "smiley", "two_dots_and_a_bar")
+
+
+def synthetic_non_face(kind: str, seed: int) -> np.ndarray:
+    """A 224x224 image with no face in it: textures, noise and face-like patterns a detector may fire on."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    grid = np.mgrid[0:224, 0:224].astype(np.float64)
+    if kind == "flat":
+        return np.full((224, 224, 3), int(rng.integers(40, 220)), np.uint8)
+    if kind == "noise":
+        return rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    if kind == "blurred_noise":
+        return cv2.GaussianBlur(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8), (0, 0), 4 + seed)
+    if kind == "checkerboard":
+        cell = int(rng.integers(6, 30))
+        board = ((grid[0] // cell + grid[1] // cell) % 2 * 200 + 25).astype(np.uint8)
+        return np.repeat(board[..., None], 3, axis=2)
+    if kind == "stripes":
+        wave = 127 + 100 * np.sin(grid[1] / rng.uniform(3, 12) + grid[0] / rng.uniform(8, 40))
+        return np.repeat(wave.astype(np.uint8)[..., None], 3, axis=2)
+    if kind == "wood":
+        rings = np.sin(np.hypot(grid[0] - 300, grid[1] + 50) / 4 + rng.normal(0, 0.6, (224, 224)))
+        return np.stack([150 + 50 * rings, 100 + 35 * rings, 60 + 20 * rings], axis=2).astype(np.uint8)
+    skin = tuple(int(v) for v in rng.integers(150, 240, 3))
+    image = np.full((224, 224, 3), 235, np.uint8)
+    cv2.ellipse(image, (112, 118), (80 + seed, 96), 0, 0, 360, skin, -1)
+    if kind == "smiley":
+        cv2.circle(image, (112, 120), 90, (255, 220, 80), -1)
+        for x in (76, 148):
+            cv2.circle(image, (x, 100), 12, (0, 0, 0), -1)
+        cv2.ellipse(image, (112, 160), (40, 20), 0, 0, 180, (0, 0, 0), 6)
+        return image
+    for x in (76, 148):  # two dark eyes and a mouth bar on a skin-coloured oval
+        cv2.ellipse(image, (x, 103), (14, 8), 0, 0, 360, (30, 25, 20), -1)
+    cv2.rectangle(image, (84, 180), (140, 190), (60, 30, 30), -1)
+    return image
+
+
+def _face_rows(pipeline, pixels: np.ndarray, name: str, file: str, faces=None) -> list[dict]:
+    faces = pipeline.analyze(pixels, masked_templates=False) if faces is None else faces
+    if not faces:
+        return []
+    masked = np.linalg.norm(pipeline.recognizer.raw_features(pipeline._masked(np.stack([f.aligned for f in faces]))), axis=1)
+    return [{"set": name, "photo": file, "landmarks": f.landmarks, "box": f.box, "detection_score": f.detection_score,
+             "eye_distance": f.quality.eye_distance_px, "feature_norm": f.quality.feature_norm or 0.0,
+             "masked_norm": float(m), "lower_face_covered": bool(f.quality.lower_face_covered),
+             "aligned": f.aligned} for f, m in zip(faces, masked)]
+
+
+def _at_template(pipeline, pixels: np.ndarray, name: str, file: str) -> list[dict]:
+    """``pixels`` read as a face whose 5 points sit exactly on the (2x) template: what a detector hit would see."""
+    from facefind.pipeline.align import ARCFACE_TEMPLATE, align_face
+    from facefind.pipeline.core import DetectedFace
+    from facefind.pipeline.quality import assess_quality
+
+    landmarks = ARCFACE_TEMPLATE.astype(np.float64) * 2
+    crop = align_face(pixels, landmarks)
+    norm = float(np.linalg.norm(pipeline.recognizer.raw_features(crop[None])[0]))
+    box = np.array([0, 0, 224, 224], np.float32)
+    quality = assess_quality(box, landmarks, 0.9, crop, None, norm, pipeline.model_id)
+    face = DetectedFace(box, landmarks.astype(np.float32), 0.9, quality, np.zeros(1, np.float32), crop)
+    return _face_rows(pipeline, pixels, name, file, [face])
+
+
+def _usability_items(data: Path) -> list[tuple[str, str]]:
+    from facefind.evaluation.lfw import list_images
+
+    items = [("masked_real", str(p)) for p in sorted((data / "masked_real").rglob("*")) if p.is_file()]
+    items += [("group_photos/masked", str(p)) for p in sorted((data / "group_photos" / "masked").iterdir())]
+    items += [("celeba_dev", str(p)) for p in sorted((data / "celeba_dev").rglob("*.jpg"))[::CELEBA_EVERY]]
+    items += [("lfw", str(data / "lfw" / r)) for r in list_images(data / "lfw")[::LFW_EVERY]]
+    items += [("drawn and CGI faces", str(p)) for p in sorted((data / "group_photos" / "not_real_faces").iterdir())]
+    items += [("detector false positives", str(data / "detection_boxes" / n)) for n in ("training.xml", "testing.xml")]
+    return items
+
+
+def _rows_for(pipeline, data: Path, name: str, path: str) -> list[dict]:
+    from facefind.evaluation.detection import iou, read_imglab_xml
+    from facefind.evaluation.lfw import central_face
+
+    if name == "detector false positives":  # hits overlapping no hand-drawn face box
+        rows = []
+        for image in read_imglab_xml(Path(path)):
+            pixels = decode_image(image.path).pixels
+            faces = pipeline.analyze(pixels, masked_templates=False)
+            stray = [f for f in faces if len(image.boxes) == 0 or iou(f.box[None].astype(np.float64), image.boxes).max() < 0.2]
+            rows += _face_rows(pipeline, pixels, name, image.path.name, stray) if stray else []
+        return rows
+    try:
+        pixels = decode_image(Path(path)).pixels
+    except FaceFindError:  # an undecodable file is skipped here, as ingest would skip it
+        return []
+    if name != "lfw":
+        return _face_rows(pipeline, pixels, name, path)
+    faces = pipeline.analyze(pixels, masked_templates=False)
+    face = central_face(faces, pixels.shape[1], pixels.shape[0])
+    if face is None:
+        return []
+    rows = _face_rows(pipeline, pixels, name, path, [face])
+    import cv2  # the same face shrunk until the eyes are a few px apart, alone on a grey canvas
+
+    for target in TINY_EYE_PX:
+        scale = target / max(face.quality.eye_distance_px, 1.0)
+        small = cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        canvas = np.full((240, 240, 3), 120, np.uint8)
+        canvas[: small.shape[0], : small.shape[1]] = small[:240, :240]
+        rows += [dict(r, set=f"LFW shrunk to {target} px") for r in _face_rows(pipeline, canvas, "tiny", path)]
+    return rows
+
+
+def usability_signals(data: Path, stack: str, cache: Path, progress=print) -> dict[str, np.ndarray]:
+    """Every detection's raw usability signals (landmarks, eye distance, feature norms, score), cached per stack,
+    so any rule can be scored on the same faces."""
+    from facefind.pipeline import PipelineConfig
+
+    path = cache / f"usability-{stack}.npz"
+    items = _usability_items(data)
+    key = f"{USABILITY_VERSION}|{stack}|{len(items)}"
+    if path.exists() and str(np.load(path)["key"]) == key:
+        return dict(np.load(path))
+    pipeline = FacePipeline(PipelineConfig(model=stack, threads=1))
+    rows = []
+    for done, (name, item) in enumerate(items, 1):
+        rows += _rows_for(pipeline, data, name, item)
+        if done % 50 == 0:
+            progress(f"{stack}: {done}/{len(items)} photos, {len(rows)} faces")
+    for kind in NON_FACE_KINDS:
+        for seed in range(4):
+            pixels = synthetic_non_face(kind, seed)
+            rows += _at_template(pipeline, pixels, "synthetic non-faces (at the template)", f"{kind}-{seed}")
+            mosaic = np.concatenate([pixels, synthetic_non_face(kind, seed + 10)], axis=1)
+            rows += _face_rows(pipeline, mosaic, "synthetic non-faces (detector hits)", f"{kind}-{seed}")
+    arrays = {field: np.array([r[field] for r in rows]) for field in rows[0]}
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, key=key, **arrays)
+    return arrays
+
+
+REAL_FACE_SETS = ("masked_real", "group_photos/masked", "celeba_dev", "lfw")
+
+
+def _session3_problems(landmarks, eye_distance, feature_norm, model_id) -> list[str]:
+    """The rule before issue #11's masked-face fix, kept here only to report before/after in one run."""
+    from facefind.pipeline.quality import landmark_fit_error
+
+    limit = {ARCFACE_MBF.model_id: 13.0, SFACE_2021DEC.model_id: 7.0}[model_id]
+    return [name for name, fires in (("eye distance", eye_distance < 11.0),
+                                     ("landmark geometry", landmark_fit_error(landmarks) > 12.0),
+                                     ("feature norm", feature_norm < limit)) if fires]
+
+
+def _current_problems(landmarks, eye_distance, feature_norm, upper_face_norm, model_id) -> list[str]:
+    from facefind.pipeline.quality import usability_problems
+
+    found = usability_problems(landmarks, eye_distance, feature_norm, model_id, upper_face_norm)
+    return [signal for signal, words in (("eye distance", "px apart"), ("landmark geometry", "landmarks"),
+                                         ("feature norm", "cannot read")) if any(words in p for p in found)]
+
+
+def usability_rates(signals: dict[str, np.ndarray], model_id: str) -> dict:
+    """Per set of faces: how many the check refuses before and after the fix, and which signal refuses them."""
+    rules = {
+        "before": lambda i: _session3_problems(signals["landmarks"][i], signals["eye_distance"][i],
+                                               signals["feature_norm"][i], model_id),
+        "after": lambda i: _current_problems(signals["landmarks"][i], signals["eye_distance"][i],
+                                             signals["feature_norm"][i], signals["masked_norm"][i], model_id),
+    }
+    found = {rule: [problem(i) for i in range(len(signals["set"]))] for rule, problem in rules.items()}
+    eyes = signals["eye_distance"]
+    report = {}
+    for name in sorted(set(signals["set"].tolist()), key=lambda n: (n not in REAL_FACE_SETS, n)):
+        in_set = signals["set"] == name
+        subsets = {"all detected faces": in_set}
+        if name in REAL_FACE_SETS:
+            subsets |= {"eyes >= 11 px": in_set & (eyes >= 11), "eyes >= 15 px": in_set & (eyes >= 15)}
+        report[name] = {}
+        for subset, rows in subsets.items():
+            row = {"faces": int(rows.sum())}
+            for rule, problems in found.items():
+                refused = [problems[i] for i in np.nonzero(rows)[0] if problems[i]]
+                signals_fired = {}
+                for fired in refused:
+                    for signal in fired:
+                        signals_fired[signal] = signals_fired.get(signal, 0) + 1
+                row[rule] = {"unusable": round(len(refused) / max(1, row["faces"]), 4), "refused": len(refused),
+                             "by_signal": signals_fired}
+            report[name][subset] = row
+    return report
+
+
+def _print_usability(stack: str, report: dict) -> None:
+    print(f"usability check, {stack}: share of faces refused, before -> after (signals that fired after)")
+    for name, subsets in report.items():
+        for subset, row in subsets.items():
+            print(f"  {name:40s} {subset:19s} {row['faces']:5d} faces  {row['before']['unusable'] * 100:5.1f}%"
+                  f" -> {row['after']['unusable'] * 100:5.1f}%  {row['after']['by_signal']}")
 
 
 def main() -> None:

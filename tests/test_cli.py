@@ -302,3 +302,22 @@ def test_access_set_and_show(capsys, library, tmp_path):
     code, _, err = run_here(capsys, "--library", library, "access", "set", "--user", "bob", "--role", "boss")
     assert code == 2 and "unknown role" in err
     assert "bob: auditor" in run_here(capsys, "--library", library, "access", "show")[1]
+
+
+def test_search_from_a_stored_face_id(tmp_path, pipeline, photo_folder, capsys):
+    """`search --face-id`: where else does a face of the library appear? A probe photo and an id together are refused."""
+    library = tmp_path / "lib"
+    (photo_folder / "portrait.jpg").write_bytes(probe_sample().read_bytes())
+    facefind = FaceFind(library)
+    facefind._pipeline = pipeline
+    facefind.index([photo_folder], workers=1)
+    portrait = facefind.faces(photo_folder / "portrait.jpg").faces[0].face_id
+    code, out, _ = run_here(capsys, "--library", library, "search", *STATED, "--face-id", portrait, "--json")
+    result = SearchResponse.model_validate_json(out)
+    assert code == 0 and result.searched_face.face_id == portrait
+    assert [Path(m.source.path).name for m in result.matches] == ["players.jpg"]
+    code, out, _ = run_here(capsys, "--library", library, "search", *STATED, "--face-id", portrait)
+    assert code == 0 and f"Stored face {portrait}" in out and f"face {result.matches[0].face.face_id}" in out
+    for both in ([str(probe_sample()), "--face-id", str(portrait)], []):
+        code, _, err = run_here(capsys, "--library", library, "search", *STATED, *both)
+        assert code == 2 and "either a PROBE photo (with --face N) or --face-id ID" in err

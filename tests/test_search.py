@@ -241,3 +241,112 @@ def test_the_audit_record_reuses_what_the_search_saw_of_the_probe(facefind, phot
     for probe in probes:
         crop = Image.open(io.BytesIO(base64.b64decode(probe["crop_jpeg_base64"])))
         assert crop.size == (48, 48)
+
+
+@pytest.fixture
+def with_portrait(facefind, photo_folder) -> int:
+    """The team photos and the player's portrait indexed; the portrait's face id."""
+    (photo_folder / "portrait.jpg").write_bytes(probe_sample().read_bytes())
+    facefind.index([photo_folder], workers=1)
+    return facefind.faces(photo_folder / "portrait.jpg").faces[0].face_id
+
+
+def test_a_stored_face_is_searched_like_its_photo_less_itself(facefind, photo_folder, with_portrait):
+    """Where else does this face appear? The stored embedding is the photo's, so the ranking is the photo search's
+    with the face itself left out; nothing is analysed again."""
+    by_photo = facefind.search(probe_sample(), top_k=50, show_all=True, purpose=PURPOSE)
+    assert by_photo.matches[0].face.face_id == with_portrait  # the photo finds the portrait itself first
+    by_face = facefind.search_face(with_portrait, top_k=50, show_all=True, purpose=PURPOSE)
+    others = [m for m in by_photo.matches if m.face.face_id != with_portrait]
+    assert [m.face.face_id for m in by_face.matches] == [m.face.face_id for m in others]
+    assert [m.similarity for m in by_face.matches] == pytest.approx([m.similarity for m in others], abs=2e-4)
+    assert Path(by_face.matches[0].source.path).name == "players.jpg" and by_face.matches[0].verdict == "strong"
+    assert by_face.searched_face.face_id == with_portrait and by_face.probe_path == str(photo_folder / "portrait.jpg")
+    assert by_face.gallery_size == by_photo.gallery_size
+    within = facefind.search_face(with_portrait, purpose=PURPOSE)  # the default limits keep the one true match
+    assert [Path(m.source.path).name for m in within.matches] == ["players.jpg"]
+
+
+def test_a_stored_face_search_is_logged_and_audited_like_a_photo_search(facefind, with_portrait):
+    result = facefind.search_face(with_portrait, purpose=PURPOSE)
+    reopened = facefind.reopen_search(result.search_id)
+    assert [m.face.face_id for m in reopened.matches] == [m.face.face_id for m in result.matches]
+    assert reopened.searched_face.face_id == with_portrait
+    entry = facefind.audit_log.select(action="search")[-1]
+    assert entry["details"]["search_id"] == result.search_id
+    assert entry["details"]["probe"]["face_id"] == with_portrait and entry["purpose"] == PURPOSE.as_dict()
+    assert entry["details"]["probe"]["crop_jpeg_base64"]  # who was searched for, from the stored crop
+    assert [r["face_id"] for r in entry["details"]["results"]] == [m.face.face_id for m in result.matches]
+
+
+def test_stored_face_search_refusals(facefind, with_portrait):
+    from facefind.access import Actor, ForbiddenError, PurposeRequiredError
+
+    with pytest.raises(NotFoundError, match="no face 999999"):
+        facefind.search_face(999_999, purpose=PURPOSE)
+    with pytest.raises(FaceFindError, match="face_id must be") as caught:
+        facefind.search_face(-1, purpose=PURPOSE)
+    assert caught.value.reason == "bad_argument"
+    with pytest.raises(PurposeRequiredError):
+        facefind.search_face(with_portrait)
+    with pytest.raises(ForbiddenError):
+        facefind.search_face(with_portrait, purpose=PURPOSE, actor=Actor("val", "viewer"))
+    denied = facefind.audit_log.select(action="denied")[-1]
+    assert denied["actor"] == "val" and denied["details"]["operation"] == "search"
+
+
+# -- ranking from the index's own scores, re-scored exactly only where a match could be reported ---------------
+
+SYNTHETIC_QUALITY = {"face_px": 112.0, "eye_distance_px": 40.0, "sharpness": 300.0, "yaw_deg": 0.0, "pitch_deg": 0.0,
+                     "roll_deg": 0.0, "detection_score": 0.9, "verdict": "good", "reasons": []}
+
+
+def _synthetic_library(root: Path, count: int, dim: int = 64):
+    """``count`` faces of people with five photos each (same-person cosine ~0.8) in an ANN-indexed library."""
+    import numpy as np
+
+    from facefind.catalog import MediaOutcome, NewFace
+    from facefind.index import IndexPolicy
+    from facefind.library import Library
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(count // 5, dim))
+    plain = np.repeat(centres, 5, axis=0) + 0.5 * rng.normal(size=(count, dim))
+    plain = (plain / np.linalg.norm(plain, axis=1, keepdims=True)).astype(np.float32)
+    library = Library(root, "m", dim, writable=True, index_policy=IndexPolicy(ann_threshold=300))
+    qualities = [SYNTHETIC_QUALITY, {**SYNTHETIC_QUALITY, "verdict": "fair"}, {**SYNTHETIC_QUALITY, "verdict": "poor"}]
+    library.commit_outcomes([MediaOutcome(path=f"/p/{i}.jpg", status="indexed", faces=[
+        NewFace(0, [0, 0, 1, 1], [[0, 0]] * 5, 0.9, qualities[i % 3], "m", plain[i], None)]) for i in range(count)])
+    return library
+
+
+@pytest.mark.parametrize("show_all", [False, True], ids=["within-limits", "show-all"])
+def test_index_scores_re_scored_where_reportable_equal_re_scoring_every_candidate(tmp_path, monkeypatch, show_all):
+    """A plain probe keeps the ANN index's fp16 scores (within score_slack of exact) and reads the stored embeddings
+    of reportable candidates only: the matches and scores are those of reading and scoring all 40 candidates."""
+    from facefind.calibration.table import default_calibration
+    from facefind.index import FaissAnnIndex
+    from facefind.search import rank_and_log, stored_face_probe
+
+    calibration = default_calibration()
+    with _synthetic_library(tmp_path, 2000) as library:
+        assert isinstance(library.index, FaissAnnIndex)
+        real, read = library.embeddings, []
+        monkeypatch.setattr(library, "embeddings", lambda ids, masked=False: read.append(len(ids)) or real(ids, masked))
+        reads = {"index scores": [], "every candidate": []}
+        for face_id in range(1, 2001, 100):
+            probe = stored_face_probe(library, face_id, None)
+            results = {}
+            for way in reads:
+                with monkeypatch.context() as patch:
+                    if way == "every candidate":
+                        patch.delattr(FaissAnnIndex, "score_slack")
+                    read.clear()
+                    found = rank_and_log(library, calibration, probe, "m", top_k=10, show_all=show_all)
+                    reads[way].append(sum(read))
+                results[way] = [(m.face.face_id, m.similarity, m.fmr, m.within_limits) for m in found.matches]
+            assert results["index scores"] == results["every candidate"]
+            mates = {first for first in range((face_id - 1) // 5 * 5 + 1, (face_id - 1) // 5 * 5 + 6)} - {face_id}
+            assert {found_id for found_id, *_ in results["index scores"][:4]} == mates  # the person's other photos
+            assert len(results["index scores"]) == 10 or not show_all
+    assert max(reads["every candidate"]) == 44 and max(reads["index scores"]) <= (14 if show_all else 4)

@@ -51,12 +51,14 @@ from facefind.evidence import export_evidence, parse_match_id
 from facefind.files import file_sha256, path_from_text, path_to_text
 from facefind.ingest import IngestOptions, IngestProgress, IngestReport, ingest
 from facefind.jobs import IndexJobs
-from facefind.library import Backends, Library, default_library_path, library_exists, recorded_model_id
+from facefind.library import (Backends, Library, default_library_path, library_exists, read_backends,
+                              recorded_model_id)
 from facefind.people import ops as people_ops
 from facefind.people.models import BuildReport, CoAppearance, PersonDetail, PersonSummary
 from facefind.people.ops import DEFAULT_PEOPLE_FMR
 from facefind.people.store import PEOPLE_DB, PeopleStore, person_face_ids
 from facefind.people.store import default_url as people_store_url
+from facefind.people.store import library_url as people_library_url
 from facefind.pipeline import FacePipeline, PipelineConfig
 from facefind.pipeline.decode import DEFAULT_MAX_PIXELS, decode_image, encode_jpeg
 from facefind.pipeline.embed import Recognizer
@@ -87,7 +89,9 @@ from facefind.search import (
     probe_faces,
     read_probe,
     record_to_face,
+    rank_and_log,
     search_library,
+    stored_face_probe,
     verify_pair,
     video_hit,
 )
@@ -110,6 +114,7 @@ _NUMBER_RULES: dict[str, tuple[bool, Callable[[float], bool], str]] = {
     "face": (True, lambda v: v >= 0, "a face number, 0 or more"),
     "face_a": (True, lambda v: v >= 0, "a face number, 0 or more"),
     "face_b": (True, lambda v: v >= 0, "a face number, 0 or more"),
+    "face_id": (True, lambda v: v >= 0, "a face id: a whole number, as search results and `facefind faces` list"),
     "max_fmr": (False, lambda v: 0 < v <= 1, "a false match rate above 0 and at most 1, e.g. 1e-5"),
 }
 
@@ -1165,8 +1170,10 @@ class FaceFind:
 
     @property
     def people_url(self) -> str:
-        """Where people are kept: FACEFIND_PEOPLE_DB_URL (e.g. a PostgreSQL URL), else people.sqlite3 here."""
-        return os.environ.get("FACEFIND_PEOPLE_DB_URL") or people_store_url(self.library_path)
+        """Where people (and watchlists) are kept: FACEFIND_PEOPLE_DB_URL if set, else beside the catalog: in its
+        PostgreSQL schema for a server library (so every replica sees them), else people.sqlite3 here."""
+        recorded = self._resident.backends if self._resident is not None else read_backends(self.library_path)
+        return os.environ.get("FACEFIND_PEOPLE_DB_URL") or people_library_url(self.library_path, recorded.catalog)
 
     def _people_store(self, create: bool = True) -> PeopleStore | None:
         """The people store, opened once; None when ``create`` is off and people were never built here."""
@@ -1312,6 +1319,59 @@ class FaceFind:
             for match in result.matches:
                 match.person = refs.get(match.face.face_id)
         return result
+
+    # -- search from a stored face -----------------------------------------------------------------
+
+    def search_face(
+        self,
+        face_id: int,
+        top_k: int = 10,
+        max_fmr: float = DEFAULT_MAX_FMR,
+        show_all: bool = False,
+        within: Path | None = None,
+        *,
+        purpose: Purpose | None = None,
+        actor: Actor | None = None,
+    ) -> SearchResponse:
+        """Where else does stored face ``face_id`` appear? A search like :meth:`search` (same permission, purpose,
+        limits, search log and audit entry) whose probe is the face's stored embedding: no pixels are analysed,
+        and the face itself (and the rest of its video track) is not listed. A face outside the actor's
+        collections is reported as not found."""
+        _check_numbers(face_id=face_id, top_k=top_k, max_fmr=max_fmr)
+        actor = self._allowed(actor, "search")
+        purpose = self._purpose(purpose)
+        readable = self._readable_roots(actor)
+        with self._library() as library, library.reading():
+            probe = stored_face_probe(library, face_id, readable)
+            result = rank_and_log(
+                library, self.calibration, probe, self.model_id, top_k, max_fmr, show_all, within,
+                requested_by={"actor": actor.name, "role": actor.role, "client_address": actor.client_address,
+                              "purpose": purpose.as_dict()}, readable=readable)
+            crop = _stored_crop(library.thumbs_dir, probe.searched.thumbnail)
+        self._audit(actor, "search", {
+            "search_id": result.search_id,
+            "probe": {"face_id": face_id, "path": probe.path, "sha256": probe.sha256,
+                      "face_index": probe.searched.face_index, **crop},
+            "parameters": {"face_id": face_id, "top_k": top_k, "max_fmr": max_fmr, "show_all": show_all,
+                           "within": result.searched_in,
+                           "collections": None if readable is None else sorted(actor.collections or [])},
+            "gallery_size": result.gallery_size,
+            "results": [{"match_id": m.match_id, "face_id": m.face.face_id, "path": m.source.path, "fmr": m.fmr,
+                         "verdict": m.verdict} for m in result.matches],
+        }, purpose)
+        return self._with_people(result, readable)
+
+
+def _stored_crop(thumbs_dir: Path, thumbnail: str | None) -> dict:
+    """The audit log's probe crop of a stored face, from its stored thumbnail (none when it has none)."""
+    if thumbnail is None:
+        return {}
+    try:
+        with PILImage.open(thumbnail) as image:
+            small = image.convert("RGB").resize((PROBE_CROP_PX, PROBE_CROP_PX))
+    except (OSError, ValueError):
+        return {}  # a missing or damaged crop: the face id and source file still say who was searched for
+    return {"crop_jpeg_base64": base64.b64encode(encode_jpeg(small, 80)).decode()}
 
 
 MAX_PAGE = 500

@@ -304,8 +304,11 @@ def _purpose(case: str | None, reason: str | None) -> Purpose:
 
 @app.command()
 def search(
-    probe: Annotated[Path, typer.Argument(help="Photo of the face to look for.")],
+    probe: Annotated[Optional[Path], typer.Argument(help="Photo of the face to look for (or give --face-id).")] = None,
     face: Annotated[Optional[int], typer.Option("--face", "-f", help="Which face of the probe (0 = largest, the default).")] = None,
+    face_id: Annotated[Optional[int], typer.Option(
+        "--face-id", help="Instead of a photo: a stored face (the face id in earlier results). Where else does it"
+        " appear? Nothing is analysed again; the face itself and its video track are not listed.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="At most this many matches.")] = 10,
     max_fmr: Annotated[float, typer.Option(
         help="Show matches whose false match rate is at most this: 1e-5 means 1 in 100,000 pairs of different"
@@ -320,13 +323,22 @@ def search(
 ) -> None:
     """Find where the face in PROBE appears in the library, best match first.
 
+    `--face-id ID` searches from a face already in the library instead (the
+    face id shown in results): where else does this face appear?
+
     Every match carries its false match rate (FMR), the number of false matches
     that strong to expect in a gallery of this size, and a verdict band:
     strong (FMR <= 1e-5), possible (<= 1e-3), weak (<= 1e-2), not a match.
     """
     try:
-        result = _searcher(service).search(probe, face=face, top_k=top_k, max_fmr=max_fmr, show_all=show_all,
-                                           within=within, purpose=_purpose(case, reason))
+        if (probe is None) == (face_id is None) or (face_id is not None and face is not None):
+            raise FaceFindError("give either a PROBE photo (with --face N) or --face-id ID", reason="bad_argument")
+        if face_id is not None:
+            result = _searcher(service).search_face(face_id, top_k=top_k, max_fmr=max_fmr, show_all=show_all,
+                                                    within=within, purpose=_purpose(case, reason))
+        else:
+            result = _searcher(service).search(probe, face=face, top_k=top_k, max_fmr=max_fmr, show_all=show_all,
+                                               within=within, purpose=_purpose(case, reason))
     except FaceFindError as error:
         raise _fail(error) from None
     if as_json:
@@ -363,8 +375,10 @@ def _clock(seconds: float) -> str:
 def _print_search(result: SearchResponse) -> None:
     searched = result.searched_face
     others = len(result.faces_in_probe) - 1
+    probe = (f"Stored face {searched.face_id} ({escape(_visible(result.probe_path))})" if searched.face_id is not None
+             else f"Probe face {searched.face_index} of {len(result.faces_in_probe)}")
     console.print(
-        f"Probe face {searched.face_index} of {len(result.faces_in_probe)}, quality [bold]{searched.quality.verdict}[/];"
+        f"{probe}, quality [bold]{searched.quality.verdict}[/];"
         f" gallery of {result.gallery_size} faces; search {result.search_id}"
         + (f"; pick another face with --face 1..{others}" if others else "")
     )
@@ -383,7 +397,7 @@ def _print_search(result: SearchResponse) -> None:
             f"  similarity {match.similarity:.3f}  FMR {_fmr_shown(match)}"
             f"  expected false matches {match.expected_false_matches:.2g}  quality {match.face.quality.verdict}"
         )
-        where = f"box {box.x1:.0f},{box.y1:.0f},{box.x2:.0f},{box.y2:.0f}"
+        where = f"face {match.face.face_id}  box {box.x1:.0f},{box.y1:.0f},{box.x2:.0f},{box.y2:.0f}"
         if match.video:
             where += f"  on screen {_ranges(match.video.time_ranges)}"
         console.print(Text.assemble("        ", _plain(match.source.path), f"  {where}"))

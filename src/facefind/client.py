@@ -48,6 +48,16 @@ class ServiceClient:
         result = self._post("/api/v1/search", form, files, SearchResponse, {UPLOAD_NAME: path_to_text(probe)})
         return result.model_copy(update={"probe_path": path_to_text(probe.resolve())})  # the service saw an upload
 
+    def search_face(
+        self, face_id: int, top_k: int = 10, max_fmr: float | None = None, show_all: bool = False,
+        within: Path | None = None, *, purpose: Purpose,
+    ) -> SearchResponse:
+        """As :meth:`facefind.api.FaceFind.search_face`: nothing is uploaded, the service reads the stored face."""
+        form = {"face_id": face_id, "top_k": top_k, "max_fmr": max_fmr, "show_all": show_all,
+                "in": path_to_text(Path(os.path.abspath(within))) if within is not None else None,
+                "case": purpose.case, "reason": purpose.reason}
+        return self._post("/api/v1/search", form, {}, SearchResponse, {})
+
     def verify(
         self, a: Path, b: Path, face_a: int | None = None, face_b: int | None = None, max_fmr: float | None = None,
         *, purpose: Purpose,

@@ -15,6 +15,7 @@ import ctypes.util
 import dataclasses
 import hashlib
 import io
+import itertools
 import math
 import multiprocessing
 import os
@@ -42,7 +43,7 @@ from facefind.pipeline import DetectedFace, FacePipeline, PipelineConfig
 from facefind.pipeline.align import CROP_SIZE, align_face
 from facefind.pipeline.decode import DEFAULT_MAX_PIXELS, decode_image, encode_jpeg, is_image_path
 from facefind.pipeline.detect import Detection
-from facefind.pipeline.track import FaceTracker
+from facefind.pipeline.track import FaceTracker, Sighting
 from facefind.pipeline.video import (
     DEFAULT_SAMPLE_FPS,
     Coverage,
@@ -376,7 +377,8 @@ def _analyze_video(
                 steady = tracker.steady(frame.time_s, [d.box for d in detections], crops)
                 fresh = [d for d in range(len(detections)) if d not in steady]
                 faces = pipeline.describe([detections[d] for d in fresh], crops[fresh], masked_templates=False)
-                continued = {t: (detections[d].box.astype(np.float32), crops[d]) for d, t in steady.items()}
+                # ...but they still compete to be templates; only the faces chosen are embedded, in finish().
+                continued = {t: Sighting(detections[d], crops[d]) for d, t in steady.items()}
                 tracker.update(frame.time_s, sorted(faces, key=lambda face: -face.area), frame.pixels, continued)
                 frames += 1
                 progress.footage(shown, frames, frame.time_s, meta.duration_s)
@@ -391,8 +393,13 @@ def _analyze_video(
                  message=message)
     thumbnails: dict[str, bytes] = {}
     faces, tracks = [], []
-    for track_index, track in enumerate(tracker.finish()):
-        templates = track.templates()
+    finished = tracker.finish(lambda detections, crops: pipeline.describe(detections, crops, masked_templates=False))
+    chosen = [track.templates() for track in finished]
+    # Every track's masked templates in one batch: a few large runs keep both cores busy, many tiny ones do not.
+    aligned = [t.face.aligned for templates in chosen for t in templates]
+    masked_rows = iter(pipeline.masked_embeddings(np.stack(aligned))) \
+        if pipeline.config.masked_templates and aligned else itertools.repeat(None)
+    for track_index, (track, templates) in enumerate(zip(finished, chosen)):
         best = templates[0]
         frame_name = f"{sha256[:2]}/{sha256}_t{track_index}.jpg"
         thumbnails[frame_name] = _frame_with_box(best)
@@ -403,9 +410,7 @@ def _analyze_video(
             observations=track.observations,
             frame_thumbnail=frame_name,
         ))
-        masked = pipeline.masked_embeddings(np.stack([t.face.aligned for t in templates])) \
-            if pipeline.config.masked_templates else [None] * len(templates)
-        for template, masked_embedding in zip(templates, masked):
+        for template, masked_embedding in zip(templates, masked_rows):
             name = f"{sha256[:2]}/{sha256}_{len(faces)}.jpg"
             thumbnails[name] = encode_jpeg(template.face.aligned)
             face = dataclasses.replace(template.face, masked_embedding=masked_embedding)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facefind.access import under_any
 from facefind.calibration import CalibrationSet, CalibrationTable
 from facefind.calibration.table import format_fmr
 from facefind.catalog import FaceRecord
@@ -68,7 +69,7 @@ def pair_table(calibration: CalibrationSet, probe_verdict: str, match_verdict: s
     return calibration.table_for(poorer, covered)
 
 
-def assess_probe(face: DetectedFace, table: CalibrationTable) -> ProbeAssessment:
+def assess_probe(face: DetectedFace | Face, table: CalibrationTable) -> ProbeAssessment:
     """A poor probe is still searched, but the result says the claim is weak and why.
 
     Poor covers a detection that is not a usable face and a covered face that shows too little
@@ -184,7 +185,13 @@ def restricted_gallery(library: Library, within: Path | None, readable: list[str
 
 
 def _index_candidates(library: Library, embedding: np.ndarray, wanted: int, allowed: set[int] | None) -> list[int]:
-    """Up to ``wanted`` candidate ids from the vector index, only ``allowed`` ones when given.
+    """Up to ``wanted`` candidate ids from the vector index (ascending), only ``allowed`` ones when given."""
+    return sorted(face_id for face_id, _ in _index_scores(library, embedding, wanted, allowed))
+
+
+def _index_scores(library: Library, embedding: np.ndarray, wanted: int,
+                  allowed: set[int] | None) -> list[tuple[int, float]]:
+    """Up to ``wanted`` (face id, index score) best first from the vector index, only ``allowed`` ones when given.
 
     The index ranks the whole library, so a restricted query is asked again for four times as many
     until enough allowed ids come back or the whole index was ranked: a small collection still gets
@@ -195,11 +202,26 @@ def _index_candidates(library: Library, embedding: np.ndarray, wanted: int, allo
         raise damaged_face_error(min(skipped))
     total, asked = len(library.index), wanted
     while True:
-        _, ids = library.index.search(embedding[None, :], min(asked, max(total, 1)))
-        found = [int(i) for i in ids[0] if i >= 0 and (allowed is None or int(i) in allowed)]
+        scores, ids = library.index.search(embedding[None, :], min(asked, max(total, 1)))
+        found = [(int(i), float(score)) for i, score in zip(ids[0], scores[0])
+                 if i >= 0 and (allowed is None or int(i) in allowed)]
         if allowed is None or len(found) >= wanted or asked >= total:
-            return sorted(found[:wanted])
+            return found[:wanted]
         asked *= 4
+
+
+def _proposed(
+    library: Library, embedding: np.ndarray, top_k: int, within: Path | None, mode: str, readable: list[str] | None,
+) -> tuple[list[tuple[int, float]], int, float]:
+    """Like :func:`_candidates` plus the slack of the scores: a plain probe's candidates proposed by an index that
+    bounds its scores' error (``score_slack``) keep the index's scores, to be re-scored exactly only where they
+    could be reported (rank_and_log), instead of every candidate's embedding being read from the catalog."""
+    slack = getattr(library.index, "score_slack", None)
+    allowed = restricted_gallery(library, within, readable) if within is not None or readable is not None else None
+    if mode != "plain" or slack is None or (allowed is not None and len(allowed) <= EXACT_SCORING_MAX):
+        return (*_candidates(library, embedding, top_k, within, mode, readable), 0.0)
+    gallery_size = len(library.index) if allowed is None else len(allowed)
+    return _index_scores(library, embedding, top_k * 4, allowed), gallery_size, float(slack)
 
 
 def _candidates(
@@ -271,39 +293,103 @@ def search_library(
     ``requested_by`` (who, in which role, from where, and the stated purpose) is kept with the
     search, so the evidence page of any of its matches says who ran it and why.
     """
-    if top_k < 1:
-        raise FaceFindError("--top-k must be at least 1", reason="bad_argument")
-    if not 0 < max_fmr <= 1:
-        raise FaceFindError("--max-fmr must be in (0, 1], e.g. 1e-5", reason="bad_argument")
-    within = Path(os.path.abspath(within)) if within is not None else None
+    check_search_limits(top_k, max_fmr)
     data = read_probe(probe)
     faces = probe_faces(pipeline, data, _name(probe), max_pixels)
     chosen = pick_face(faces, face_index)
     probe_face = faces[chosen]
-    covered = bool(probe_face.quality.lower_face_covered)
-    table = calibration.table_for(probe_face.quality.verdict, covered)
-    candidates, gallery_size = _candidates(library, probe_face.embedding, top_k, within, table.match_mode, readable)
+    probe_path = path_to_text(Path(probe).resolve()) if isinstance(probe, Path) else None
+    seen = ProbeSeen(hashlib.sha256(data).hexdigest(), probe_face.aligned)
+    looked_for = SearchProbe(probe_face.embedding, detected_to_face(probe_face, chosen),
+                             [detected_to_face(f, i) for i, f in enumerate(faces)], probe_path, seen.sha256)
+    return rank_and_log(library, calibration, looked_for, pipeline.model_id, top_k, max_fmr, show_all, within,
+                        requested_by, readable), seen
+
+
+@dataclass(frozen=True)
+class SearchProbe:
+    """The face a search looks for, analysed from a photo or read from the catalog (a stored face)."""
+
+    embedding: np.ndarray
+    searched: Face
+    faces: list[Face]  # every face of the probe photo; a stored face: itself
+    path: str | None
+    sha256: str | None
+    face_id: int | None = None  # a stored face: it, and the other templates of its video track, are not matches
+    track_id: int | None = None
+
+    def is_itself(self, record: FaceRecord) -> bool:
+        return record.id == self.face_id or (
+            self.track_id is not None and record.track is not None and record.track.id == self.track_id)
+
+
+def stored_face_probe(library: Library, face_id: int, readable: list[str] | None) -> SearchProbe:
+    """A stored face as a probe ("where else does this face appear?"): its stored embedding, no pixels analysed.
+
+    A face outside the actor's collections (``readable``) is reported as missing, like one that does not exist,
+    so a face id reveals nothing of a collection one may not read.
+    """
+    record = library.catalog.faces([face_id]).get(face_id)
+    if record is None or (readable is not None and not under_any(record.path, readable)):
+        raise NotFoundError(f"no face {face_id} in the library (face ids are listed by `facefind faces` and in"
+                            " search results)")
+    ids, vectors = library.embeddings([face_id])
+    if len(ids) == 0:
+        raise NotFoundError(f"face {face_id} was removed while it was being read")
+    searched = record_to_face(record, library.thumbs_dir)
+    return SearchProbe(vectors[0], searched, [searched], record.path, record.sha256, face_id,
+                       record.track.id if record.track is not None else None)
+
+
+def rank_and_log(
+    library: Library, calibration: CalibrationSet, probe: SearchProbe, model_id: str, top_k: int = 10,
+    max_fmr: float = DEFAULT_MAX_FMR, show_all: bool = False, within: Path | None = None,
+    requested_by: dict | None = None, readable: list[str] | None = None,
+) -> SearchResponse:
+    """The library's faces ranked against ``probe`` with calibrated scores, the search logged (search_library)."""
+    check_search_limits(top_k, max_fmr)
+    within = Path(os.path.abspath(within)) if within is not None else None
+    quality = probe.searched.quality
+    covered = bool(quality.lower_face_covered)
+    table = calibration.table_for(quality.verdict, covered)
+    asked = top_k + (1 if probe.face_id is not None else 0)  # a stored face finds itself first
+    candidates, gallery_size, slack = _proposed(library, probe.embedding, asked, within, table.match_mode, readable)
     records = library.catalog.faces([face_id for face_id, _ in candidates])
-    hits, seen_tracks = [], set()
-    for face_id, score in candidates:
+    reportable, seen_tracks, out_of_limits = [], set(), set()
+    for face_id, score in candidates:  # best first
         record = records.get(face_id)
-        if record is None:
+        if record is None or probe.is_itself(record):
             continue
         if record.track is not None:
             if record.track.id in seen_tracks:
                 continue  # a weaker template of a track already listed
             seen_tracks.add(record.track.id)
-        fields = calibrated(pair_table(calibration, probe_face.quality.verdict, record.quality["verdict"], covered), score)
+        pair = pair_table(calibration, quality.verdict, record.quality["verdict"], covered)
+        if not show_all:  # FMR falls as the score rises: below one candidate out of limits, that table's all are
+            if pair.name in out_of_limits:
+                continue
+            if not within_limits(pair.evidence(min(score + slack, 1.0)).fmr, gallery_size, max_fmr)[1]:
+                out_of_limits.add(pair.name)
+                continue
+        reportable.append((record, score, pair))
+    if slack:
+        if show_all and len(reportable) > top_k:  # one whose score cannot reach the k-th best's is never listed
+            floor = reportable[top_k - 1][1] - 2 * slack
+            reportable = [item for item in reportable if item[1] >= floor]
+        reportable = _scored_exactly(library, probe.embedding, reportable)
+    hits = []
+    for record, score, pair in reportable:
+        fields = calibrated(pair, score)
         if show_all or within_limits(fields["fmr"], gallery_size, max_fmr)[1]:
             hits.append((record, score, fields))
         if len(hits) == top_k:
             break
-    probe_path = path_to_text(Path(probe).resolve()) if isinstance(probe, Path) else None
-    searched = detected_to_face(probe_face, chosen)
-    seen = ProbeSeen(hashlib.sha256(data).hexdigest(), probe_face.aligned)
+    logged_probe = {"path": probe.path, "sha256": probe.sha256, "face": probe.searched.model_dump()}
+    if probe.face_id is not None:
+        logged_probe["face_id"] = probe.face_id
     search_id = library.catalog.record_search(
-        probe={"path": probe_path, "sha256": seen.sha256, "face": searched.model_dump()},
-        embedding=probe_face.embedding,
+        probe=logged_probe,
+        embedding=probe.embedding,
         params={"top_k": top_k, "max_fmr": max_fmr, "show_all": show_all, "gallery_size": gallery_size,
                 "calibration_table": table.name, "within": str(within) if within else None,
                 "collections_roots": readable,
@@ -316,19 +402,44 @@ def search_library(
     ]
     return SearchResponse(
         search_id=search_id,
-        probe_path=probe_path,
-        searched_face=searched,
-        faces_in_probe=[detected_to_face(f, i) for i, f in enumerate(faces)],
+        probe_path=probe.path,
+        searched_face=probe.searched,
+        faces_in_probe=probe.faces,
         gallery_size=gallery_size,
-        model_id=pipeline.model_id,
+        model_id=model_id,
         top_k=top_k,
         max_fmr=max_fmr,
         show_all=show_all,
-        probe_assessment=assess_probe(probe_face, table),
+        probe_assessment=assess_probe(probe.searched, table),
         searched_in=str(within) if within else None,
         matches=matches,
         appearances=appearances(matches),
-    ), seen
+    )
+
+
+def _scored_exactly(library: Library, embedding: np.ndarray, reportable: list[tuple]) -> list[tuple]:
+    """``reportable`` (record, index score, table) re-scored with the stored embeddings, best first.
+
+    An index score is within the index's ``score_slack`` of the exact one, so what rank_and_log left out
+    could not be reported; only these few embeddings are read (at 1M faces, scattered catalog pages).
+    A face removed meanwhile is dropped; a damaged stored embedding is refused, never ranked.
+    """
+    if not reportable:
+        return []
+    ids, vectors = library.embeddings([record.id for record, *_ in reportable])
+    exact = dict(zip(ids.tolist(), (vectors @ embedding).tolist()))
+    for face_id, score in exact.items():
+        if not abs(score) <= 1.0 + 1e-3:  # unit vectors: anything else is damage
+            raise damaged_face_error(face_id)
+    rescored = [(record, exact[record.id], pair) for record, _, pair in reportable if record.id in exact]
+    return sorted(rescored, key=lambda item: -item[1])
+
+
+def check_search_limits(top_k: int, max_fmr: float) -> None:
+    if top_k < 1:
+        raise FaceFindError("--top-k must be at least 1", reason="bad_argument")
+    if not 0 < max_fmr <= 1:
+        raise FaceFindError("--max-fmr must be in (0, 1], e.g. 1e-5", reason="bad_argument")
 
 
 def within_limits(fmr: float, gallery_size: int, max_fmr: float) -> tuple[float, bool]:

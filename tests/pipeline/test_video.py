@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from facefind.errors import UnreadableMediaError
-from facefind.pipeline.track import RECHECK_S, TEMPLATES_PER_TRACK, FaceTracker
+from facefind.pipeline.detect import Detection
+from facefind.pipeline.track import RECHECK_S, TEMPLATES_PER_TRACK, FaceTracker, Sighting
 from facefind.pipeline.video import Coverage, read_frame_at, run_ahead, sample_frames, video_info
 from tests.conftest import face_scene, set_display_rotation, write_video
 
@@ -127,7 +128,7 @@ def test_tracker_joins_a_person_across_a_cut(clip_with_a_cut, pipeline):
     tracker = FaceTracker()
     for frame in sample_frames(clip_with_a_cut, fps=5):
         tracker.update(frame.time_s, pipeline.analyze(frame.pixels), frame.pixels)
-    tracks = tracker.finish()
+    tracks = tracker.finish(_describer(pipeline))
     assert len(tracks) == 1
     (first_start, first_end), (second_start, second_end) = tracks[0].segments
     assert first_start == pytest.approx(0.0) and first_end == pytest.approx(1.4, abs=0.21)
@@ -144,7 +145,7 @@ def test_tracker_keeps_two_people_in_one_frame_apart(tmp_path, pipeline):
     tracker = FaceTracker()
     for i in range(5):
         tracker.update(i * 0.2, pipeline.analyze(team)[:3], team)
-    assert len(tracker.finish()) == 3
+    assert len(tracker.finish(_describer(pipeline))) == 3
 
 
 @pytest.mark.parametrize(
@@ -153,8 +154,9 @@ def test_tracker_keeps_two_people_in_one_frame_apart(tmp_path, pipeline):
         ("none", True),
         ("another face on the same box", False),
         ("moved away", False),
+        ("moved as a performer does between two samples", True),
         ("not embedded for long", False),
-        ("a track too short for its templates", False),
+        ("a track of one face, short of its templates", True),  # its next faces are ranked, embedded if chosen
     ],
 )
 def test_only_a_face_that_plainly_continues_its_track_skips_embedding(clip_with_a_cut, pipeline, change, continues):
@@ -164,19 +166,65 @@ def test_only_a_face_that_plainly_continues_its_track_skips_embedding(clip_with_
     pixels = next(sample_frames(clip_with_a_cut)).pixels
     face = pipeline.analyze(pixels)[0]
     tracker = FaceTracker(0.2)
-    sightings = 1 if change == "a track too short for its templates" else TEMPLATES_PER_TRACK
+    sightings = 1 if change.startswith("a track of one face") else TEMPLATES_PER_TRACK
     for time_s in np.arange(sightings) * 0.2:
         tracker.update(float(time_s), [face], pixels)
     box, crop, time_s = face.box.copy(), face.aligned, sightings * 0.2
     if change == "another face on the same box":
         crop = pipeline.analyze(decode_image(sample_path("gdp.jpg")).pixels)[0].aligned
     elif change == "moved away":
-        box[[0, 2]] += 0.6 * (box[2] - box[0])
+        box[[0, 2]] += 0.6 * (box[2] - box[0])  # IoU 0.25
+    elif change == "moved as a performer does between two samples":
+        box[[0, 2]] += 0.4 * (box[2] - box[0])  # IoU 0.43: same look, no other face near
     elif change == "not embedded for long":
         while time_s - (sightings - 1) * 0.2 <= RECHECK_S:
-            tracker.update(time_s, [], pixels, continued={0: (box, crop)})
+            tracker.update(time_s, [], pixels, continued={0: Sighting(_detection(face, box), crop)})
             time_s += 0.2
     assert tracker.steady(time_s, [box], crop[None]) == ({0: 0} if continues else {})
+
+
+def _describer(pipeline):
+    """What ingest hands FaceTracker.finish: embed and assess, no masked twins."""
+    return lambda detections, crops: pipeline.describe(detections, crops, masked_templates=False)
+
+
+def _detection(face, box=None) -> Detection:
+    return Detection(box=face.box if box is None else box, landmarks=face.landmarks, score=face.detection_score)
+
+
+def test_faces_that_continue_a_track_are_embedded_only_when_chosen_as_templates(clip_with_a_cut, pipeline):
+    frames = list(sample_frames(clip_with_a_cut, fps=5))[:6]  # 0-1.0 s: one face, still, within one recheck
+    tracker = FaceTracker(0.2)
+    embedded: list[int] = []
+    describe = _describer(pipeline)
+    first = pipeline.analyze(frames[0].pixels, masked_templates=False)[0]
+    tracker.update(frames[0].time_s, [first], frames[0].pixels)
+    for frame in frames[1:]:
+        face = pipeline.analyze(frame.pixels, masked_templates=False)[0]
+        assert tracker.steady(frame.time_s, [face.box], face.aligned[None]) == {0: 0}
+        tracker.update(frame.time_s, [], frame.pixels, continued={0: Sighting(_detection(face), face.aligned)})
+    [track] = tracker.finish(lambda d, c: embedded.append(len(d)) or describe(d, c))
+    templates = track.templates()
+    assert track.observations == len(frames) and len(templates) == TEMPLATES_PER_TRACK
+    assert all(t.face is not None and t.sighting is None for t in templates)
+    assert sum(embedded) == TEMPLATES_PER_TRACK - 1  # the chosen sightings only (the first face was embedded)
+    assert len({t.time_s for t in templates}) == TEMPLATES_PER_TRACK
+
+
+def test_a_sighted_template_unlike_its_track_is_dropped(clip_with_a_cut, pipeline):
+    from facefind.pipeline.decode import decode_image
+    from facefind.samples import sample_path
+
+    pixels = next(sample_frames(clip_with_a_cut)).pixels
+    face = pipeline.analyze(pixels)[0]
+    stranger = pipeline.analyze(decode_image(sample_path("gdp.jpg")).pixels)[0].aligned
+    tracker = FaceTracker(0.2)
+    tracker.update(0.0, [face], pixels)
+    # Someone else took the place between two rechecks and passed for the track's face.
+    tracker.update(0.2, [], pixels, continued={0: Sighting(_detection(face), stranger)})
+    tracker.update(0.4, [], pixels, continued={0: Sighting(_detection(face), face.aligned)})
+    [track] = tracker.finish(_describer(pipeline))
+    assert sorted(t.time_s for t in track.templates()) == [0.0, 0.4]
 
 
 @pytest.mark.parametrize("fail_after", [None, 2])

@@ -388,6 +388,54 @@ def test_a_restricted_search_within_another_collections_folder_finds_nothing_the
     assert response.status_code == 404 and problem_of(response)["reason"] == "not_found"
 
 
+def face_id_search(server, user: str, face_id: int, **form) -> httpx.Response:
+    """POST /api/v1/search with a stored face's id instead of an image: where else does it appear?"""
+    with server.client(key=server.user_keys[user]) as client:
+        return client.post("/api/v1/search", data={**PURPOSE, "face_id": str(face_id), "show_all": "true",
+                                                   "top_k": "50", **form})
+
+
+def portrait_face_id(server) -> int:
+    return server.facefind.faces(server.folders["case-b"] / "portrait.jpg", actor=SETUP).faces[0].face_id
+
+
+def test_a_search_by_stored_face_id_finds_the_person_elsewhere_and_is_audited(collected):
+    portrait = portrait_face_id(collected)
+    response = face_id_search(collected, "root", portrait)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["searched_face"]["face_id"] == portrait
+    assert result["matches"][0]["source"]["path"] == str(collected.folders["case-a"] / "players.jpg")
+    assert result["matches"][0]["verdict"] == "strong"
+    assert portrait not in [match["face"]["face_id"] for match in result["matches"]], "the face itself is no match"
+    entry = collected.facefind.audit_entries(who="root", action="search", actor=SETUP)[0]
+    assert entry["details"]["search_id"] == result["search_id"] and entry["details"]["probe"]["face_id"] == portrait
+    assert entry["purpose"] == PURPOSE
+
+
+@pytest.mark.parametrize(("user", "status", "reason"), [("amy", 404, "not_found"), ("val", 403, "forbidden")])
+def test_a_face_id_outside_ones_collections_or_role_is_refused(collected, user, status, reason):
+    """amy may not read case-b: its face ids are as unknown to her as ids that do not exist (nothing leaks)."""
+    response = face_id_search(collected, user, portrait_face_id(collected))
+    assert response.status_code == status and problem_of(response)["reason"] == reason
+    unknown = face_id_search(collected, "root", 10**9)
+    assert unknown.status_code == 404 and problem_of(unknown)["reason"] == "not_found"
+
+
+def test_a_face_id_search_compares_only_the_actors_collections(collected):
+    """bob reads case-b only: the portrait is all he may compare with, and it is the probe itself."""
+    response = face_id_search(collected, "bob", portrait_face_id(collected))
+    assert response.status_code == 200, response.text
+    assert response.json()["matches"] == [] and response.json()["gallery_size"] == collected.faces_in["case-b"]
+
+
+def test_a_face_id_and_an_image_together_are_a_bad_argument(collected):
+    with collected.client(key=collected.user_keys["root"]) as client:
+        response = client.post("/api/v1/search", files={"file": ("probe.jpg", probe_sample().read_bytes())},
+                               data={**PURPOSE, "face_id": str(portrait_face_id(collected))})
+    assert response.status_code == 400 and problem_of(response)["reason"] == "bad_argument"
+
+
 def admins_match_in(server, collection: str) -> dict:
     """A match (from the admin's search) whose face lies in ``collection``."""
     result = collection_search(server, "root").json()

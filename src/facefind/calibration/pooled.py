@@ -45,14 +45,20 @@ class TailCounts:
 
     def rate(self, classes: tuple[str, ...], weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(FMR per grid score, impostor pairs at or above it) over ``classes``, identities weighted."""
-        picked = [QUALITY_CLASSES.index(c) for c in classes]
-        hits = self.at_or_above[:, picked, :].sum(axis=1)
-        pairs = self.pairs[:, picked].sum(axis=1)
         if weights is not None:
-            hits, pairs = weights @ hits, weights @ pairs
-        else:
-            hits, pairs = hits.sum(axis=0), pairs.sum()
+            fmr, hits = self.rates(classes, weights[None, :])
+            return fmr[0], hits[0]
+        picked = [QUALITY_CLASSES.index(c) for c in classes]
+        hits = self.at_or_above[:, picked, :].sum(axis=(0, 1))
+        pairs = self.pairs[:, picked].sum()
         return hits / max(float(pairs), 1.0), hits / 2 if self.symmetric else hits
+
+    def rates(self, classes: tuple[str, ...], weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``rate`` for many identity weightings at once (rows of ``weights``): one matrix product, not a loop."""
+        picked = [QUALITY_CLASSES.index(c) for c in classes]
+        hits = weights @ self.at_or_above[:, picked, :].sum(axis=1).astype(np.float64)
+        pairs = weights @ self.pairs[:, picked].sum(axis=1).astype(np.float64)
+        return hits / np.maximum(pairs, 1.0)[:, None], hits / 2 if self.symmetric else hits
 
     def total_pairs(self, classes: tuple[str, ...]) -> int:
         total = int(self.pairs[:, [QUALITY_CLASSES.index(c) for c in classes]].sum())
@@ -120,6 +126,11 @@ def combined_curve(lab: tuple[np.ndarray, np.ndarray], wild: tuple[np.ndarray, n
     return np.maximum(np.where(wild_hits >= MIN_RESOLVED_COUNT, wild_fmr, 0.0), moved), shift
 
 
+def _bootstrap_weights(rng: np.random.Generator, people: int, replicates: int) -> np.ndarray:
+    """(replicates, people): how often each person is drawn, with replacement, in each replicate."""
+    return rng.multinomial(people, np.full(people, 1 / people), size=replicates).astype(np.float64)
+
+
 @dataclass(frozen=True)
 class PooledFit:
     """A claimed FMR curve (the upper 95% bound), its interval, the point estimate, and what bounds it."""
@@ -141,14 +152,12 @@ def fit_pooled(lab: TailCounts, wild: TailCounts | None, classes: tuple[str, ...
     wild_rate = wild.rate(classes) if wild is not None else None
     point, shift = combined_curve(lab_rate, wild_rate, grid)
     rng = np.random.default_rng(seed)
+    lab_rates = lab.rates(classes, _bootstrap_weights(rng, len(lab.pairs), replicates))
+    wild_rates = wild.rates(classes, _bootstrap_weights(rng, len(wild.pairs), replicates)) if wild is not None else None
     curves, shifts = [], []
-    for _ in range(replicates):
-        lab_w = rng.multinomial(len(lab.pairs), np.full(len(lab.pairs), 1 / len(lab.pairs))).astype(np.float64)
-        wild_r = None
-        if wild is not None:
-            wild_w = rng.multinomial(len(wild.pairs), np.full(len(wild.pairs), 1 / len(wild.pairs))).astype(np.float64)
-            wild_r = wild.rate(classes, wild_w)
-        curve, replicate_shift = combined_curve(lab.rate(classes, lab_w), wild_r, grid)
+    for r in range(replicates):
+        wild_r = (wild_rates[0][r], wild_rates[1][r]) if wild_rates is not None else None
+        curve, replicate_shift = combined_curve((lab_rates[0][r], lab_rates[1][r]), wild_r, grid)
         curves.append(curve)
         shifts.append(replicate_shift)
     curves = np.array(curves)

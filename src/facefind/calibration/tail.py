@@ -24,6 +24,7 @@ import numpy as np
 FIT_DECADES = 2.0  # the straight line is fitted over the last two decades of resolved FMR
 FLOOR_FMR = 1e-8  # below this the extrapolation is not trusted: reported as a bound
 BOOTSTRAP_REPLICATES = 200
+SCORE_NUDGE = 1e-9
 SEED = 0
 
 
@@ -54,7 +55,8 @@ class TailModel:
     def score_for(self, fmr: float) -> float:
         """The lowest score whose claimed FMR is at most ``fmr`` (at the floor for anything below it)."""
         fmr = max(fmr, self.floor_fmr)
-        return self.anchor_score + max(np.log10(self.anchor_fmr / fmr), 0.0) / self.decades_per_score
+        # SCORE_NUDGE: rounding must not leave the claimed FMR at the returned score a hair above ``fmr``
+        return self.anchor_score + max(np.log10(self.anchor_fmr / fmr), 0.0) / self.decades_per_score + SCORE_NUDGE
 
     def to_dict(self) -> dict:
         return asdict(self)

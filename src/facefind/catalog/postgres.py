@@ -254,6 +254,13 @@ class PostgresCatalog(SqlCatalog):
         with db.cursor() as cursor:
             cursor.executemany(query.replace("?", "%s"), rows)
 
+    def _next_ids(self, db: psycopg.Connection, table: str, count: int) -> list[int]:
+        if not count:
+            return []
+        rows = db.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+                          (table, count)).fetchall()
+        return sorted(int(row[0]) for row in rows)
+
     def _in(self, column: str, values: list) -> tuple[str, list]:
         return f"{column} = ANY(?)", [list(values)]
 

@@ -13,7 +13,7 @@ import functools
 import inspect
 import json
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
@@ -40,13 +40,38 @@ def now() -> str:
 
 
 def vectors(blobs: list, dim: int | None) -> np.ndarray:
-    """float32 rows from stored blobs; a blob of the wrong size becomes a NaN row, which callers treat as damage."""
+    """float32 rows from float32 blobs (probes, blocked templates); a blob of the wrong size becomes a NaN row,
+    which callers treat as damage."""
     if dim is None:
         dim = next((len(b) // 4 for b in blobs if isinstance(b, bytes)), 0)
     rows = np.full((len(blobs), dim), np.nan, dtype=np.float32)
     for i, blob in enumerate(blobs):
         if isinstance(blob, bytes) and len(blob) == dim * 4:
             rows[i] = np.frombuffer(blob, dtype=np.float32)
+    return rows
+
+
+def stored_face_embeddings(embeddings: list[np.ndarray]) -> np.ndarray:
+    """The embeddings as the catalog keeps them: float16 rows (one model's, so one size).
+
+    Why half precision: the catalog is the source every index is rebuilt from, not the scorer's working copy, and
+    float16 moves a cosine by at most ~5e-5 (bench/catalog_write.py: no decision flipped at any calibrated
+    threshold on real pairs) while halving what each face writes. Indexes are given the rounded vectors, so index
+    and catalog stay identical and verify-on-open still compares them exactly.
+    """
+    if not embeddings:
+        return np.empty((0, 0), dtype=np.float16)
+    return np.asarray(embeddings, dtype=np.float32).astype(np.float16).reshape(len(embeddings), -1)
+
+
+def face_vectors(blobs: list, dim: int) -> np.ndarray:
+    """float32 rows from stored face embeddings: float16 blobs, or float32 ones written before facefind stored
+    half precision (told apart by length). A blob of any other size becomes a NaN row: damage, never scored."""
+    rows = np.full((len(blobs), dim), np.nan, dtype=np.float32)
+    for size, dtype in ((dim * 2, np.float16), (dim * 4, np.float32)):
+        at = [i for i, blob in enumerate(blobs) if isinstance(blob, bytes) and len(blob) == size]
+        if at:
+            rows[at] = np.frombuffer(b"".join(blobs[i] for i in at), dtype=dtype).reshape(len(at), dim)
     return rows
 
 
@@ -107,6 +132,34 @@ class Deleted:
     sha256s: list[str]
 
 
+@dataclass
+class _Added:
+    """Faces a commit added: ids and stored vectors, plain and masked."""
+
+    ids: list[int] = field(default_factory=list)
+    vectors: list[np.ndarray] = field(default_factory=list)
+    masked_ids: list[int] = field(default_factory=list)
+    masked_vectors: list[np.ndarray] = field(default_factory=list)
+
+
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def runs_of_distinct_paths(outcomes: list[MediaOutcome]) -> Iterator[list[MediaOutcome]]:
+    """Consecutive runs of outcomes with no path twice, in order: a run is deleted-then-inserted as a whole, and a
+    path repeated in one batch must replace its earlier outcome, as it would in two batches."""
+    run: list[MediaOutcome] = []
+    paths: set[str] = set()
+    for outcome in outcomes:
+        if outcome.path in paths:
+            yield run
+            run, paths = [], set()
+        run.append(outcome)
+        paths.add(outcome.path)
+    if run:
+        yield run
+
+
 class SqlCatalog:
     """The shared half of a SQL :class:`~facefind.catalog.base.Catalog`; a backend supplies the hooks."""
 
@@ -114,6 +167,9 @@ class SqlCatalog:
     ERASE_PROBE_SET: str
     # Condition selecting faces that have a masked template (written to use the backend's index).
     HAS_MASKED_TEMPLATE: str
+    # The faces table read in id order, pages of a stream: SQLite's planner otherwise takes faces_templates for
+    # ``model_id = ?`` and sorts every remaining row per page (quadratic: a 1M-face rebuild read 50M rows).
+    FACES_IN_ID_ORDER: str = "faces"
     # Values per ``IN`` list: SQLite binds one parameter per value, a server takes one array.
     CHUNK_SIZE: int = 500
 
@@ -134,6 +190,11 @@ class SqlCatalog:
 
     def _execute_many(self, db: Any, query: str, rows: list[tuple]) -> None:
         """Run one ``?``-placeholder statement once per row of arguments."""
+        raise NotImplementedError
+
+    def _next_ids(self, db: Any, table: str, count: int) -> list[int]:
+        """``count`` fresh ids for ``table``, as its own id assignment would give them (a removed face's id is never
+        given again), taken inside the write transaction so a batch inserts with one statement, not one per row."""
         raise NotImplementedError
 
     def _in(self, column: str, values: list) -> tuple[str, list]:
@@ -193,64 +254,90 @@ class SqlCatalog:
         return MediaRecord(*rows[0]) if rows else None
 
     def commit_outcomes(self, outcomes: list[MediaOutcome]) -> CommitResult:
-        added_ids: list[int] = []
-        added_vectors: list[np.ndarray] = []
-        masked_ids: list[int] = []
-        masked_vectors: list[np.ndarray] = []
+        """Store a batch in one transaction with one statement per table (ids taken up front), not one per row:
+        per-row round trips were most of the time writing a million faces. Replaced paths are deleted first."""
+        added = _Added()
         removed_ids: list[int] = []
         replaced_thumbnails: list[str] = []
         with self._transaction() as db:
-            for outcome in outcomes:
-                removed = self._delete_media_rows(db, "media.path = ?", (outcome.path,))
-                removed_ids += removed.face_ids
-                replaced_thumbnails += removed.thumbnails
-                media_id = self._insert(
-                    db,
-                    "INSERT INTO media(path, status, sha256, size, mtime_ns, width, height, format, exif_time,"
-                    " reason, message, face_count, ingested_at, kind, duration_s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        outcome.path, outcome.status, outcome.sha256, outcome.size, outcome.mtime_ns,
-                        outcome.width, outcome.height, outcome.format, outcome.exif_time, outcome.reason,
-                        outcome.message, len(outcome.faces), now(), outcome.kind, outcome.duration_s,
-                    ),
-                )
-                track_ids = {}
-                for track in outcome.tracks:
-                    track_ids[track.track_index] = self._insert(
-                        db,
-                        "INSERT INTO tracks(media_id, track_index, time_ranges, best_time_s, observations,"
-                        " frame_thumbnail) VALUES (?,?,?,?,?,?)",
-                        (media_id, track.track_index, json.dumps(track.time_ranges), track.best_time_s,
-                         track.observations, track.frame_thumbnail),
-                    )
-                for face in outcome.faces:
-                    vector = np.ascontiguousarray(face.embedding, dtype=np.float32)
-                    masked = None if face.masked_embedding is None else np.ascontiguousarray(face.masked_embedding, np.float32)
-                    face_id = self._insert(
-                        db,
-                        "INSERT INTO faces(media_id, face_index, box, landmarks, detection_score, quality, model_id,"
-                        " embedding, thumbnail, track_id, frame_time_s, masked_embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (
-                            media_id, face.face_index, json.dumps(face.box), json.dumps(face.landmarks),
-                            float(face.detection_score), json.dumps(face.quality), face.model_id, vector.tobytes(),
-                            face.thumbnail, track_ids.get(face.track_index), face.frame_time_s,
-                            None if masked is None else masked.tobytes(),
-                        ),
-                    )
-                    added_ids.append(face_id)
-                    added_vectors.append(vector)
-                    if masked is not None:
-                        masked_ids.append(face_id)
-                        masked_vectors.append(masked)
+            self._record_embedding_dims(db, outcomes)
+            for run in runs_of_distinct_paths(outcomes):
+                for chunk in self._chunks([outcome.path for outcome in run]):
+                    removed = self._delete_media_rows(db, *self._in("media.path", chunk))
+                    removed_ids += removed.face_ids
+                    replaced_thumbnails += removed.thumbnails
+                self._insert_run(db, run, added)
             released = self._release_thumbnails(db, replaced_thumbnails)  # after the inserts: a new face may share a name
-            revision = self._bump_revision(db) if (added_ids or removed_ids) else self._revision_in(db)
+            revision = self._bump_revision(db) if (added.ids or removed_ids) else self._revision_in(db)
 
-        def stacked(rows: list[np.ndarray]) -> np.ndarray:
-            return np.vstack(rows) if rows else np.empty((0, 0), dtype=np.float32)
+        def stacked(parts: list[np.ndarray]) -> np.ndarray:
+            parts = [part for part in parts if len(part)]
+            return np.vstack(parts) if parts else np.empty((0, 0), dtype=np.float32)
 
-        return CommitResult(
-            added_ids, stacked(added_vectors), removed_ids, revision, masked_ids, stacked(masked_vectors), released
+        return CommitResult(added.ids, stacked(added.vectors), removed_ids, revision, added.masked_ids,
+                            stacked(added.masked_vectors), released)
+
+    def _insert_run(self, db: Any, run: list[MediaOutcome], added: "_Added") -> None:
+        """Insert media, tracks and faces of outcomes with distinct paths, none of them in the catalog."""
+        media_ids = self._next_ids(db, "media", len(run))
+        written = now()
+        self._execute_many(
+            db, "INSERT INTO media(id, path, status, sha256, size, mtime_ns, width, height, format, exif_time, reason,"
+                " message, face_count, ingested_at, kind, duration_s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(media_id, o.path, o.status, o.sha256, o.size, o.mtime_ns, o.width, o.height, o.format, o.exif_time,
+              o.reason, o.message, len(o.faces), written, o.kind, o.duration_s) for media_id, o in zip(media_ids, run)],
         )
+        tracks = [(media_id, track) for media_id, o in zip(media_ids, run) for track in o.tracks]
+        track_ids = self._next_ids(db, "tracks", len(tracks))
+        if tracks:
+            self._execute_many(
+                db, "INSERT INTO tracks(id, media_id, track_index, time_ranges, best_time_s, observations,"
+                    " frame_thumbnail) VALUES (?,?,?,?,?,?,?)",
+                [(track_id, media_id, t.track_index, json.dumps(t.time_ranges), t.best_time_s, t.observations,
+                  t.frame_thumbnail) for track_id, (media_id, t) in zip(track_ids, tracks)],
+            )
+        track_id_of = {(media_id, t.track_index): track_id for track_id, (media_id, t) in zip(track_ids, tracks)}
+        faces = [(media_id, face) for media_id, o in zip(media_ids, run) for face in o.faces]
+        face_ids = self._next_ids(db, "faces", len(faces))
+        plain = stored_face_embeddings([face.embedding for _, face in faces])
+        with_masked = [i for i, (_, face) in enumerate(faces) if face.masked_embedding is not None]
+        masked = stored_face_embeddings([faces[i][1].masked_embedding for i in with_masked])
+        masked_row = {face: row for row, face in enumerate(with_masked)}
+        rows = [
+            (face_id, media_id, face.face_index, _compact_json(face.box), _compact_json(face.landmarks),
+             float(face.detection_score), _compact_json(face.quality), face.model_id, plain[i].tobytes(),
+             face.thumbnail, track_id_of.get((media_id, face.track_index)), face.frame_time_s,
+             masked[masked_row[i]].tobytes() if i in masked_row else None)
+            for i, (face_id, (media_id, face)) in enumerate(zip(face_ids, faces))
+        ]
+        added.ids += face_ids
+        added.vectors.append(plain.astype(np.float32))
+        added.masked_ids += [face_ids[i] for i in with_masked]
+        added.masked_vectors.append(masked.astype(np.float32))
+        if rows:
+            self._execute_many(
+                db, "INSERT INTO faces(id, media_id, face_index, box, landmarks, detection_score, quality, model_id,"
+                    " embedding, thumbnail, track_id, frame_time_s, masked_embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+
+    def _record_embedding_dims(self, db: Any, outcomes: list[MediaOutcome]) -> None:
+        """Remember each model's embedding size (meta ``embedding_dims``), so a reader that does not pass ``dim``
+        can tell a float16 blob from a float32 one of half the size."""
+        dims = {face.model_id: int(np.size(face.embedding)) for o in outcomes for face in o.faces}
+        if not dims:
+            return
+        rows = self._execute(db, "SELECT value FROM meta WHERE key = 'embedding_dims'").fetchall()
+        recorded = json.loads(rows[0][0]) if rows else {}
+        if any(recorded.get(model) != dim for model, dim in dims.items()):
+            self._execute(db, "INSERT INTO meta(key, value) VALUES ('embedding_dims', ?)"
+                              " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                          (json.dumps({**recorded, **dims}),))
+
+    def _embedding_dim(self, model_id: str, blob: bytes | None) -> int:
+        """The recorded embedding size of ``model_id``; a catalog from before float16 storage holds float32 only."""
+        recorded = json.loads(self.get_meta("embedding_dims") or "{}")
+        return int(recorded.get(model_id) or (len(blob or b"") // 4))
 
     def touch_media(self, path: str, size: int, mtime_ns: int) -> None:
         with self._transaction() as db:
@@ -448,14 +535,15 @@ class SqlCatalog:
         last_id = 0
         while True:
             rows = self._query(
-                f"SELECT id, {column} FROM faces WHERE model_id = ? AND id > ? AND {column} IS NOT NULL"
+                f"SELECT id, {column} FROM {self.FACES_IN_ID_ORDER} WHERE model_id = ? AND id > ? AND {column} IS NOT NULL"
                 " ORDER BY id LIMIT ?",
                 (model_id, last_id, batch),
             )
             if not rows:
                 return
+            dim = dim or self._embedding_dim(model_id, rows[0][1])
             ids = np.array([r[0] for r in rows], dtype=np.int64)
-            yield ids, vectors([r[1] for r in rows], dim)
+            yield ids, face_vectors([r[1] for r in rows], dim)
             last_id = int(ids[-1])
 
     def embeddings(self, face_ids: list[int], masked: bool = False) -> np.ndarray:
@@ -469,16 +557,17 @@ class SqlCatalog:
         self, face_ids: list[int], masked: bool = False, dim: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         column = "masked_embedding" if masked else "embedding"
-        found: dict[int, bytes] = {}
+        found: dict[int, tuple[str, bytes]] = {}
         ids = [int(i) for i in face_ids]
         for chunk in self._chunks(ids):
             in_ids, args = self._in("id", chunk)
-            found.update({r[0]: r[1] for r in self._query(
-                f"SELECT id, {column} FROM faces WHERE {in_ids} AND {column} IS NOT NULL", args)})
+            found.update({r[0]: (r[1], r[2]) for r in self._query(
+                f"SELECT id, model_id, {column} FROM faces WHERE {in_ids} AND {column} IS NOT NULL", args)})
         present = [i for i in ids if i in found]
         if not present:
             return np.empty(0, np.int64), np.empty((0, dim or 0), np.float32)
-        return np.asarray(present, np.int64), vectors([found[i] for i in present], dim)
+        dim = dim or self._embedding_dim(*found[present[0]])
+        return np.asarray(present, np.int64), face_vectors([found[i][1] for i in present], dim)
 
     def stats(self) -> dict:
         with self._reading() as db:

@@ -60,6 +60,9 @@ class FaissAnnIndex:
 
     kind = "pq-refine"
     tolerance = 2e-3  # |fp16 copy - stored vector| per component; the flat index holds them exactly
+    # |index score - exact score| for unit vectors: fp16 rounds each component by at most 2^-11 of it, so the
+    # copy is within 2^-11 (4.9e-4) of the vector in length, and so is its inner product with a unit probe
+    score_slack = 1e-3
 
     def __init__(self, dim: int, proposals: faiss.Index, refine: faiss.Index, trained_on: int,
                  policy: IndexPolicy | None = None) -> None:

@@ -58,6 +58,7 @@ class FaissFlatIndex:
 
     kind = "flat"
     tolerance = 1e-5  # vectors are held exactly
+    score_slack = 1e-5  # |index score - exact score|: float32 sums in another order
 
     def __init__(self, dim: int) -> None:
         self.dim = dim

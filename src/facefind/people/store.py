@@ -1,7 +1,9 @@
 """Where people are kept: SQLAlchemy Core tables in their own database, keyed by catalog face ids.
 
-Default ``sqlite:///<library>/people.sqlite3``; a PostgreSQL URL works with the same code (plain
-Core types, no backend-specific SQL). The catalog stays the one source of faces: this store only
+Default ``sqlite:///<library>/people.sqlite3``; a library whose catalog is on PostgreSQL keeps them in the
+catalog's server and schema instead (``library_url``), so every replica of the library sees the same people.
+The same code runs on both (plain Core types, no backend-specific SQL; a ``?schema=NAME`` in a PostgreSQL URL
+puts the tables in that schema, as it does for the catalog). The catalog stays the one source of faces: this store only
 says which face belongs to which person, how that was decided (``auto`` by clustering, ``manual``
 by a person's decision, which every later run keeps), and which faces may never join whom.
 """
@@ -17,6 +19,7 @@ from typing import Iterable, Iterator
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from facefind.catalog import is_server_catalog
 from facefind.errors import NotFoundError
 
 PEOPLE_DB = "people.sqlite3"
@@ -74,6 +77,38 @@ def default_url(library: Path) -> str:
     return f"sqlite:///{library / PEOPLE_DB}"
 
 
+def library_url(library: Path, catalog: str | Path) -> str:
+    """Where a library keeps its people (and watchlists): with a PostgreSQL catalog, the catalog's own URL (its
+    server and schema), so replicas on several machines share them; else people.sqlite3 in the library folder."""
+    return catalog if is_server_catalog(catalog) else default_url(library)
+
+
+def server_engine(url: str) -> tuple[sa.Engine, str | None]:
+    """(engine, schema) for a PostgreSQL URL: psycopg 3 (installed; SQLAlchemy's default driver is not), and the
+    tables in the URL's ``schema=`` (as for the catalog) or, without one, in the database's search path."""
+    from facefind.catalog.postgres import split_catalog_url
+
+    parts = sa.engine.make_url(url.replace("postgres://", "postgresql://", 1))
+    schema = split_catalog_url(url)[1] if "schema" in parts.query else None  # checked as the catalog checks it
+    parts = parts.difference_update_query(["schema"])
+    if parts.drivername == "postgresql":
+        parts = parts.set(drivername="postgresql+psycopg")
+    engine = sa.create_engine(parts, pool_pre_ping=True)  # a restarted server: reconnect, do not fail once
+    if schema:
+        engine = engine.execution_options(schema_translate_map={None: schema})
+    return engine, schema
+
+
+def create_tables(engine: sa.Engine, schema: str | None, tables: sa.MetaData) -> None:
+    """Create what is missing; on a server under an advisory lock, since replicas starting together would race."""
+    with engine.begin() as db:
+        if db.dialect.name == "postgresql":
+            db.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"facefind:{schema}:stores"})
+            if schema:
+                db.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        tables.create_all(db)
+
+
 @dataclass(frozen=True)
 class FacePlace:
     """A face and where it is: what the store keeps beside the assignment."""
@@ -98,10 +133,13 @@ class PeopleStore:
     """The people tables of one library; every method is one transaction."""
 
     def __init__(self, url: str) -> None:
-        self.engine = sa.create_engine(url, future=True)
-        if self.engine.dialect.name == "sqlite":
+        schema = None
+        if url.startswith("sqlite"):
+            self.engine = sa.create_engine(url)
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+        else:
+            self.engine, schema = server_engine(url)
+        create_tables(self.engine, schema, metadata)
 
     @classmethod
     def for_library(cls, library: Path, url: str | None = None) -> "PeopleStore":

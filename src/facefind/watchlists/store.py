@@ -1,7 +1,7 @@
 """Where watchlists, their entries, their hits and webhook deliveries are kept: SQLAlchemy Core tables.
 
-They live in the same database as the people store (``FaceFind.people_url``: people.sqlite3 by default)
-so a watchlist can name a person by id, but in their own MetaData: either store can change its
+They live in the same database as the people store (``FaceFind.people_url``: people.sqlite3 by default, the
+catalog's PostgreSQL schema for a server library) so a watchlist can name a person by id, but in their own MetaData: either store can change its
 tables without the other. Plain Core types only, so a PostgreSQL URL works with the same code.
 A reference photo is kept as its embedding and SHA-256, never as an image.
 """
@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from facefind.errors import FaceFindError, NotFoundError
+from facefind.people.store import create_tables, server_engine
 
 HIT_STATES = ("new", "acknowledged", "dismissed")
 
@@ -128,18 +129,19 @@ class WatchStore:
     """The watchlist tables in one database (created on first use)."""
 
     def __init__(self, url: str) -> None:
-        if url.startswith("postgresql://"):  # the URL a PostgreSQL user gives: use psycopg 3, which is installed
-            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-        sqlite = url.startswith("sqlite")
-        self.engine = sa.create_engine(url, connect_args={"timeout": 30} if sqlite else {})
-        if sqlite:
+        schema = None
+        if not url.startswith("sqlite"):  # a server: the people store's engine (psycopg 3, the URL's schema=)
+            self.engine, schema = server_engine(url)
+        else:
+            self.engine = sa.create_engine(url, connect_args={"timeout": 30})
+
             @event.listens_for(self.engine, "connect")
             def _pragmas(connection, _record) -> None:  # noqa: ANN001 - DB-API connection
                 cursor = connection.cursor()
                 cursor.execute("PRAGMA journal_mode=WAL")  # readers (the service) never wait for ingest's writes
                 cursor.execute("PRAGMA foreign_keys=ON")
                 cursor.close()
-        metadata.create_all(self.engine)
+        create_tables(self.engine, schema, metadata)
 
     def close(self) -> None:
         self.engine.dispose()
