@@ -7,7 +7,9 @@ accuracy_hist_sface.png (score distributions with the verdict thresholds) and ac
 - TAR at FMR 1e-3, 1e-4, 1e-5 over all LFW pairs, and over all celeba_dev pairs (in-the-wild photos);
 - open-set 1:N on LFW (rank-1, FNIR at FPIR 0.01 / 0.001, and at facefind's default operating point);
 - the shipped calibration tables' claimed vs measured FMR on people not used for fitting (LFW and celeba_dev,
-  by pair quality, identity-bootstrap 95% intervals; celeba_dev by 2-fold identity cross-validation);
+  by pair quality, identity-bootstrap 95% intervals; celeba_dev by 2-fold identity cross-validation), and the
+  distribution of claimed / measured over the refit's many random celeba_dev halves (its split study);
+- open-set stranger rate vs predicted among held-out celeba_dev people (tables fitted without them);
 - open-set stranger rate (shown any match) vs predicted, in galleries of 150, 1,500 and 2,500 faces;
 - pipeline speed (decode -> detect -> align -> quality -> embed, one thread) on the same photos.
 
@@ -191,11 +193,15 @@ def stranger_rates(model_id: str, lfw: LfwEmbeddings, celeba: LfwEmbeddings, rem
             per_person_faces = np.bincount(inverse, minlength=len(unique))
             weights = rng.multinomial(len(unique), np.full(len(unique), 1 / len(unique)), size=300)
             samples = (weights @ per_person_shown) / np.maximum(weights @ per_person_faces, 1)
+            wild_strangers = who >= len(lfw.names)  # celeba_dev people are numbered after LFW's
             results.append({
                 "gallery_size": int(len(gallery)), "max_fmr": max_fmr, "strangers_searched": int(len(shown_all)),
                 "measured_stranger_rate": float(shown_all.mean()),
                 "measured_interval": [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))],
                 "predicted_stranger_rate": float(predicted_all.mean()),
+                "celeba_dev_strangers": {"searched": int(wild_strangers.sum()),
+                                         "measured_stranger_rate": float(shown_all[wild_strangers].mean()),
+                                         "predicted_stranger_rate": float(predicted_all[wild_strangers].mean())},
             })
     return {"faces": int(len(vectors)), "lfw_check_half_faces": int(len(lfw_rows)), "celeba_dev_faces": int(len(celeba_rows)),
             "draws": OPEN_SET_DRAWS, "rows": results,
@@ -345,11 +351,31 @@ def _print(model: str, result: dict) -> None:
                           f" [{row['claimed_interval'][0]:.1e}, {row['claimed_interval'][1]:.1e}]"
                           f" measured {row['measured_fmr']:.1e} [{low:.1e}, {high:.1e}] ({row['false_matches']:.0f} pairs)"
                           f" claimed/measured {'-' if ratio is None else f'{ratio:.2f}'}")
+    study = result["calibration"]["checks"]["in_the_wild_split_study"]
+    print(f"Claimed / measured FMR over {study['splits']} random celeba_dev halves (tables from the other half;"
+          " * = too few false matches to resolve):")
+    for pair_quality, rows in study["by_pair_quality"].items():
+        print(f"  {pair_quality:5s} " + " | ".join(
+            f"{row['target_fmr']:g}{'' if row['resolved'] else '*'}: mean {row['ratio_of_means'] or 0:.2f}"
+            f" median {_ratio(row['median_ratio'])} [{_ratio(row['ratio_5th_percentile'])},"
+            f" {_ratio(row['ratio_95th_percentile'])}]"
+            f" safe {row['share_safe'] * 100:.0f}%" for row in rows[:5]))
+    print("Open set among held-out celeba_dev people (tables fitted on the other half), strangers shown a match:")
+    for number, fold in enumerate(result["calibration"]["checks"]["in_the_wild_cross_validation"]["folds"], 1):
+        for row in fold["open_set"]:
+            print(f"  fold {number} gallery {row['gallery']} (~{row['mean_gallery_size']:.0f}) max_fmr {row['max_fmr']:g}:"
+                  f" measured {row['measured_stranger_rate'] * 100:.2f}% predicted {row['predicted_stranger_rate'] * 100:.2f}%")
     print("Open set, strangers shown a match (measured [95%] vs predicted):")
     for row in result["open_set_strangers"]["rows"]:
         low, high = row["measured_interval"]
         print(f"  gallery {row['gallery_size']:5d} max_fmr {row['max_fmr']:g}: measured {row['measured_stranger_rate'] * 100:.2f}%"
-              f" [{low * 100:.2f}, {high * 100:.2f}] predicted {row['predicted_stranger_rate'] * 100:.2f}%")
+              f" [{low * 100:.2f}, {high * 100:.2f}] predicted {row['predicted_stranger_rate'] * 100:.2f}%;"
+              f" celeba_dev strangers {row['celeba_dev_strangers']['measured_stranger_rate'] * 100:.2f}%"
+              f" vs {row['celeba_dev_strangers']['predicted_stranger_rate'] * 100:.2f}%")
+
+
+def _ratio(value: float | None) -> str:
+    return "inf" if value is None else f"{value:.2f}"
 
 
 def _plots(scores: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]) -> None:

@@ -324,6 +324,53 @@ def usability_rates(signals: dict[str, np.ndarray], model_id: str) -> dict:
     return report
 
 
+def usability_check(data: Path, cache: Path) -> dict:
+    """Both model stacks: refusal rates before/after by set and signal, and the plot of the two norms."""
+    from facefind.pipeline.models import STACKS
+
+    results, signals = {}, {}
+    for stack in sorted(STACKS):
+        signals[stack] = usability_signals(data, stack, cache)
+        results[stack] = usability_rates(signals[stack], STACKS[stack].model_id)
+        _print_usability(stack, results[stack])
+    _plot_usability(signals, {stack: STACKS[stack].model_id for stack in signals})
+    return {"rule_before": "eyes < 11 px, landmark fit error > 12, or feature norm < 13 (ArcFace) / 7 (SFace)",
+            "rule_after": "eyes < 11 px, landmark fit error > 12, or both feature norm and upper-face norm low"
+                          " (quality.MIN_FEATURE_NORM, MIN_UPPER_FACE_NORM)",
+            "sampling": f"celeba_dev every {CELEBA_EVERY}th photo, LFW every {LFW_EVERY}th image (central face)",
+            "by_model": results}
+
+
+def _plot_usability(signals: dict, model_ids: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from facefind.pipeline.quality import MIN_FEATURE_NORM, MIN_UPPER_FACE_NORM
+
+    fig, axes = plt.subplots(1, len(signals), figsize=(6 * len(signals), 5))
+    for axis, (stack, rows) in zip(np.atleast_1d(axes), signals.items()):
+        real = rows["eye_distance"] >= 15
+        for name, colour in (("lfw", "tab:green"), ("celeba_dev", "tab:blue"), ("masked_real", "tab:orange"),
+                             ("group_photos/masked", "tab:brown")):
+            chosen = (rows["set"] == name) & real
+            axis.scatter(rows["feature_norm"][chosen], rows["masked_norm"][chosen], s=5, alpha=0.5, color=colour,
+                         label=f"{name} (eyes >= 15 px)")
+        fake = np.char.startswith(rows["set"].astype(str), "synthetic")
+        axis.scatter(rows["feature_norm"][fake], rows["masked_norm"][fake], s=18, marker="x", color="red",
+                     label="synthetic non-faces")
+        model_id = model_ids[stack]
+        axis.axvline(MIN_FEATURE_NORM[model_id], color="grey", linestyle=":")
+        axis.axhline(MIN_UPPER_FACE_NORM[model_id], color="grey", linestyle="--")
+        axis.set(title=f"{stack}: unusable = left of dotted AND below dashed", xlabel="feature norm (whole face)",
+                 ylabel="feature norm (upper face: gallery mask drawn on)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "masked_usability.png", dpi=110)
+
+
 def _print_usability(stack: str, report: dict) -> None:
     print(f"usability check, {stack}: share of faces refused, before -> after (signals that fired after)")
     for name, subsets in report.items():
@@ -337,8 +384,18 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=RESULTS / "cache")
     parser.add_argument("--occlusion-only", action="store_true",
                         help="measure only the occlusion classifier; keep the masked-matching figures of the last run")
+    parser.add_argument("--usability", action="store_true",
+                        help="measure only which detections the usability check refuses, and why, for each model;"
+                             " keep the other figures of the last run")
     args = parser.parse_args()
     data = data_dir_or_exit()
+    if args.usability:
+        previous = RESULTS / "masked.json"
+        kept = json.loads(previous.read_text()) if previous.exists() else {}
+        kept.pop("machine", None)
+        path = write_json("masked", {**kept, "usability": usability_check(data, args.cache)})
+        print(f"wrote {path}")
+        return
     occlusion = occlusion_cross_validation(data, args.cache)
     _print_occlusion(occlusion)
     if args.occlusion_only:

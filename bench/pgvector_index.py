@@ -13,11 +13,19 @@ re-scoring from float32 embeddings), recall@10 against exact search, mate recall
 threshold (standard table, FMR 1e-5), and memory (FAISS: serialized size; pgvector: table + graph on the
 server). pgvector is measured at several ``hnsw.ef_search`` values (facefind uses max(100, k)).
 Writes bench/results/pgvector_index.json and pgvector_index.png.
+
+``--inserts``: only the ingest side, facefind's graph (m 16, ef_construction 200). Builds a graph of ``--size``
+faces, then adds ingest-sized batches (100 faces, as a commit of 32 files), 1k and 10k batches through
+PgvectorIndex.add: into the graph on one connection (as before), split over ``WRITE_CONNECTIONS``, and a 10k
+batch by dropping the graph, copying and building it again (the ``REBUILD_FRACTION`` path). Faces/s of each,
+one run; writes bench/results/pgvector_inserts.json and pgvector_inserts.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import time
 
 import faiss
@@ -34,6 +42,7 @@ CANDIDATES = 40  # what search asks the index for (top_k 10 x 4), before exact r
 EF_SEARCH = [40, 100, 200, 400]
 GRAPHS = [(16, 64), (16, 200)]  # (m, ef_construction): pgvector's default, and what bench/milvus_index.py chose
 INCREMENTAL = 2_000  # faces added into a built graph, for the ingest rate
+WRITE_CONNECTIONS = 4
 
 
 def run_search(index, plain: np.ndarray, probes: np.ndarray) -> tuple[dict, np.ndarray]:
@@ -136,6 +145,71 @@ def pgvector_graph_rows(url, plain, identity, probes, probe_identity, threshold,
     return rows
 
 
+def insert_rows(plain: np.ndarray, size: int) -> None:
+    """Faces/s of each way of adding into a built graph of ``size`` faces (module docstring), written as measured."""
+    ids = np.arange(len(plain), dtype=np.int64)
+    rows: list[dict] = []
+    payload = {"faces_in_graph": size, "m": pgvector_index.HNSW_M,
+               "ef_construction": pgvector_index.HNSW_EF_CONSTRUCTION, "write_connections": pgvector_index.WRITE_CONNECTIONS, "rows": rows}
+    with local_postgres(settings={"shared_buffers": "1GB"}) as server:
+        index = open_index("pgvector", plain.shape[1], model_id="bench", catalog_url=f"{server.url}?schema=inserts")
+        index.reset()
+        started = time.perf_counter()
+        for start in range(0, size, 50_000):
+            index.add(ids[start:min(start + 50_000, size)], plain[start:min(start + 50_000, size)])
+        copied = time.perf_counter() - started
+        index.save(RESULTS / "unused")  # builds the graph (facefind raises maintenance_work_mem for it)
+        built = time.perf_counter() - started
+        rows.append({"how": f"bulk load: COPY + one graph build of {size:,}", "faces": size, "seconds": round(built, 1),
+                     "copy_s": round(copied, 1), "faces_per_s": round(size / built), "load": os.getloadavg()[0]})
+        print(rows[-1], flush=True)
+        write_json("pgvector_inserts", payload)
+        added = size
+
+        def measure(how: str, batch: int, connections: int, repeats: int = 1, rebuild: bool = False) -> None:
+            nonlocal added
+            pgvector_index.WRITE_CONNECTIONS = connections
+            pgvector_index.REBUILD_FRACTION = 0.0 if rebuild else 10.0
+            pgvector_index.REBUILD_MIN_ROWS = 0 if rebuild else 10**9
+            rates = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                index.add(ids[added:added + batch], plain[added:added + batch])
+                rates.append(batch / (time.perf_counter() - started))
+                added += batch
+            rows.append({"how": how, "faces": batch, "connections": connections, "repeats": repeats,
+                         "faces_per_s": round(statistics.median(rates)), "load": os.getloadavg()[0]})
+            print(rows[-1], flush=True)
+            write_json("pgvector_inserts", payload)
+
+        for _ in range(2):  # alternated, so both see the same load
+            measure("100 (an ingest commit) into the graph, 1 connection", 100, 1, repeats=3)
+            measure(f"100 (an ingest commit) into the graph, {WRITE_CONNECTIONS} connections", 100, WRITE_CONNECTIONS,
+                    repeats=3)
+        measure("1k into the graph, 1 connection", 1000, 1)
+        measure(f"1k into the graph, {WRITE_CONNECTIONS} connections", 1000, WRITE_CONNECTIONS)
+        measure(f"10k into the graph, {WRITE_CONNECTIONS} connections", 10_000, WRITE_CONNECTIONS)
+        measure("10k: drop graph, COPY, build again", 10_000, WRITE_CONNECTIONS, rebuild=True)
+        index.close()
+    plot_inserts(rows, size)
+
+
+def plot_inserts(rows: list[dict], size: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.5))
+    axis.barh(np.arange(len(rows)), [row["faces_per_s"] for row in rows])
+    axis.set_yticks(np.arange(len(rows)), [row["how"] for row in rows], fontsize=8)
+    axis.invert_yaxis()
+    axis.set_xlabel("faces/s (median of the repeats)")
+    figure.suptitle(f"pgvector adds into a built HNSW graph of {size:,} faces, one run")
+    figure.tight_layout()
+    figure.savefig(RESULTS / "pgvector_inserts.png", dpi=100)
+
+
 def plot(rows: list[dict], size: int) -> None:
     import matplotlib
 
@@ -165,6 +239,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=100_000)
     parser.add_argument("--probes", type=int, default=200)
+    parser.add_argument("--inserts", action="store_true", help="measure only adds into a built graph")
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)
     from facefind.calibration.table import default_calibration
@@ -172,6 +247,10 @@ def main() -> None:
     threshold = default_calibration().tables["standard"].threshold_for_fmr(1e-5)
     cached = np.load(CACHE)
     generator = Generator(cached["identity"], cached["plain"], cached["masked"])
+    if args.inserts:
+        _, plain, *_ = gallery(generator, args.size + 30_000, seed=args.size)
+        insert_rows(plain, args.size)
+        return
     identity, plain, _, probe_identity, probes, _ = gallery(generator, args.size, seed=args.size)
     probes, probe_identity = probes[:args.probes], probe_identity[:args.probes]
     rows, exact_top = faiss_rows(plain, identity, probes, probe_identity, threshold)

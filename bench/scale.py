@@ -432,7 +432,7 @@ STAGES = {  # what a library-level search spends its time on: (owner, attribute)
 }
 
 
-def measure_search_stages(root: Path, probes: list[Path]) -> dict:
+def measure_search_stages(root: Path, probes: list[Path], face_ids: list[int]) -> dict:
     """api.search on the resident library (as the service holds it), each stage timed: where the time goes.
 
     ``library_level`` is a search less its pipeline. In the same run, the fp16 re-ranking is timed both
@@ -460,7 +460,7 @@ def measure_search_stages(root: Path, probes: list[Path]) -> dict:
         patches.append(mock.patch.object(target, attribute, timed))
     purpose = Purpose("bench", "benchmark of search speed")
     datas = [path.read_bytes() for path in probes]
-    totals = []
+    totals, face_id_totals, photo_spent = [], [], spent
     with FaceFind(root) as facefind:
         for data in datas[:3]:
             facefind.search(data, show_all=True, purpose=purpose)  # warm: first calls pay for lazy set-up
@@ -473,17 +473,34 @@ def measure_search_stages(root: Path, probes: list[Path]) -> dict:
                 started = time.perf_counter()
                 facefind.search(data, show_all=True, purpose=purpose)
                 totals.append(time.perf_counter() - started)
+            by_face_id = {stage: [] for stage in STAGES}
+            spent = by_face_id  # the timers look the name up at each call
+            for face_id in face_ids:  # the same stages, searching from a stored face: no pipeline at all
+                for seconds in by_face_id.values():
+                    seconds.append(0.0)
+                started = time.perf_counter()
+                facefind.search_face(face_id, show_all=True, purpose=purpose)
+                face_id_totals.append(time.perf_counter() - started)
         finally:
             for patch in patches:
                 patch.stop()
         rerank = _rerank_both_ways(facefind)
-    pipeline = np.array(spent["pipeline (decode, detect, embed)"])
+    pipeline = np.array(photo_spent["pipeline (decode, detect, embed)"])
     library_level = np.array(totals) - pipeline
-    measured = {stage: round(float(np.median(seconds)) * 1000, 2) for stage, seconds in spent.items()}
-    accounted = sum(np.array(seconds) for stage, seconds in spent.items() if not stage.startswith("pipeline"))
-    measured["rest (calibration, records to responses, locks)"] = round(float(np.median(library_level - accounted)) * 1000, 2)
     return {"searches": len(totals), "api_search_p50_ms": round(float(np.median(totals)) * 1000, 1),
-            "library_level": percentiles(list(library_level)), "stage_p50_ms": measured, "rerank_640": rerank}
+            "library_level": percentiles(list(library_level)),
+            "stage_p50_ms": _stage_medians(photo_spent, library_level),
+            "by_face_id": {"searches": len(face_id_totals), **percentiles(face_id_totals),
+                           "stage_p50_ms": _stage_medians(by_face_id, np.array(face_id_totals))},
+            "rerank_640": rerank}
+
+
+def _stage_medians(spent: dict[str, list[float]], library_level: np.ndarray) -> dict:
+    """Median ms per stage, and the rest of the library-level time (calibration, responses, locks)."""
+    measured = {stage: round(float(np.median(seconds)) * 1000, 2) for stage, seconds in spent.items() if seconds}
+    accounted = sum(np.array(seconds) for stage, seconds in spent.items() if seconds and not stage.startswith("pipeline"))
+    measured["rest (calibration, records to responses, locks)"] = round(float(np.median(library_level - accounted)) * 1000, 2)
+    return measured
 
 
 def _resolve(importlib, owner: str):
@@ -514,7 +531,7 @@ def _rerank_both_ways(facefind) -> dict:
     return {way: percentiles(seconds) for way, seconds in timings.items()}
 
 
-def measure_service(root: Path, probe: Path, allow_root: Path, seconds: float = 20.0) -> dict:
+def measure_service(root: Path, probe: Path, allow_root: Path, face_ids: list[int], seconds: float = 20.0) -> dict:
     """A real `facefind serve` on the library: search over HTTP (1 client), and `facefind search --service`."""
     from service import free_port, measure
 
@@ -547,16 +564,19 @@ def measure_service(root: Path, probe: Path, allow_root: Path, seconds: float = 
         open_s = time.perf_counter() - started
         measure(url, probe.read_bytes(), 1, 3.0)  # warm-up
         http = measure(url, probe.read_bytes(), 1, seconds)
+        side_by_side = _photo_and_face_id_over_http(url, probe.read_bytes(), face_ids, seconds)
         environment = {**os.environ, "FACEFIND_SERVICE": url, "FACEFIND_API_KEY": key}
-        runs = []
-        for _ in range(3):
-            started = time.perf_counter()
-            completed = subprocess.run([sys.executable, "-m", "facefind", "search", str(probe), "--json", "--case",
-                                        "bench", "--reason", "benchmark of search speed"], capture_output=True,
-                                       text=True, env=environment)
-            runs.append(time.perf_counter() - started)
-            if completed.returncode != 0:
-                raise SystemExit(f"facefind search --service failed: {completed.stderr[-2000:]}")
+        runs, runs_by_id = [], []
+        for face_id in face_ids[:3]:
+            for by_id, times in ((False, runs), (True, runs_by_id)):
+                started = time.perf_counter()
+                completed = subprocess.run([sys.executable, "-m", "facefind", "search",
+                                            *(["--face-id", str(face_id)] if by_id else [str(probe)]), "--json",
+                                            "--case", "bench", "--reason", "benchmark of search speed"],
+                                           capture_output=True, text=True, env=environment)
+                times.append(time.perf_counter() - started)
+                if completed.returncode != 0:
+                    raise SystemExit(f"facefind search --service failed: {completed.stderr[-2000:]}")
         imports = []
         for _ in range(3):  # what a CLI process costs before it does anything
             started = time.perf_counter()
@@ -566,8 +586,34 @@ def measure_service(root: Path, probe: Path, allow_root: Path, seconds: float = 
         server.terminate()
         server.wait(120)
     return {"server_open_s": round(open_s, 1), "http_search_1_client": http,
+            "http_photo_vs_face_id_1_client": side_by_side,
             "cli_search_via_service_wall_s": [round(r, 2) for r in runs],
+            "cli_search_face_id_via_service_wall_s": [round(r, 2) for r in runs_by_id],
             "cli_import_only_s": [round(r, 2) for r in imports]}
+
+
+def _photo_and_face_id_over_http(url: str, probe: bytes, face_ids: list[int], seconds: float) -> dict:
+    """One client alternating a photo upload and a stored face id (POST /api/v1/search either way) for
+    ``seconds``: both latencies under the same conditions. A face id skips decode, detection and embedding."""
+    import httpx
+
+    import service
+
+    latencies: dict[str, list[float]] = {"photo": [], "face_id": []}
+    stop_at = time.monotonic() + seconds
+    with httpx.Client(base_url=url, timeout=300, headers=service.HEADERS) as http:
+        while time.monotonic() < stop_at:
+            for kind in latencies:
+                started = time.perf_counter()
+                if kind == "photo":
+                    response = http.post("/api/v1/search", files={"file": ("probe.jpg", probe, "image/jpeg")},
+                                         data=service.PURPOSE)
+                else:
+                    face_id = face_ids[len(latencies[kind]) % len(face_ids)]
+                    response = http.post("/api/v1/search", data={**service.PURPOSE, "face_id": str(face_id)})
+                response.raise_for_status()
+                latencies[kind].append(time.perf_counter() - started)
+    return {kind: {"searches": len(times), **percentiles(times)} for kind, times in latencies.items()}
 
 
 def measure_switch(generator: Generator, root: Path) -> dict:
@@ -638,37 +684,41 @@ def _synthetic_outcome(path: str, plain: np.ndarray, masked: np.ndarray):
                 masked_embedding=masked[j]) for j in range(len(plain))])
 
 
-def measure_cli(root: Path, probe: Path) -> dict:
-    """A one-off `facefind search` (wall, peak RSS), and library-level searches in this process."""
+def measure_cli(root: Path, probe: Path, face_ids: list[int]) -> dict:
+    """A one-off `facefind search` by photo and by stored face id, alternated (wall, peak RSS), and
+    library-level candidate searches in this process."""
     import resource
 
     from facefind.library import Library
     from facefind.pipeline.models import STACKS
-    from facefind.search import _candidates
+    from facefind.search import _candidates, _proposed
 
-    runs = []
-    for _ in range(3):
-        started = time.perf_counter()
-        completed = subprocess.run([sys.executable, "-m", "facefind", "--library", str(root), "search", str(probe),
-                                    "--json", "--case", "bench", "--reason", "benchmark of search speed"],
-                                   capture_output=True, text=True)
-        runs.append(time.perf_counter() - started)
-        if completed.returncode not in (0, 1):
-            raise SystemExit(f"facefind search failed: {completed.stderr[-2000:]}")
+    runs, runs_by_id = [], []
+    for face_id in face_ids[:3]:
+        for by_id, times in ((False, runs), (True, runs_by_id)):
+            started = time.perf_counter()
+            completed = subprocess.run([sys.executable, "-m", "facefind", "--library", str(root), "search",
+                                        *(["--face-id", str(face_id)] if by_id else [str(probe)]), "--json", "--case",
+                                        "bench", "--reason", "benchmark of search speed"], capture_output=True, text=True)
+            times.append(time.perf_counter() - started)
+            if completed.returncode not in (0, 1):
+                raise SystemExit(f"facefind search failed: {completed.stderr[-2000:]}")
     peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     started = time.perf_counter()
     with Library(root, STACKS["arcface"].model_id, 512) as library:
         open_s = time.perf_counter() - started
         queries = library.index.vectors(library.index.ids()[:: max(1, len(library.index) // 200)][:200])
         timings = {}
-        for mode in ("plain", "mean_of_both"):
+        for label, mode, find in (("plain", "plain", _candidates), ("mean_of_both", "mean_of_both", _candidates),
+                                  ("plain_index_scores_no_catalog_read", "plain", _proposed)):
             seconds = []
             for query in queries:
                 started = time.perf_counter()
-                _candidates(library, query, 10, None, mode)
+                find(library, query, 10, None, mode, None)
                 seconds.append(time.perf_counter() - started)
-            timings[mode] = percentiles(seconds)
+            timings[label] = percentiles(seconds)
     return {"cli_search_wall_s": [round(r, 2) for r in runs], "cli_peak_rss_mb": round(peak_rss_mb),
+            "cli_search_face_id_wall_s": [round(r, 2) for r in runs_by_id],
             "library_open_read_only_s": round(open_s, 3), "library_search_candidates": timings,
             "catalog_mb": round((root / "catalog.sqlite3").stat().st_size / 2**20),
             "index_files_mb": {p.name: round(p.stat().st_size / 2**20, 1) for p in (root / "index").glob("*.index")}}
@@ -931,9 +981,10 @@ def main() -> None:
         built = None if (root / "catalog.sqlite3").exists() else build_library(generator, args.cli, root)
         lfw = data_dir_or_exit() / "lfw"
         probes = [lfw / path for path in list_images(lfw)[:40]]
-        measured = {**(built or {}), **measure_cli(root, probes[0]),
+        face_ids = [int(i) for i in np.random.default_rng(1).integers(1, args.cli + 1, 50)]  # stored faces to search from
+        measured = {**(built or {}), **measure_cli(root, probes[0], face_ids),
                     "search_stages": measure_search_stages(root, probes),
-                    "service": measure_service(root, probes[0], lfw)}
+                    "service": measure_service(root, probes[0], lfw, face_ids)}
         print(measured)
         previous = json.loads((RESULTS / "scale.json").read_text())
         previous.pop("machine", None)

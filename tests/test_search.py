@@ -349,4 +349,13 @@ def test_index_scores_re_scored_where_reportable_equal_re_scoring_every_candidat
             mates = {first for first in range((face_id - 1) // 5 * 5 + 1, (face_id - 1) // 5 * 5 + 6)} - {face_id}
             assert {found_id for found_id, *_ in results["index scores"][:4]} == mates  # the person's other photos
             assert len(results["index scores"]) == 10 or not show_all
-    assert max(reads["every candidate"]) == 44 and max(reads["index scores"]) <= (14 if show_all else 4)
+    assert max(reads["every candidate"]) == 44 and max(reads["index scores"]) <= 14  # top_k 10 + the probe itself
+
+
+def test_a_search_embeds_its_probe_once_not_masked_too(facefind, photo_folder, monkeypatch):
+    """A probe meets the gallery's masked templates, never its own: the recogniser runs on its faces once."""
+    facefind.index([photo_folder / "gdp.jpg"], workers=1)
+    batches, real = [], facefind.pipeline._features
+    monkeypatch.setattr(facefind.pipeline, "_features", lambda crops: batches.append(len(crops)) or real(crops))
+    assert facefind.search(probe_sample(), purpose=PURPOSE).faces_in_probe
+    assert batches == [1]  # the portrait's one face, not it and its masked copy

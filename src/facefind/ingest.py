@@ -15,7 +15,6 @@ import ctypes.util
 import dataclasses
 import hashlib
 import io
-import itertools
 import math
 import multiprocessing
 import os
@@ -394,12 +393,8 @@ def _analyze_video(
     thumbnails: dict[str, bytes] = {}
     faces, tracks = [], []
     finished = tracker.finish(lambda detections, crops: pipeline.describe(detections, crops, masked_templates=False))
-    chosen = [track.templates() for track in finished]
-    # Every track's masked templates in one batch: a few large runs keep both cores busy, many tiny ones do not.
-    aligned = [t.face.aligned for templates in chosen for t in templates]
-    masked_rows = iter(pipeline.masked_embeddings(np.stack(aligned))) \
-        if pipeline.config.masked_templates and aligned else itertools.repeat(None)
-    for track_index, (track, templates) in enumerate(zip(finished, chosen)):
+    for track_index, track in enumerate(finished):
+        templates = track.templates()
         best = templates[0]
         frame_name = f"{sha256[:2]}/{sha256}_t{track_index}.jpg"
         thumbnails[frame_name] = _frame_with_box(best)
@@ -410,7 +405,9 @@ def _analyze_video(
             observations=track.observations,
             frame_thumbnail=frame_name,
         ))
-        for template, masked_embedding in zip(templates, masked_rows):
+        masked = pipeline.masked_embeddings(np.stack([t.face.aligned for t in templates])) \
+            if pipeline.config.masked_templates else [None] * len(templates)
+        for template, masked_embedding in zip(templates, masked):
             name = f"{sha256[:2]}/{sha256}_{len(faces)}.jpg"
             thumbnails[name] = encode_jpeg(template.face.aligned)
             face = dataclasses.replace(template.face, masked_embedding=masked_embedding)

@@ -46,6 +46,8 @@ class FaceQuality(BaseModel):
     usable: bool = Field(True, description="False: not a face the recogniser can read (a false detection, eyes a"
                          " few pixels apart); never matched as strong or possible")
     feature_norm: float | None = Field(None, description="The recogniser's output norm before normalisation")
+    upper_face_norm: float | None = Field(None, description="The same on the upper face (lower face masked), read"
+                                          " where the whole face reads low: a masked face still reads there")
 
 
 class Face(BaseModel):

@@ -121,13 +121,18 @@ def record_to_face(record: FaceRecord, thumbs_dir: Path) -> Face:
     )
 
 
-def probe_faces(pipeline: FacePipeline, data: bytes, name: str, max_pixels: int) -> list[DetectedFace]:
-    """Every face in a probe image, largest first; NoFaceError if there is none."""
+def probe_faces(pipeline: FacePipeline, data: bytes, name: str, max_pixels: int,
+                masked_templates: bool | None = None) -> list[DetectedFace]:
+    """Every face in a probe image, largest first; NoFaceError if there is none.
+
+    A search passes ``masked_templates=False``: a probe is compared with the gallery's masked templates, never
+    with its own, so embedding its faces masked too would double the recogniser's work for nothing.
+    """
     try:
         image = decode_image(data, max_pixels=max_pixels)
     except UnreadableMediaError as error:
         raise UnreadableMediaError(f"{name}: {error}", reason=error.reason) from None
-    faces = pipeline.analyze(image.pixels)
+    faces = pipeline.analyze(image.pixels, masked_templates=masked_templates)
     if not faces:
         raise NoFaceError(f"no face found in {name}; try a larger or sharper photo of the face")
     return faces
@@ -295,7 +300,7 @@ def search_library(
     """
     check_search_limits(top_k, max_fmr)
     data = read_probe(probe)
-    faces = probe_faces(pipeline, data, _name(probe), max_pixels)
+    faces = probe_faces(pipeline, data, _name(probe), max_pixels, masked_templates=False)
     chosen = pick_face(faces, face_index)
     probe_face = faces[chosen]
     probe_path = path_to_text(Path(probe).resolve()) if isinstance(probe, Path) else None

@@ -12,7 +12,7 @@ from facefind.calibration.fit import (
     split_study,
 )
 from facefind.calibration.pooled import QUALITY_CLASSES
-from facefind.calibration.table import CalibrationSet, CalibrationTable
+from facefind.calibration.table import SCORE_GRID, CalibrationSet, CalibrationTable
 from facefind.evaluation.lfw import LfwEmbeddings, pair_scores
 
 from .test_pooled import faces
@@ -38,17 +38,21 @@ def wild_data():
 
 
 @pytest.mark.parametrize("rows, expected", [
-    ([(0.5, True)], 2.0),  # claims averaged half the measured FMR: doubled
-    ([(1.4, True), (0.8, True)], 1.25),  # the worst resolved level decides
-    ([(1.4, True), (0.2, False)], 1.0),  # an unresolved level (too few false matches) does not
-    ([(1.6, True)], 1.0),  # already cautious: never narrowed
+    ([(0.25, True)], 2.0),  # point estimates at a quarter of the measured FMR; claims at twice the point: doubled
+    ([(0.4, True), (0.5, True)], 1.25),  # the worst resolved level decides
+    ([(0.4, True), (0.1, False)], 1.25),  # an unresolved level (too few false matches) does not
+    ([(0.8, True)], 1.0),  # claims already above the measured FMR: never narrowed
 ])
-def test_population_margin_is_the_smallest_resolved_ratio_of_means(rows, expected):
-    table_rows = [{"ratio_of_means": ratio, "resolved": resolved} for ratio, resolved in rows]
-    study = {"by_pair_quality": {quality: table_rows for quality in QUALITY_CLASSES}}
-    margins = population_margins(study)
-    assert margins == {"standard": pytest.approx(expected), "fair": pytest.approx(expected),
-                       "low_quality": pytest.approx(expected)}
+def test_population_margin_lifts_claims_to_the_expected_unseen_fmr(rows, expected):
+    point = np.where(SCORE_GRID < 0.5, 10 ** (-10 * np.clip(SCORE_GRID, 0, None)), 1e-5)
+    table = CalibrationTable("standard", SCORE_GRID.copy(), 2 * point, np.zeros_like(point), 10**7, 1,
+                             fmr_low=point / 2, fmr_point=point, resolved_until=0.45)
+    levels = (1e-2, 1e-3)
+    study = {"by_pair_quality": {quality: [
+        {"target_fmr": level, "ratio_of_means_point_estimate": ratio, "resolved": resolved}
+        for level, (ratio, resolved) in zip(levels, rows)] for quality in QUALITY_CLASSES}}
+    tables = {"standard": table, "fair": table, "low_quality": table}
+    assert population_margins(study, tables) == {name: pytest.approx(expected, rel=1e-3) for name in tables}
 
 
 def test_split_study_finds_point_estimates_unbiased_and_claims_cautious_on_exchangeable_people(wild_data):

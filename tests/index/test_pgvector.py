@@ -6,7 +6,7 @@ import pytest
 
 from facefind.catalog.postgres import split_catalog_url
 from facefind.errors import FaceFindError
-from facefind.index import FaissFlatIndex, open_index
+from facefind.index import FaissFlatIndex, open_index, pgvector_index
 from facefind.index.pgvector_index import EF_SEARCH_MAX, PgvectorIndex
 from tests.index.conftest import unit
 
@@ -114,3 +114,60 @@ def test_a_read_only_role_can_search_an_index_set_up_before(pgvector, postgres_s
         with psycopg.connect(conninfo, autocommit=True) as connection:
             connection.execute(f'REVOKE ALL ON ALL TABLES IN SCHEMA "{schema}" FROM facefind_reader')
             connection.execute(f'REVOKE ALL ON SCHEMA "{schema}" FROM facefind_reader')
+
+
+def _graph_oid(url: str, index: PgvectorIndex) -> int | None:
+    conninfo, schema = split_catalog_url(url)
+    with psycopg.connect(conninfo) as connection:
+        return connection.execute("SELECT to_regclass(%s)::oid", (f'"{schema}"."{index.table}_hnsw"',)).fetchone()[0]
+
+
+def _transactions_holding_rows(url: str, index: PgvectorIndex, ids: np.ndarray) -> int:
+    """How many transactions wrote these rows (their xmin): one per connection an add was split over."""
+    conninfo, schema = split_catalog_url(url)
+    with psycopg.connect(conninfo) as connection:
+        return connection.execute(
+            f'SELECT COUNT(DISTINCT xmin::text) FROM "{schema}"."{index.table}" WHERE id = ANY(%s)',
+            (ids.tolist(),)).fetchone()[0]
+
+
+@pytest.mark.parametrize("rows, parts", [(40, 1), (128, 2), (1000, 4)])
+def test_an_add_into_the_graph_is_split_over_connections(pgvector, postgres_schema_url, rows, parts, monkeypatch):
+    monkeypatch.setattr(pgvector_index, "ROWS_PER_CONNECTION_MIN", 64)
+    monkeypatch.setattr(pgvector_index, "WRITE_CONNECTIONS", 4)
+    pgvector.add(np.arange(100_000, 103_000), unit(3000, seed=2, dim=64))  # a built graph to grow
+    graph = _graph_oid(postgres_schema_url, pgvector)
+    ids, vectors = np.arange(rows), unit(rows, dim=64)
+    pgvector.add(ids, vectors)
+    assert _transactions_holding_rows(postgres_schema_url, pgvector, ids) == parts
+    assert _graph_oid(postgres_schema_url, pgvector) == graph  # grown in place, not rebuilt
+    assert len(pgvector) == 3000 + rows and sorted(pgvector.ids().tolist())[:rows] == ids.tolist()
+    np.testing.assert_allclose(pgvector.vectors(ids), vectors, atol=pgvector.tolerance)
+    assert (pgvector.search(vectors[-5:], 1)[1][:, 0] == ids[-5:]).all()
+
+
+def test_an_add_large_next_to_the_table_rebuilds_the_graph_around_it(pgvector, postgres_schema_url, monkeypatch):
+    monkeypatch.setattr(pgvector_index, "REBUILD_MIN_ROWS", 500)
+    pgvector.add(np.arange(2000), unit(2000, dim=64))
+    graph = _graph_oid(postgres_schema_url, pgvector)
+    pgvector.add(np.arange(2000, 2400), unit(400, seed=1, dim=64))  # 20 % of the table: into the graph
+    assert _graph_oid(postgres_schema_url, pgvector) == graph
+    added = unit(600, seed=3, dim=64)
+    pgvector.add(np.arange(5000, 5600), added)  # 25 % of it: drop, copy, build again
+    rebuilt = _graph_oid(postgres_schema_url, pgvector)
+    assert rebuilt is not None and rebuilt != graph
+    assert len(pgvector) == 3000 and "hnsw" in _plan(postgres_schema_url, pgvector, added[0])
+    assert (pgvector.search(added[:20], 1)[1][:, 0] == np.arange(5000, 5020)).all()
+
+
+def test_a_rebuild_whose_copy_fails_keeps_the_graph_and_the_rows(pgvector, postgres_schema_url, monkeypatch):
+    monkeypatch.setattr(pgvector_index, "REBUILD_MIN_ROWS", 10)
+    pgvector.add(np.arange(100), unit(100, dim=64))
+    with pytest.raises(FaceFindError, match="duplicate key"):
+        pgvector.add(np.arange(50, 150), unit(100, seed=4, dim=64))  # ids already held: the COPY fails whole
+    assert _graph_exists(postgres_schema_url, pgvector) and len(pgvector) == 100
+
+
+def test_a_graph_build_gets_the_memory_to_stay_in_memory():
+    assert pgvector_index.graph_memory_kb(100_000, 512) > 130 * 1024  # the 100k graph measured 130 MB on disk
+    assert pgvector_index.graph_memory_kb(0, 512) >= 1024

@@ -6,6 +6,10 @@ seed; tables are fitted on one half and checked on the other, and both
 results are stored in the table's ``checks``. Where the check shows a table
 claiming a lower FMR than measured by more than ``MAX_CLAIM_ERROR``, the
 table's ``fmr_multiplier`` widens its claims by the measured factor.
+
+``--wild`` refits them pooled with in-the-wild photos (calibration/pooled.py); there the
+``fmr_multiplier`` is the population margin from ``split_study``: many random identity halves
+of celeba_dev, claims on one half against the FMR measured on the other.
 """
 
 from __future__ import annotations
@@ -392,23 +396,22 @@ def split_study(shipped: CalibrationSet, data: WildData, lab: tuple[TailCounts, 
             for level in SPLIT_LEVELS:
                 threshold = table.threshold_for_fmr(level)
                 index = int(np.argmin(np.abs(SCORE_GRID - threshold)))
-                point = 10 ** float(np.interp(threshold, table.scores, np.log10(np.clip(table.fmr_point, 1e-12, 1))))
-                by_level[level].append((table.evidence(threshold).fmr, point, float(fmr[index]), float(hits[index])))
+                by_level[level].append((table.evidence(threshold).fmr, point_at(table, threshold), float(fmr[index]),
+                                        float(hits[index])))
     summary = {}
     for quality, by_level in rows.items():
         summary[quality] = []
         for level, values in by_level.items():
             claimed, point, measured, hits = (np.array(column) for column in zip(*values))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratios = np.where(measured > 0, claimed / np.where(measured > 0, measured, 1), np.inf)
+            ratios = np.where(measured > 0, claimed / np.where(measured > 0, measured, 1), np.inf)
             summary[quality].append({
                 "target_fmr": level, "mean_false_matches": float(hits.mean()),
                 "resolved": bool(hits.mean() >= SPLIT_MIN_MEAN_COUNT),
                 "ratio_of_means": float(claimed.sum() / measured.sum()) if measured.sum() > 0 else None,
                 "ratio_of_means_point_estimate": float(point.sum() / measured.sum()) if measured.sum() > 0 else None,
-                "median_ratio": float(np.median(ratios)),
-                "ratio_5th_percentile": float(np.percentile(ratios, 5)),
-                "ratio_95th_percentile": float(np.percentile(ratios, 95)),
+                "median_ratio": _finite(np.median(ratios)),  # None: most halves had no false match there
+                "ratio_5th_percentile": _finite(np.percentile(ratios, 5, method="nearest")),
+                "ratio_95th_percentile": _finite(np.percentile(ratios, 95, method="nearest")),
                 "share_safe": float((claimed >= measured).mean()),
             })
     return {"method": f"{splits} random halves of celeba_dev's people (seed {seed}); tables fitted on LFW's fit half"
@@ -417,21 +420,40 @@ def split_study(shipped: CalibrationSet, data: WildData, lab: tuple[TailCounts, 
             "splits": splits, "by_pair_quality": summary}
 
 
-def population_margins(study: dict) -> dict[str, float]:
-    """Per table: how much the claims must be raised so that, over many held-out halves, they are on
-    average not below the measured FMR (1 / the smallest ratio of means at a resolved level, >= 1).
+def point_at(table: CalibrationTable, score: float) -> float:
+    """A pooled table's point estimate of the FMR at ``score`` (no margin, no bound)."""
+    return 10 ** float(np.interp(score, table.scores, np.log10(np.clip(table.fmr_point, 1e-12, 1.0))))
 
-    Why the ratio of means and not the worst half: a half of 37 people is a noisy sample of the
-    population (look-alike pairs make its FMR heavy-tailed), so the worst of two halves measured the
-    luck of the split, and widened the poor-pair table 6.9x. The mean over many halves is what a large
-    unseen population shows. Resolved: the halves average SPLIT_MIN_MEAN_COUNT false matches, which is
-    about MIN_RESOLVED_COUNT over all of celeba_dev (a pair falls within one half a quarter of the time).
+
+def _finite(value: float) -> float | None:
+    """JSON has no infinity: a ratio over a measured FMR of 0 is stored as None."""
+    return float(value) if np.isfinite(value) else None
+
+
+def population_margins(study: dict, tables: dict[str, CalibrationTable]) -> dict[str, float]:
+    """Per table (fitted on all people, no margin yet): the factor that keeps its claims, on a large unseen
+    population, not below the FMR measured there.
+
+    At each resolved level of the split study that population's FMR is estimated as the table's point
+    estimate divided by the ratio of means of point estimates to measured FMRs over the held-out halves
+    (how the method's point estimate errs on people it has not seen); the margin is the smallest factor
+    that lifts the table's claim (the upper end of its interval) to it at every such level, and never below 1.
+
+    Why the mean over many halves and not the worst half: a half of 37 people is a noisy sample of the
+    population (look-alike pairs make its FMR heavy-tailed), so the worst of two halves measured the luck
+    of the split, and widened the poor-pair table 6.9x. Resolved: the halves average SPLIT_MIN_MEAN_COUNT
+    false matches, about MIN_RESOLVED_COUNT over all of celeba_dev (a pair falls within one half a
+    quarter of the time).
     """
     margins = {}
-    for quality, table in TABLE_FOR_PAIR_QUALITY.items():
-        ratios = [row["ratio_of_means"] for row in study["by_pair_quality"][quality]
-                  if row["resolved"] and row["ratio_of_means"]]
-        margins[table] = max([1.0, *(1 / ratio for ratio in ratios)])
+    for quality, name in TABLE_FOR_PAIR_QUALITY.items():
+        needed = [1.0]
+        for row in study["by_pair_quality"][quality]:
+            if row["resolved"] and row["ratio_of_means_point_estimate"]:
+                threshold = tables[name].threshold_for_fmr(row["target_fmr"])
+                spread = tables[name].evidence(threshold).fmr / point_at(tables[name], threshold)
+                needed.append(1 / (row["ratio_of_means_point_estimate"] * spread))
+        margins[name] = max(needed)
     return margins
 
 
@@ -442,7 +464,7 @@ def refit_in_the_wild(shipped: CalibrationSet, data: WildData) -> CalibrationSet
     lfw_fit, lfw_check = identity_split(data.lfw.names, SEED)
     tables = pooled_tables(shipped, data, lab_counts(data, lfw_fit), set(range(len(data.wild.names))))
     study = split_study(shipped, data, lab_counts(data, lfw_fit))
-    margins = population_margins(study)
+    margins = population_margins(study, tables)
     for name, table in tables.items():
         table.fmr_multiplier = margins.get(name, margins["standard"])
     cross_validation = cross_validate(shipped, data, lfw_fit, lfw_check, margins)

@@ -67,9 +67,12 @@ def stored_face_embeddings(embeddings: list[np.ndarray]) -> np.ndarray:
 def face_vectors(blobs: list, dim: int) -> np.ndarray:
     """float32 rows from stored face embeddings: float16 blobs, or float32 ones written before facefind stored
     half precision (told apart by length). A blob of any other size becomes a NaN row: damage, never scored."""
+    sizes = [len(blob) if isinstance(blob, bytes) else -1 for blob in blobs]
+    if sizes.count(dim * 2) == len(blobs):  # every row written since float16 storage: one conversion
+        return np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), dim).astype(np.float32)
     rows = np.full((len(blobs), dim), np.nan, dtype=np.float32)
     for size, dtype in ((dim * 2, np.float16), (dim * 4, np.float32)):
-        at = [i for i, blob in enumerate(blobs) if isinstance(blob, bytes) and len(blob) == size]
+        at = [i for i, blob_size in enumerate(sizes) if blob_size == size]
         if at:
             rows[at] = np.frombuffer(b"".join(blobs[i] for i in at), dtype=dtype).reshape(len(at), dim)
     return rows
@@ -535,8 +538,8 @@ class SqlCatalog:
         last_id = 0
         while True:
             rows = self._query(
-                f"SELECT id, {column} FROM {self.FACES_IN_ID_ORDER} WHERE model_id = ? AND id > ? AND {column} IS NOT NULL"
-                " ORDER BY id LIMIT ?",
+                f"SELECT id, {column} FROM {self.FACES_IN_ID_ORDER}"
+                f" WHERE model_id = ? AND id > ? AND {column} IS NOT NULL ORDER BY id LIMIT ?",
                 (model_id, last_id, batch),
             )
             if not rows:

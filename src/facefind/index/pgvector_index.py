@@ -10,6 +10,11 @@ A server index is durable on every add and shared by every replica, so it keeps 
 empty and ``save()`` only (re)creates the HNSW graph after a bulk load (building the graph once after
 ``reset()`` + adds is several times faster than growing it row by row). The state Library verifies (catalog
 revision, counts) is kept in the server too (``read_state``/``write_state``), so replicas agree on it.
+
+Adding into a built graph costs the server one graph search and a neighbour update per row, on one core
+per connection: an add of many rows is split over several connections (``WRITE_CONNECTIONS``, each part its
+own transaction), and an add that is large next to the table drops the graph, copies the rows and builds
+it again (``REBUILD_FRACTION``), in memory (``maintenance_work_mem`` raised for that build only).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +44,19 @@ HNSW_EF_CONSTRUCTION = 200
 EF_SEARCH_MIN = 200  # candidates explored per query at least; raised to k for larger k (pgvector caps it at 1000)
 EF_SEARCH_MAX = 1000
 POOL_SIZE = 8
+# bench/pgvector_index.py --inserts (100k graph, loaded 2-core machine): see docs/DEPLOY.md for the rates.
+WRITE_CONNECTIONS = 4  # an add is split over at most this many connections (the server inserts on as many cores)
+ROWS_PER_CONNECTION_MIN = 16  # a part costs one more transaction (~1 ms), a row in the graph ~10 ms
+REBUILD_FRACTION = 0.25  # an add of at least this fraction of the rows held: drop the graph, copy, build it again
+REBUILD_MIN_ROWS = 2_000  # a smaller add always goes into the graph (its build is cheap either way)
+BUILD_MEMORY_MAX_MB = 2_048  # maintenance_work_mem a graph build may raise the session to (never lowered)
 CONNECT_TIMEOUT_S = 10
+
+
+def graph_memory_kb(rows: int, dim: int) -> int:
+    """What pgvector needs to build an HNSW graph over ``rows`` halfvecs in memory: the vector and m * 2 layer-0
+    neighbours (id + distance) a row, with a quarter spare; ~1.8 kB a row at 512 dimensions."""
+    return int(rows * (2 * dim + 2 * HNSW_M * 24 + 64) * 1.25 / 1024) + 1024
 
 
 def index_table_name(model_id: str) -> str:
@@ -123,16 +141,27 @@ class PgvectorIndex:
             raise FaceFindError(f"the pgvector index {self._where} holds vectors of size {stored_dim}, not {self.dim}",
                                 reason="model_mismatch")
 
+    def _has_graph(self, connection: psycopg.Connection) -> bool:
+        graph = f'"{self.schema}"."{self.table}_hnsw"'
+        return connection.execute("SELECT to_regclass(%s)", (graph,)).fetchone()[0] is not None
+
     def _ensure_graph(self, connection: psycopg.Connection) -> None:
         """Build the HNSW graph if it is missing; looked up first, since CREATE INDEX IF NOT EXISTS would still lock
-        the table against other replicas' writes on every save."""
-        graph = f'"{self.schema}"."{self.table}_hnsw"'
-        if connection.execute("SELECT to_regclass(%s)", (graph,)).fetchone()[0] is not None:
+        the table against other replicas' writes on every save. The build gets enough ``maintenance_work_mem`` to
+        hold the graph (pgvector builds several times slower once it spills), for this transaction only."""
+        if self._has_graph(connection):
             return
-        connection.execute(sql.SQL(
-            "CREATE INDEX IF NOT EXISTS {graph} ON {schema}.{table} USING hnsw (embedding halfvec_ip_ops)"
-            " WITH (m = {m}, ef_construction = {ef})"
-        ).format(m=sql.Literal(HNSW_M), ef=sql.Literal(HNSW_EF_CONSTRUCTION), **self._names()))
+        with connection.transaction():
+            rows = connection.execute(sql.SQL("SELECT COUNT(*) FROM {schema}.{table}").format(**self._names())
+                                      ).fetchone()[0]
+            wanted_kb = min(BUILD_MEMORY_MAX_MB * 1024, graph_memory_kb(rows, self.dim))
+            connection.execute("SELECT set_config('maintenance_work_mem', %s, true) FROM pg_settings"
+                               " WHERE name = 'maintenance_work_mem' AND setting::bigint < %s",
+                               (f"{wanted_kb}kB", wanted_kb))
+            connection.execute(sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {graph} ON {schema}.{table} USING hnsw (embedding halfvec_ip_ops)"
+                " WITH (m = {m}, ef_construction = {ef})"
+            ).format(m=sql.Literal(HNSW_M), ef=sql.Literal(HNSW_EF_CONSTRUCTION), **self._names()))
 
     def _configure(self, connection: psycopg.Connection) -> None:
         connection.execute(sql.SQL("SET search_path TO {schema}, public").format(**self._names()))
@@ -160,20 +189,45 @@ class PgvectorIndex:
         connection.execute("UPDATE vector_index_counts SET count = count + %s WHERE name = %s", (change, self.table))
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """COPY the rows in: a large add next to the table rebuilds the graph around them, another is split over
+        several connections. Each part commits whole; a part that fails leaves the index short of the catalog,
+        as a process killed mid-add does, which Library's verification finds and repairs."""
         ids, vectors = check_batch(ids, vectors, self.dim)
         if len(ids) == 0:
             return
+        if len(ids) >= max(REBUILD_MIN_ROWS, REBUILD_FRACTION * len(self)) and self._run(self._has_graph):
+            self._run(lambda connection: self._add_rebuilding_graph(connection, ids, vectors))
+            return
+        connections = max(1, min(WRITE_CONNECTIONS, len(ids) // ROWS_PER_CONNECTION_MIN))
+        parts = np.array_split(np.arange(len(ids)), connections)
+        if len(parts) == 1:
+            self._run(lambda connection: self._copy(connection, ids, vectors))
+            return
+        with ThreadPoolExecutor(len(parts), thread_name_prefix="facefind-pgvector-add") as writers:
+            done = [writers.submit(self._run, lambda connection, part=part: self._copy(connection, ids[part],
+                                                                                       vectors[part]))
+                    for part in parts]
+        for part in done:
+            part.result()  # the first failure, as a FaceFindError
 
-        def copy_in(connection: psycopg.Connection) -> None:
-            with connection.transaction(), connection.cursor() as cursor:
-                with cursor.copy(sql.SQL("COPY {table} (id, embedding) FROM STDIN WITH (FORMAT BINARY)")
-                                 .format(**self._names())) as copy:
-                    copy.set_types(["int8", "halfvec"])
-                    for face_id, vector in zip(ids.tolist(), vectors):
-                        copy.write_row((face_id, HalfVector(vector)))
-                self._count_changed(connection, len(ids))
+    def _copy(self, connection: psycopg.Connection, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """One transaction: the rows (binary COPY) and the counter."""
+        with connection.transaction(), connection.cursor() as cursor:
+            with cursor.copy(sql.SQL("COPY {table} (id, embedding) FROM STDIN WITH (FORMAT BINARY)")
+                             .format(**self._names())) as copy:
+                copy.set_types(["int8", "halfvec"])
+                for face_id, vector in zip(ids.tolist(), vectors):
+                    copy.write_row((face_id, HalfVector(vector)))
+            self._count_changed(connection, len(ids))
 
-        self._run(copy_in)
+    def _add_rebuilding_graph(self, connection: psycopg.Connection, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Drop the graph, copy the rows, build the graph again. Meanwhile searches scan the table (exact, slower);
+        a process killed before the build leaves no graph, which the writer's next ``save()`` builds."""
+        connection.execute(sql.SQL("DROP INDEX IF EXISTS {graph}").format(**self._names()))
+        try:
+            self._copy(connection, ids, vectors)
+        finally:
+            self._ensure_graph(connection)
 
     def remove(self, ids: np.ndarray) -> int:
         ids = np.ascontiguousarray(ids, dtype=np.int64)

@@ -15,7 +15,7 @@ from facefind.pipeline.occlusion import (
     default_occlusion_classifier,
     draw_mask,
 )
-from facefind.pipeline.quality import Quality, assess_quality
+from facefind.pipeline.quality import Quality, assess_quality, needs_upper_face_norm
 from facefind.pipeline.sface import OnnxSFace
 from facefind.pipeline.yunet import YunetDetector
 
@@ -100,27 +100,43 @@ class FacePipeline:
         use_masked = self.config.masked_templates if masked_templates is None else masked_templates
         if use_masked:  # one batch: the faces, then the same faces masked
             both = self._features(np.concatenate([crops, self._masked(crops)]))
-            features, masked = both[: len(crops)], list(l2_normalise(both[len(crops) :]))
+            features, masked_features = both[: len(crops)], both[len(crops) :]
+            masked = list(l2_normalise(masked_features))
         else:
-            features, masked = self._features(crops), [None] * len(crops)
+            features, masked_features, masked = self._features(crops), None, [None] * len(crops)
         embeddings = l2_normalise(features)
         # A plugged-in recogniser without raw_features gives unit vectors: their norm says nothing.
         norms = np.linalg.norm(features, axis=1) if hasattr(self.recognizer, "raw_features") else [None] * len(crops)
+        upper_norms = self._upper_face_norms(crops, norms, masked_features)
         occlusions = self.occlusion.predict(crops) if self.occlusion else [None] * len(crops)
         faces = [
             DetectedFace(
                 box=d.box.astype(np.float32),
                 landmarks=d.landmarks.astype(np.float32),
                 detection_score=d.score,
-                quality=assess_quality(d.box, d.landmarks, d.score, crop, occlusion, norm, self.model_id),
+                quality=assess_quality(d.box, d.landmarks, d.score, crop, occlusion, norm, self.model_id, upper),
                 embedding=embedding,
                 aligned=crop,
                 masked_embedding=masked_embedding,
             )
-            for d, crop, embedding, masked_embedding, occlusion, norm
-            in zip(detections, crops, embeddings, masked, occlusions, norms)
+            for d, crop, embedding, masked_embedding, occlusion, norm, upper
+            in zip(detections, crops, embeddings, masked, occlusions, norms, upper_norms)
         ]
         return faces
+
+    def _upper_face_norms(self, crops: np.ndarray, norms, masked_features: np.ndarray | None) -> list[float | None]:
+        """The feature norm of each face wearing the gallery mask, which a real mask does not lower.
+
+        Only faces whose whole reads low need it (quality.needs_upper_face_norm); without masked
+        templates only those few are read again.
+        """
+        wanted = [i for i, norm in enumerate(norms) if needs_upper_face_norm(norm, self.model_id)]
+        upper: list[float | None] = [None] * len(crops)
+        if wanted:
+            features = masked_features[wanted] if masked_features is not None else self._features(self._masked(crops[wanted]))
+            for i, value in zip(wanted, np.linalg.norm(features, axis=1)):
+                upper[i] = float(value)
+        return upper
 
     def _features(self, crops: np.ndarray) -> np.ndarray:
         """The recogniser's output before normalisation, where it offers it."""

@@ -1,8 +1,8 @@
 """Where watchlists, their entries, their hits and webhook deliveries are kept: SQLAlchemy Core tables.
 
 They live in the same database as the people store (``FaceFind.people_url``: people.sqlite3 by default, the
-catalog's PostgreSQL schema for a server library) so a watchlist can name a person by id, but in their own MetaData: either store can change its
-tables without the other. Plain Core types only, so a PostgreSQL URL works with the same code.
+catalog's PostgreSQL schema for a server library) so a watchlist can name a person by id, but in their own
+MetaData: either store can change its tables without the other. Plain Core types only, so a PostgreSQL URL works with the same code.
 A reference photo is kept as its embedding and SHA-256, never as an image.
 """
 
