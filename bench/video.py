@@ -13,7 +13,7 @@ On a shared machine, wall time mostly measures the other users (Linux gives ever
 group an equal share whatever its nice value: sched_autogroup). Footage per CPU-second is the steadier
 figure: at 4x real time on 2 fully used cores it is 2.
 
-    python bench/video.py [--repeats 3] [--baseline HEAD | --baseline ""] [--only 640x360]
+    python bench/video.py [--repeats 3] [--baseline HEAD | --baseline path/to/src | --baseline ""] [--only 640x360]
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def _summary(collected: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--baseline", default="HEAD", help="git revision to compare against; empty for none")
+    parser.add_argument("--baseline", default="HEAD", help="git revision (or a src/ folder) to compare against; empty for none")
     parser.add_argument("--only", choices=list(VIDEOS), action="append", help="measure only these videos")
     parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)  # internal: one run, JSON on stdout
     args = parser.parse_args()
@@ -101,7 +101,9 @@ def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         sources = {"current": REPO / "src"}
-        if args.baseline:
+        if args.baseline and Path(args.baseline).is_dir():  # a src/ folder: e.g. this tree less one change
+            sources["baseline"] = Path(args.baseline).resolve()
+        elif args.baseline:
             baseline_tree = Path(tmp) / "baseline"
             baseline_tree.mkdir()
             archive = subprocess.run(["git", "-C", str(REPO), "archive", args.baseline, "src"],

@@ -320,10 +320,30 @@ def _synthetic_library(root: Path, count: int, dim: int = 64):
     return library
 
 
+def _every_candidate_scored(library, calibration, probe, show_all: bool) -> list[tuple]:
+    """The reference: all 44 candidates' stored embeddings read and scored, each one calibrated in turn."""
+    from facefind.search import _candidates, calibrated, pair_table, within_limits
+
+    candidates, gallery_size = _candidates(library, probe.embedding, 11, None, "plain")
+    records, hits = library.catalog.faces([face_id for face_id, _ in candidates]), []
+    for face_id, score in candidates:
+        if face_id == probe.face_id:
+            continue
+        fields = calibrated(pair_table(calibration, probe.searched.quality.verdict,
+                                       records[face_id].quality["verdict"], False), score)
+        inside = within_limits(fields["fmr"], gallery_size, 1e-5)[1]
+        if show_all or inside:
+            hits.append((face_id, fields["similarity"], fields["fmr"], inside))
+        if len(hits) == 10:
+            break
+    return hits
+
+
 @pytest.mark.parametrize("show_all", [False, True], ids=["within-limits", "show-all"])
 def test_index_scores_re_scored_where_reportable_equal_re_scoring_every_candidate(tmp_path, monkeypatch, show_all):
-    """A plain probe keeps the ANN index's fp16 scores (within score_slack of exact) and reads the stored embeddings
-    of reportable candidates only: the matches and scores are those of reading and scoring all 40 candidates."""
+    """A plain probe keeps the ANN index's fp16 scores (within score_slack of exact), reads the records of the
+    candidates that could be listed and the stored embeddings of those that could be reported only: the matches
+    and scores are those of reading and scoring all 44 candidates."""
     from facefind.calibration.table import default_calibration
     from facefind.index import FaissAnnIndex
     from facefind.search import rank_and_log, stored_face_probe
@@ -331,25 +351,25 @@ def test_index_scores_re_scored_where_reportable_equal_re_scoring_every_candidat
     calibration = default_calibration()
     with _synthetic_library(tmp_path, 2000) as library:
         assert isinstance(library.index, FaissAnnIndex)
-        real, read = library.embeddings, []
-        monkeypatch.setattr(library, "embeddings", lambda ids, masked=False: read.append(len(ids)) or real(ids, masked))
-        reads = {"index scores": [], "every candidate": []}
+        expected = {}
         for face_id in range(1, 2001, 100):
             probe = stored_face_probe(library, face_id, None)
-            results = {}
-            for way in reads:
-                with monkeypatch.context() as patch:
-                    if way == "every candidate":
-                        patch.delattr(FaissAnnIndex, "score_slack")
-                    read.clear()
-                    found = rank_and_log(library, calibration, probe, "m", top_k=10, show_all=show_all)
-                    reads[way].append(sum(read))
-                results[way] = [(m.face.face_id, m.similarity, m.fmr, m.within_limits) for m in found.matches]
-            assert results["index scores"] == results["every candidate"]
-            mates = {first for first in range((face_id - 1) // 5 * 5 + 1, (face_id - 1) // 5 * 5 + 6)} - {face_id}
-            assert {found_id for found_id, *_ in results["index scores"][:4]} == mates  # the person's other photos
-            assert len(results["index scores"]) == 10 or not show_all
-    assert max(reads["every candidate"]) == 44 and max(reads["index scores"]) <= 14  # top_k 10 + the probe itself
+            expected[face_id] = _every_candidate_scored(library, calibration, probe, show_all)
+        reads = {"embeddings": [], "records": []}
+        for name, owner in (("embeddings", library), ("records", library.catalog)):
+            real = getattr(owner, "embeddings" if name == "embeddings" else "faces")
+            monkeypatch.setattr(owner, "embeddings" if name == "embeddings" else "faces",
+                                lambda ids, *a, _real=real, _name=name: reads[_name].append(len(ids)) or _real(ids, *a))
+        for face_id, hits in expected.items():
+            probe = stored_face_probe(library, face_id, None)
+            before = {name: len(read) for name, read in reads.items()}
+            found = rank_and_log(library, calibration, probe, "m", top_k=10, show_all=show_all)
+            assert [(m.face.face_id, m.similarity, m.fmr, m.within_limits) for m in found.matches] == hits
+            mates = set(range((face_id - 1) // 5 * 5 + 1, (face_id - 1) // 5 * 5 + 6)) - {face_id}
+            assert {m.face.face_id for m in found.matches[:4]} == mates  # the person's other photos
+            assert len(found.matches) == 10 or not show_all
+            rows = {name: sum(read[before[name]:]) for name, read in reads.items()}
+            assert rows["records"] <= 24 and rows["embeddings"] <= 12  # of the 44 candidates, read in chunks of 12
 
 
 def test_a_search_embeds_its_probe_once_not_masked_too(facefind, photo_folder, monkeypatch):

@@ -10,6 +10,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -46,12 +47,17 @@ MERGE_GAP_S = 1.0
 QUALITY_RANK = {"good": 0, "fair": 1, "poor": 2}
 
 
+def reported_fmr(fmr: float) -> float:
+    """An FMR as results report it, and as the search limits are checked: three significant digits."""
+    return float(f"{fmr:.3g}")
+
+
 def calibrated(table: CalibrationTable, similarity: float) -> dict:
     """The calibrated fields every score carries (see schema.Calibrated)."""
     evidence = table.evidence(similarity)
     return {
         "similarity": round(similarity, 4),
-        "fmr": float(f"{evidence.fmr:.3g}"),
+        "fmr": reported_fmr(evidence.fmr),
         "fmr_is_bound": evidence.fmr_is_bound,
         "fmr_interval": [float(f"{value:.3g}") for value in evidence.fmr_interval],
         "fmr_source": evidence.fmr_source,
@@ -221,9 +227,11 @@ def _proposed(
     """Like :func:`_candidates` plus the slack of the scores: a plain probe's candidates proposed by an index that
     bounds its scores' error (``score_slack``) keep the index's scores, to be re-scored exactly only where they
     could be reported (rank_and_log), instead of every candidate's embedding being read from the catalog."""
-    slack = getattr(library.index, "score_slack", None)
-    allowed = restricted_gallery(library, within, readable) if within is not None or readable is not None else None
-    if mode != "plain" or slack is None or (allowed is not None and len(allowed) <= EXACT_SCORING_MAX):
+    slack = getattr(library.index, "score_slack", None)  # server indexes (pgvector, Milvus) say nothing of theirs
+    if mode != "plain" or slack is None:
+        return (*_candidates(library, embedding, top_k, within, mode, readable), 0.0)
+    allowed = restricted_gallery(library, within, readable)
+    if allowed is not None and len(allowed) <= EXACT_SCORING_MAX:  # scored whole, from the catalog
         return (*_candidates(library, embedding, top_k, within, mode, readable), 0.0)
     gallery_size = len(library.index) if allowed is None else len(allowed)
     return _index_scores(library, embedding, top_k * 4, allowed), gallery_size, float(slack)
@@ -359,10 +367,20 @@ def rank_and_log(
     table = calibration.table_for(quality.verdict, covered)
     asked = top_k + (1 if probe.face_id is not None else 0)  # a stored face finds itself first
     candidates, gallery_size, slack = _proposed(library, probe.embedding, asked, within, table.match_mode, readable)
-    records = library.catalog.faces([face_id for face_id, _ in candidates])
-    reportable, seen_tracks, out_of_limits = [], set(), set()
-    for face_id, score in candidates:  # best first
-        record = records.get(face_id)
+    # the tables a match may be scored with (by its quality); FMR falls as the score rises, so once a score is out
+    # of limits with a table, every lower one is too: past the point where it is with all of them, nothing is read
+    live_tables = {t.name: t for t in (pair_table(calibration, quality.verdict, v, covered) for v in QUALITY_RANK)}
+    reportable, seen_tracks = [], set()
+    for face_id, score, record in _with_records(library, candidates, top_k + 2):  # best first
+        if show_all:
+            if len(reportable) >= top_k and score + slack < reportable[top_k - 1][1] - slack:
+                break  # cannot reach the k-th best listed so far
+        else:
+            bound = min(score + slack, 1.0)
+            live_tables = {name: t for name, t in live_tables.items()
+                           if within_limits(reported_fmr(t.evidence(bound).fmr), gallery_size, max_fmr)[1]}
+            if not live_tables:
+                break
         if record is None or probe.is_itself(record):
             continue
         if record.track is not None:
@@ -370,17 +388,9 @@ def rank_and_log(
                 continue  # a weaker template of a track already listed
             seen_tracks.add(record.track.id)
         pair = pair_table(calibration, quality.verdict, record.quality["verdict"], covered)
-        if not show_all:  # FMR falls as the score rises: below one candidate out of limits, that table's all are
-            if pair.name in out_of_limits:
-                continue
-            if not within_limits(pair.evidence(min(score + slack, 1.0)).fmr, gallery_size, max_fmr)[1]:
-                out_of_limits.add(pair.name)
-                continue
-        reportable.append((record, score, pair))
+        if show_all or pair.name in live_tables:
+            reportable.append((record, score, pair))
     if slack:
-        if show_all and len(reportable) > top_k:  # one whose score cannot reach the k-th best's is never listed
-            floor = reportable[top_k - 1][1] - 2 * slack
-            reportable = [item for item in reportable if item[1] >= floor]
         reportable = _scored_exactly(library, probe.embedding, reportable)
     hits = []
     for record, score, pair in reportable:
@@ -420,6 +430,16 @@ def rank_and_log(
         matches=matches,
         appearances=appearances(matches),
     )
+
+
+def _with_records(library: Library, candidates: list[tuple[int, float]], chunk: int) -> Iterator[tuple]:
+    """(face id, score, catalog record or None if removed meanwhile) best first, the records read ``chunk`` at a
+    time as the caller goes on: at 1M faces each is a few scattered catalog pages, and most are never needed."""
+    for start in range(0, len(candidates), chunk):
+        part = candidates[start : start + chunk]
+        records = library.catalog.faces([face_id for face_id, _ in part])
+        for face_id, score in part:
+            yield face_id, score, records.get(face_id)
 
 
 def _scored_exactly(library: Library, embedding: np.ndarray, reportable: list[tuple]) -> list[tuple]:

@@ -57,3 +57,27 @@ def test_a_covered_probe_that_shows_too_little_gets_no_strong_match(facefind, ph
     assert uncapped in ("strong", "possible")  # the score alone would have claimed an identification
     assert best.verdict == "weak"
     assert all(match.verdict not in ("strong", "possible") for match in result.matches)
+
+
+def test_probes_with_the_eyes_a_few_px_apart_get_no_strong_match(facefind, photo_folder, pipeline, sample_rgb,
+                                                                 tmp_path):
+    """The sample probe's person shrunk until the eyes are 8 and 10 px apart (the issue saw such crops matched
+    'strong'): the score alone would claim an identification, the verdict stays weak and says why."""
+    facefind.index([photo_folder], workers=1)
+    eye_distance = pipeline.analyze(sample_rgb)[0].quality.eye_distance_px
+    for eye_px in (8.0, 10.0):
+        small = cv2.resize(sample_rgb, None, fx=eye_px / eye_distance, fy=eye_px / eye_distance,
+                           interpolation=cv2.INTER_AREA)
+        canvas = np.full((240, 240, 3), 120, np.uint8)
+        canvas[: small.shape[0], : small.shape[1]] = small[:240, :240]
+        path = tmp_path / f"eyes_{eye_px:.0f}px.png"
+        Image.fromarray(canvas).save(path)
+
+        result = facefind.search(path, show_all=True, purpose=PURPOSE)
+
+        assert not result.searched_face.quality.usable
+        assert any("not a usable face" in note for note in result.probe_assessment.notes)
+        best = result.matches[0]
+        uncapped = facefind.calibration.tables[best.calibration_table].evidence(best.similarity).verdict
+        assert uncapped in ("strong", "possible")
+        assert all(match.verdict not in ("strong", "possible") for match in result.matches)

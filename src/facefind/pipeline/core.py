@@ -133,7 +133,8 @@ class FacePipeline:
         wanted = [i for i, norm in enumerate(norms) if needs_upper_face_norm(norm, self.model_id)]
         upper: list[float | None] = [None] * len(crops)
         if wanted:
-            features = masked_features[wanted] if masked_features is not None else self._features(self._masked(crops[wanted]))
+            features = (masked_features[wanted] if masked_features is not None
+                        else self._features(self._masked(crops[wanted])))
             for i, value in zip(wanted, np.linalg.norm(features, axis=1)):
                 upper[i] = float(value)
         return upper
