@@ -1347,7 +1347,7 @@ class FaceFind:
                 library, self.calibration, probe, self.model_id, top_k, max_fmr, show_all, within,
                 requested_by={"actor": actor.name, "role": actor.role, "client_address": actor.client_address,
                               "purpose": purpose.as_dict()}, readable=readable)
-            crop = _stored_crop(library.thumbs_dir, probe.searched.thumbnail)
+            crop = _stored_crop(probe.searched.thumbnail)
         self._audit(actor, "search", {
             "search_id": result.search_id,
             "probe": {"face_id": face_id, "path": probe.path, "sha256": probe.sha256,
@@ -1362,7 +1362,7 @@ class FaceFind:
         return self._with_people(result, readable)
 
 
-def _stored_crop(thumbs_dir: Path, thumbnail: str | None) -> dict:
+def _stored_crop(thumbnail: str | None) -> dict:
     """The audit log's probe crop of a stored face, from its stored thumbnail (none when it has none)."""
     if thumbnail is None:
         return {}

@@ -47,6 +47,7 @@ from facefind.pipeline.video import (
     DEFAULT_SAMPLE_FPS,
     Coverage,
     VideoFrame,
+    in_halves,
     is_video_path,
     run_ahead,
     sample_frames,
@@ -364,6 +365,7 @@ def _analyze_video(
     frames = 0
     coverage = Coverage()
     shown = path_to_text(path)
+    pipeline = pipeline.single_threaded  # two threads of one-thread sessions: detection ahead, embedding behind
     try:
         meta = video_info(Path(path))
         tracker = FaceTracker(1.0 / (options.video_fps or meta.average_fps or 25.0))
@@ -375,7 +377,8 @@ def _analyze_video(
                 # Faces that plainly continue a track are not embedded: embedding is most of the cost.
                 steady = tracker.steady(frame.time_s, [d.box for d in detections], crops)
                 fresh = [d for d in range(len(detections)) if d not in steady]
-                faces = pipeline.describe([detections[d] for d in fresh], crops[fresh], masked_templates=False)
+                faces = pipeline.describe([detections[d] for d in fresh], crops[fresh], masked_templates=False,
+                                          upper_face_norms=False)  # read for the kept templates: complete()
                 # ...but they still compete to be templates; only the faces chosen are embedded, in finish().
                 continued = {t: Sighting(detections[d], crops[d]) for d, t in steady.items()}
                 tracker.update(frame.time_s, sorted(faces, key=lambda face: -face.area), frame.pixels, continued)
@@ -392,9 +395,11 @@ def _analyze_video(
                  message=message)
     thumbnails: dict[str, bytes] = {}
     faces, tracks = [], []
-    finished = tracker.finish(lambda detections, crops: pipeline.describe(detections, crops, masked_templates=False))
-    for track_index, track in enumerate(finished):
-        templates = track.templates()
+    finished = tracker.finish(lambda detections, crops: in_halves(
+        lambda d, c: pipeline.describe(d, c, masked_templates=False, upper_face_norms=False), detections, crops))
+    chosen = [track.templates() for track in finished]
+    completed = iter(in_halves(pipeline.complete, [t.face for templates in chosen for t in templates]))
+    for track_index, (track, templates) in enumerate(zip(finished, chosen)):
         best = templates[0]
         frame_name = f"{sha256[:2]}/{sha256}_t{track_index}.jpg"
         thumbnails[frame_name] = _frame_with_box(best)
@@ -405,12 +410,10 @@ def _analyze_video(
             observations=track.observations,
             frame_thumbnail=frame_name,
         ))
-        masked = pipeline.masked_embeddings(np.stack([t.face.aligned for t in templates])) \
-            if pipeline.config.masked_templates else [None] * len(templates)
-        for template, masked_embedding in zip(templates, masked):
+        for template in templates:
             name = f"{sha256[:2]}/{sha256}_{len(faces)}.jpg"
             thumbnails[name] = encode_jpeg(template.face.aligned)
-            face = dataclasses.replace(template.face, masked_embedding=masked_embedding)
+            face = next(completed)
             faces.append(_new_face(face, len(faces), pipeline.model_id, name,
                                    track_index=track_index, frame_time_s=template.time_s))
     status, reason = ("indexed", None) if faces else ("no_face", "no_face")

@@ -13,9 +13,11 @@ from facefind.pipeline.decode import decode_image
 def test_hamilton_keeps_its_tracks_while_most_sightings_go_unembedded(tmp_path, pipeline, data_dir, monkeypatch):
     detected: list[int] = []
     embedded: list[int] = []
-    detect, features = pipeline.detector.detect, pipeline._features
-    monkeypatch.setattr(pipeline.detector, "detect", lambda rgb: (found := detect(rgb), detected.append(len(found)))[0])
-    monkeypatch.setattr(pipeline, "_features", lambda crops: embedded.append(len(crops)) or features(crops))
+    video_pipeline = pipeline.single_threaded  # what video runs on: one-thread sessions
+    detect, describe = video_pipeline.detector.detect, video_pipeline.describe
+    monkeypatch.setattr(video_pipeline.detector, "detect", lambda rgb: (found := detect(rgb), detected.append(len(found)))[0])
+    monkeypatch.setattr(video_pipeline, "describe", lambda found, *args, **kwargs: embedded.append(len(found))
+                        or describe(found, *args, **kwargs))  # every face described is embedded
     facefind = FaceFind(tmp_path / "lib")
     facefind._pipeline = pipeline
     assert facefind.index([data_dir / "videos" / "hamilton_clip.mp4"], workers=1).failed == 0

@@ -1,8 +1,8 @@
 """The catalog interface and the records that cross it.
 
 A catalog stores media (files and their content hash), faces (box, landmarks,
-quality, model id, and the embedding itself, so the vector index can always be
-rebuilt), an ingest log and a log of searches. SQLite is the embedded backend;
+quality, model id, and the embedding itself in float16, so the vector index can
+always be rebuilt), an ingest log and a log of searches. SQLite is the embedded backend;
 a server backend implements the same small protocol.
 """
 

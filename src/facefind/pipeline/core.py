@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from facefind.pipeline.embed import OnnxArcFace, Recognizer, l2_normalise
 from facefind.pipeline.models import DEFAULT_STACK, stack_named
 from facefind.pipeline.occlusion import (
     GALLERY_SHAPE,
+    Occlusion,
     default_occlusion_classifier,
     draw_mask,
 )
@@ -88,12 +90,15 @@ class FacePipeline:
         return sorted(self.describe(detections, crops, masked_templates), key=lambda face: -face.area)
 
     def describe(
-        self, detections: list[Detection], crops: np.ndarray, masked_templates: bool | None = None
+        self, detections: list[Detection], crops: np.ndarray, masked_templates: bool | None = None,
+        upper_face_norms: bool = True,
     ) -> list[DetectedFace]:
         """Embed and assess faces already detected and aligned, in the order given.
 
         Video calls this apart from detection: detection runs ahead in the decode thread, and
-        faces that plainly continue a track are never embedded (see pipeline/track.py).
+        faces that plainly continue a track are never embedded (see pipeline/track.py). Video also
+        passes ``upper_face_norms=False``: of the many faces it tracks only a few are kept, and
+        :meth:`complete` reads those few's upper faces (until then a low-reading face counts unusable).
         """
         if not detections:
             return []
@@ -107,7 +112,7 @@ class FacePipeline:
         embeddings = l2_normalise(features)
         # A plugged-in recogniser without raw_features gives unit vectors: their norm says nothing.
         norms = np.linalg.norm(features, axis=1) if hasattr(self.recognizer, "raw_features") else [None] * len(crops)
-        upper_norms = self._upper_face_norms(crops, norms, masked_features)
+        upper_norms = self._upper_face_norms(crops, norms, masked_features) if upper_face_norms else [None] * len(crops)
         occlusions = self.occlusion.predict(crops) if self.occlusion else [None] * len(crops)
         faces = [
             DetectedFace(
@@ -138,6 +143,42 @@ class FacePipeline:
             for i, value in zip(wanted, np.linalg.norm(features, axis=1)):
                 upper[i] = float(value)
         return upper
+
+    def complete(self, faces: list[DetectedFace], masked_templates: bool | None = None) -> list[DetectedFace]:
+        """What ``describe(masked_templates=False, upper_face_norms=False)`` left out, for the faces kept:
+        their masked templates (when the config keeps them) and, for faces whose whole reads low, the
+        upper-face norm their quality needs; one masked embedding per face serves both.
+        """
+        use_masked = self.config.masked_templates if masked_templates is None else masked_templates
+        low = [i for i, face in enumerate(faces) if needs_upper_face_norm(face.quality.feature_norm, self.model_id)]
+        wanted = list(range(len(faces))) if use_masked else low
+        if not wanted:
+            return list(faces)
+        raw = dict(zip(wanted, self._features(self._masked(np.stack([faces[i].aligned for i in wanted])))))
+        completed = []
+        for i, face in enumerate(faces):
+            if i in low:
+                q = face.quality
+                occlusion = None if q.eyes_covered is None else Occlusion(
+                    q.lower_face_covered, q.lower_face_covered_score, q.eyes_covered, q.eyes_covered_score)
+                face = replace(face, quality=assess_quality(
+                    face.box, face.landmarks, face.detection_score, face.aligned, occlusion, q.feature_norm,
+                    self.model_id, float(np.linalg.norm(raw[i]))))
+            if use_masked:
+                face = replace(face, masked_embedding=l2_normalise(raw[i][None])[0])
+            completed.append(face)
+        return completed
+
+    @cached_property
+    def single_threaded(self) -> "FacePipeline":
+        """This pipeline with each model session on one thread, for callers that run stages in threads of
+        their own (video: detection ahead, embedding behind); one-thread sessions cost ~10% less CPU than
+        several threads contending for two cores. Photo ingest and the service keep their sessions.
+        """
+        if self.config.threads == 1:
+            return self
+        shipped = type(self.recognizer) in (OnnxArcFace, OnnxSFace)  # a plugged-in recogniser is kept as is
+        return FacePipeline(replace(self.config, threads=1), None if shipped else self.recognizer)
 
     def _features(self, crops: np.ndarray) -> np.ndarray:
         """The recogniser's output before normalisation, where it offers it."""

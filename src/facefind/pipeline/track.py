@@ -6,7 +6,7 @@ A face that plainly continues a live track (alone on its last box, looking like 
 crop) is not embedded while tracking: embedding is most of the cost of video, and a track is
 re-embedded at least every ``RECHECK_S`` so cuts and swaps are still caught. Such a face still
 competes, by quality, to be one of its track's templates; only the faces finally chosen are
-embedded (in one batch, in :meth:`FaceTracker.finish`).
+embedded (in batches, by :meth:`FaceTracker.finish`).
 Offline step: finished tracks whose mean embeddings are very similar, and that
 never appear in the same frame, are joined, so a person who leaves the shot
 and returns is one appearance with several time ranges instead of many

@@ -13,9 +13,10 @@ import queue
 import stat
 import struct
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import av
 import numpy as np
@@ -26,6 +27,8 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm"})
 _ISO_MEDIA_SUFFIXES = frozenset({".mp4", ".m4v", ".mov"})  # boxes; the index is the `moov` box
 DEFAULT_SAMPLE_FPS = 5.0
 T = TypeVar("T")
+R = TypeVar("R")
+MIN_SPLIT = 4  # fewer items than this run in the calling thread: a thread costs more than half of them
 
 
 @dataclass(frozen=True)
@@ -255,3 +258,20 @@ def run_ahead(items: Iterator[T], depth: int = 4) -> Iterator[T]:
     finally:
         stop.set()
         producer.join()
+
+
+def in_halves(function: Callable[..., list[R]], *columns: Sequence) -> list[R]:
+    """``function(*columns)``, its columns cut in two and the halves run at once, one in a helper thread.
+
+    The end of a video (embedding the chosen templates and their masked twins) has nothing left to
+    overlap with: with one-thread model sessions, whose runs release the GIL, halves use both cores.
+    Results keep the input order; an error in either half is raised here, after both halves stop.
+    """
+    count = len(columns[0])
+    if count < MIN_SPLIT:
+        return function(*columns)
+    middle = (count + 1) // 2
+    with ThreadPoolExecutor(1, thread_name_prefix="facefind-video-half") as helper:
+        second = helper.submit(function, *(column[middle:] for column in columns))
+        first = function(*(column[:middle] for column in columns))
+        return first + second.result()
