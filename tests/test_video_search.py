@@ -107,8 +107,9 @@ def test_faces_that_plainly_continue_a_track_are_not_embedded(facefind, clip_wit
     import sqlite3
 
     embedded: list[int] = []
-    features = pipeline.single_threaded._features  # video runs on the one-thread sessions
-    monkeypatch.setattr(pipeline.single_threaded, "_features", lambda crops: embedded.append(len(crops)) or features(crops))
+    describe = pipeline.single_threaded.describe  # video runs on the one-thread sessions; masked twins apart
+    monkeypatch.setattr(pipeline.single_threaded, "describe", lambda found, *args, **kwargs: embedded.append(len(found))
+                        or describe(found, *args, **kwargs))
     assert facefind.index([clip_with_a_cut], workers=1).failed == 0
     with sqlite3.connect(facefind.library_path / "catalog.sqlite3") as db:
         tracks = db.execute("SELECT observations FROM tracks").fetchall()

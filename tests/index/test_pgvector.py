@@ -147,16 +147,16 @@ def test_an_add_into_the_graph_is_split_over_connections(pgvector, postgres_sche
 
 
 def test_an_add_large_next_to_the_table_rebuilds_the_graph_around_it(pgvector, postgres_schema_url, monkeypatch):
-    monkeypatch.setattr(pgvector_index, "REBUILD_MIN_ROWS", 500)
-    pgvector.add(np.arange(2000), unit(2000, dim=64))
+    monkeypatch.setattr(pgvector_index, "REBUILD_MIN_ROWS", 300)
+    pgvector.add(np.arange(1000), unit(1000, dim=64))
     graph = _graph_oid(postgres_schema_url, pgvector)
-    pgvector.add(np.arange(2000, 2400), unit(400, seed=1, dim=64))  # 20 % of the table: into the graph
+    pgvector.add(np.arange(1000, 1400), unit(400, seed=1, dim=64))  # 40 % of the table: into the graph
     assert _graph_oid(postgres_schema_url, pgvector) == graph
-    added = unit(600, seed=3, dim=64)
-    pgvector.add(np.arange(5000, 5600), added)  # 25 % of it: drop, copy, build again
+    added = unit(700, seed=3, dim=64)
+    pgvector.add(np.arange(5000, 5700), added)  # 50 % of it: drop, copy, build again
     rebuilt = _graph_oid(postgres_schema_url, pgvector)
     assert rebuilt is not None and rebuilt != graph
-    assert len(pgvector) == 3000 and "hnsw" in _plan(postgres_schema_url, pgvector, added[0])
+    assert len(pgvector) == 2100 and "hnsw" in _plan(postgres_schema_url, pgvector, added[0])
     assert (pgvector.search(added[:20], 1)[1][:, 0] == np.arange(5000, 5020)).all()
 
 

@@ -9,7 +9,7 @@ import pytest
 from facefind.errors import UnreadableMediaError
 from facefind.pipeline.detect import Detection
 from facefind.pipeline.track import RECHECK_S, TEMPLATES_PER_TRACK, FaceTracker, Sighting
-from facefind.pipeline.video import Coverage, read_frame_at, run_ahead, sample_frames, video_info
+from facefind.pipeline.video import Coverage, in_halves, read_frame_at, run_ahead, sample_frames, video_info
 from tests.conftest import face_scene, set_display_rotation, write_video
 
 
@@ -255,3 +255,80 @@ def test_run_ahead_stops_its_producer_when_the_consumer_stops():
     next(ahead)
     ahead.close()
     assert closed.is_set() and not any(t.name == "facefind-video-ahead" for t in threading.enumerate())
+
+
+def test_video_sessions_run_on_one_thread_and_photo_sessions_keep_theirs(pipeline, sample_rgb):
+    video = pipeline.single_threaded
+    assert video is pipeline.single_threaded and video.single_threaded is video  # built once
+    for model in ("detector", "recognizer"):
+        assert getattr(video, model)._session.get_session_options().intra_op_num_threads == 1
+        assert getattr(pipeline, model)._session.get_session_options().intra_op_num_threads != 1
+    [face] = pipeline.analyze(sample_rgb, masked_templates=False)
+    [same] = video.analyze(sample_rgb, masked_templates=False)
+    assert np.allclose(face.box, same.box) and float(face.embedding @ same.embedding) > 0.9999
+
+
+def test_video_reads_masked_twins_and_upper_faces_only_for_the_faces_it_keeps(pipeline, sample_rgb):
+    import cv2
+
+    from facefind.pipeline.align import align_face
+
+    [detection] = pipeline.detector.detect(sample_rgb)
+    crop = align_face(sample_rgb, detection.landmarks)
+    # Blurred harder and harder: the last two read too low as a whole, so their quality needs the upper face.
+    crops = np.stack([crop] + [cv2.GaussianBlur(crop, (0, 0), sigma) for sigma in (4, 11, 12)])
+    detections = [detection] * len(crops)
+    deferred = pipeline.describe(detections, crops, masked_templates=False, upper_face_norms=False)
+    assert [f.quality.upper_face_norm for f in deferred] == [None] * 4 and deferred[0].masked_embedding is None
+    completed = pipeline.complete(deferred)
+    at_once = pipeline.describe(detections, crops)  # photos: masked twins and upper faces read with the faces
+    assert [f.quality.upper_face_norm is not None for f in at_once] == [False, False, True, True]
+    # The same quality, but for the last digit a reason may print: complete() knows the norm to 2 decimals.
+    without_reasons = [{**f.quality.to_dict(), "reasons": len(f.quality.reasons)} for f in completed]
+    assert without_reasons == [{**f.quality.to_dict(), "reasons": len(f.quality.reasons)} for f in at_once]
+    assert all(np.allclose(c.masked_embedding, a.masked_embedding, atol=1e-5) for c, a in zip(completed, at_once))
+    without_twins = pipeline.complete(deferred, masked_templates=False)  # only the low-reading faces are read again
+    assert [f.masked_embedding for f in without_twins] == [None] * 4
+    assert [f.quality.upper_face_norm for f in without_twins] == [f.quality.upper_face_norm for f in at_once]
+
+
+@pytest.mark.parametrize("failing_half", [None, 0, 1])
+def test_in_halves_keeps_the_order_uses_two_threads_and_raises_either_halfs_error(failing_half):
+    threads: set[str] = set()
+
+    def square(numbers, offsets):
+        threads.add(threading.current_thread().name)
+        if failing_half is not None and numbers[0] == (0, 5)[failing_half]:
+            raise ValueError("half failed")
+        return [n * n + o for n, o in zip(numbers, offsets)]
+
+    with pytest.raises(ValueError) if failing_half is not None else contextlib.nullcontext():
+        assert in_halves(square, list(range(10)), np.ones(10, int)) == [n * n + 1 for n in range(10)]
+        assert len(threads) == 2
+    assert in_halves(square, [7], [0]) == [49]  # too few to split: run here
+    assert not any(t.name.startswith("facefind-video") for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("stage", ["decode thread: detect", "main thread: describe", "end: complete"])
+def test_an_error_in_any_stage_is_the_videos_error_and_no_thread_outlives_it(clip_with_a_cut, pipeline, monkeypatch,
+                                                                             stage):
+    from facefind.ingest import IngestOptions, _NoProgress, analyze_video
+
+    video = pipeline.single_threaded
+    target, name = {"decode thread: detect": (video.detector, "detect"), "main thread: describe": (video, "describe"),
+                    "end: complete": (video, "complete")}[stage]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError(f"{name} broke")
+
+    monkeypatch.setattr(target, name, broken)
+    outcomes = []
+    worker = threading.Thread(target=lambda: outcomes.append(
+        analyze_video(pipeline, str(clip_with_a_cut), None, IngestOptions(), _NoProgress())), daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "the video hung"
+    [(outcome, thumbnails)] = outcomes
+    assert (outcome.status, outcome.reason, thumbnails) == ("failed", "analysis_failed", {})
+    assert f"{name} broke" in outcome.message
+    assert not any(t.name.startswith("facefind-video") for t in threading.enumerate())
