@@ -150,8 +150,8 @@ class FacePipeline:
         upper-face norm their quality needs; one masked embedding per face serves both.
         """
         use_masked = self.config.masked_templates if masked_templates is None else masked_templates
-        low = [i for i, face in enumerate(faces) if needs_upper_face_norm(face.quality.feature_norm, self.model_id)]
-        wanted = list(range(len(faces))) if use_masked else low
+        low = {i for i, face in enumerate(faces) if needs_upper_face_norm(face.quality.feature_norm, self.model_id)}
+        wanted = list(range(len(faces))) if use_masked else sorted(low)
         if not wanted:
             return list(faces)
         raw = dict(zip(wanted, self._features(self._masked(np.stack([faces[i].aligned for i in wanted])))))
