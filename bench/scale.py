@@ -1038,7 +1038,7 @@ def main() -> None:
     previous = RESULTS / "scale.json"
     if previous.exists():  # keep the figures measured by --cli and --covered-sweep
         stored = json.loads(previous.read_text())
-        payload.update({key: stored[key] for key in ("cli", "covered_sweep", "servers") if key in stored})
+        payload.update({key: stored[key] for key in ("cli", "covered_sweep", "servers", "threshold_switch") if key in stored})
     write_json("scale", payload)
     plot(real, synthetic, sizes, payload.get("covered_sweep"), payload.get("servers"))
 
