@@ -44,10 +44,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, write_json  # noqa: E402
 
 import facefind  # noqa: E402
+from facefind.catalog.sql import face_vectors  # noqa: E402
 from facefind.index import FaissFlatIndex  # noqa: E402
 from facefind.samples import gallery_samples, probe_sample  # noqa: E402
 
 WORKERS = 2
+EMBEDDING_DIM = 512  # the default recogniser's (the libraries tortured here are built with it)
 LAST_KILL_AT = 0.85  # kills land before this share of the files is committed, so each one hits a run
 KILL_JITTER_S = 2.0  # after the target is reached, wait up to this long: kills land mid-batch, mid-save...
 WORKER_EXIT_GRACE_S = 15.0  # how long orphaned workers get to notice their parent died
@@ -210,12 +212,17 @@ def snapshot(library: Path) -> dict:
             picture = thumbs / thumbnail if thumbnail else None
             faces[(path, index)] = {
                 "box": box, "landmarks": landmarks, "detection_score": score, "quality": quality,
-                "embedding": np.frombuffer(embedding, np.float32),
-                "masked_embedding": None if masked is None else np.frombuffer(masked, np.float32),
+                "embedding": _stored_vector(embedding),
+                "masked_embedding": None if masked is None else _stored_vector(masked),
                 "thumbnail": hashlib.sha256(picture.read_bytes()).hexdigest()
                 if picture is not None and picture.is_file() else None,
             }
     return {"media": media, "faces": faces}
+
+
+def _stored_vector(blob: bytes) -> np.ndarray:
+    """A catalog embedding as float32 (stored float16 since facefind halves them; float32 in older libraries)."""
+    return face_vectors([blob], EMBEDDING_DIM)[0]
 
 
 def check_library(library: Path) -> list[str]:
@@ -231,7 +238,7 @@ def check_library(library: Path) -> list[str]:
     if state.get("revision") != revision:
         problems.append(f"index/state.json names revision {state.get('revision')}, the catalog is at {revision}")
     for file_name, column in (("faiss.index", 1),):  # masked templates live in the catalog only
-        expected = {row[0]: np.frombuffer(row[column], np.float32) for row in rows if row[column] is not None}
+        expected = {row[0]: _stored_vector(row[column]) for row in rows if row[column] is not None}
         index = FaissFlatIndex.load(library / "index" / file_name)
         ids = sorted(int(i) for i in index.ids())
         if ids != sorted(expected):
