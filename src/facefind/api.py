@@ -398,19 +398,23 @@ class FaceFind:
         with self._library() as library, library.reading():
             result, seen = search_library(
                 library, self.pipeline, self.calibration, probe, face, top_k, max_fmr, show_all, self.max_pixels,
-                within, requested_by={"actor": actor.name, "role": actor.role, "client_address": actor.client_address,
-                                      "purpose": purpose.as_dict()}, readable=readable,
+                within, requested_by=_requested_by(actor, purpose), readable=readable,
             )
+        self._audit_search(actor, purpose, result, self._probe_record(probe, result.searched_face, seen),
+                           {"face": face, "top_k": top_k, "max_fmr": max_fmr, "show_all": show_all}, readable)
+        return self._with_people(result, readable)
+
+    def _audit_search(self, actor: Actor, purpose: Purpose, result: SearchResponse, probe: dict,
+                      parameters: dict, readable: list[str] | None) -> None:
+        """One audit entry per search, photo or stored face: what was asked, over which gallery, what came back."""
         self._audit(actor, "search", {
-            "search_id": result.search_id, "probe": self._probe_record(probe, result.searched_face, seen),
-            "parameters": {"face": face, "top_k": top_k, "max_fmr": max_fmr, "show_all": show_all,
-                           "within": result.searched_in,
+            "search_id": result.search_id, "probe": probe,
+            "parameters": {**parameters, "within": result.searched_in,
                            "collections": None if readable is None else sorted(actor.collections or [])},
             "gallery_size": result.gallery_size,
             "results": [{"match_id": m.match_id, "face_id": m.face.face_id, "path": m.source.path, "fmr": m.fmr,
                          "verdict": m.verdict} for m in result.matches],
         }, purpose)
-        return self._with_people(result, readable)
 
     def verify(
         self,
@@ -1345,21 +1349,19 @@ class FaceFind:
             probe = stored_face_probe(library, face_id, readable)
             result = rank_and_log(
                 library, self.calibration, probe, self.model_id, top_k, max_fmr, show_all, within,
-                requested_by={"actor": actor.name, "role": actor.role, "client_address": actor.client_address,
-                              "purpose": purpose.as_dict()}, readable=readable)
+                requested_by=_requested_by(actor, purpose), readable=readable)
             crop = _stored_crop(probe.searched.thumbnail)
-        self._audit(actor, "search", {
-            "search_id": result.search_id,
-            "probe": {"face_id": face_id, "path": probe.path, "sha256": probe.sha256,
-                      "face_index": probe.searched.face_index, **crop},
-            "parameters": {"face_id": face_id, "top_k": top_k, "max_fmr": max_fmr, "show_all": show_all,
-                           "within": result.searched_in,
-                           "collections": None if readable is None else sorted(actor.collections or [])},
-            "gallery_size": result.gallery_size,
-            "results": [{"match_id": m.match_id, "face_id": m.face.face_id, "path": m.source.path, "fmr": m.fmr,
-                         "verdict": m.verdict} for m in result.matches],
-        }, purpose)
+        self._audit_search(actor, purpose, result,
+                           {"face_id": face_id, "path": probe.path, "sha256": probe.sha256,
+                            "face_index": probe.searched.face_index, **crop},
+                           {"face_id": face_id, "top_k": top_k, "max_fmr": max_fmr, "show_all": show_all}, readable)
         return self._with_people(result, readable)
+
+
+def _requested_by(actor: Actor, purpose: Purpose) -> dict:
+    """Who asked for a search and why, as the search log keeps it."""
+    return {"actor": actor.name, "role": actor.role, "client_address": actor.client_address,
+            "purpose": purpose.as_dict()}
 
 
 def _stored_crop(thumbnail: str | None) -> dict:
