@@ -12,17 +12,18 @@ masked photos in group_photos/masked. Writes bench/results/masked.json.
 
 The pixel occlusion classifier is measured out of sample, as it is trained
 (facefind.evaluation.occlusion_training): 6-fold cross-validation, celeba_dev and
-LFW by identity, masked_real by whole crawl batch. Targets: >= 90% of real masked
+LFW by identity, masked_real by whole crawl batch, on the crops of each model stack
+(SCRFD landmarks for ArcFace, YuNet landmarks for SFace; one classifier serves both). Targets: >= 90% of real masked
 faces flagged, <= 0.5% of clean celeba_dev faces flagged lower face covered,
 <= 0.3% flagged eyes covered. Plot: bench/results/masked_occlusion.png (share of
-real masks flagged against share of clean celeba_dev faces flagged).
+real masks flagged against share of clean celeba_dev faces flagged, per stack).
 
 --usability measures the usability check for each model stack on masked_real, group_photos/masked,
 celeba_dev, LFW, synthetic non-faces and LFW faces shrunk to 2-10 px between the eyes: the share
 refused before and after the masked-face fix, side by side from the same detections, and which
 signal refused each face. Plot: bench/results/masked_usability.png (whole-face vs upper-face norm).
 
-    python bench/masked.py [--cache DIR] [--occlusion-only | --usability]
+    python bench/masked.py [--cache DIR] [--occlusion-only | --covered-only {arcface,sface} | --usability]
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from facefind.evaluation.occlusion_training import (  # noqa: E402
     report,
     training_set,
 )
-from facefind.pipeline import FacePipeline  # noqa: E402
+from facefind.pipeline import FacePipeline, PipelineConfig  # noqa: E402
 from facefind.errors import FaceFindError  # noqa: E402
 from facefind.pipeline.decode import decode_image  # noqa: E402
 from facefind.pipeline.models import ARCFACE_MBF, SFACE_2021DEC  # noqa: E402
@@ -61,9 +62,9 @@ from facefind.pipeline.models import ARCFACE_MBF, SFACE_2021DEC  # noqa: E402
 LEVELS = (1e-3, 1e-4)
 
 
-def real_masked_photos(data: Path) -> dict:
+def real_masked_photos(data: Path, model: str = "arcface") -> dict:
     """How many faces the classifier flags in the real masked photos, and in the crowd photos (mostly unmasked)."""
-    pipeline = FacePipeline()
+    pipeline = FacePipeline(PipelineConfig(model=model))
     result = {}
     for name, folder in (("group_photos/masked", data / "group_photos" / "masked"), ("group_photos/crowds", data / "group_photos" / "crowds")):
         per_file = {}
@@ -101,18 +102,20 @@ def _plot_occlusion(training, scores: dict) -> None:
     import matplotlib.pyplot as plt
 
     clean, real = training.crops["clean"], training.crops["real"]
-    celeba = (clean.source == "celeba") & clean.usable
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for axis, head, positives in ((axes[0], "lower_face_covered", ("real", "held_out_mask")),
                                   (axes[1], "eyes_covered", ("sunglasses",))):
-        negative = np.sort(scores[head]["clean"][celeba])
-        cut_offs = np.quantile(negative, 1 - np.logspace(-3.5, -1, 60))
-        for variant in positives:
-            rows = real.usable if variant == "real" else clean.usable
-            found = [(scores[head][variant][rows] >= t).mean() for t in cut_offs]
-            false = [(negative >= t).mean() for t in cut_offs]
-            axis.semilogx(false, found, label={"real": "masked_real (by batch)", "held_out_mask": "synthetic unseen shapes",
-                                                "sunglasses": "synthetic sunglasses"}[variant])
+        for stack, line in zip(dict.fromkeys(clean.stack), ("-", "--")):
+            celeba = (clean.source == "celeba") & clean.usable & (clean.stack == stack)
+            negative = np.sort(scores[head]["clean"][celeba])
+            cut_offs = np.quantile(negative, 1 - np.logspace(-3.5, -1, 60))
+            for colour, variant in enumerate(positives):
+                rows = (real.usable & (real.stack == stack)) if variant == "real" else (clean.usable & (clean.stack == stack))
+                found = [(scores[head][variant][rows] >= t).mean() for t in cut_offs]
+                false = [(negative >= t).mean() for t in cut_offs]
+                name = {"real": "masked_real (by batch)", "held_out_mask": "synthetic unseen shapes",
+                        "sunglasses": "synthetic sunglasses"}[variant]
+                axis.semilogx(false, found, line, color=f"C{colour}", label=f"{name}, {stack} crops")
         target = TARGETS["celeba_lower_face_false" if head == "lower_face_covered" else "celeba_eyes_false"]
         axis.axvline(target, color="grey", linestyle=":", label=f"false-flag target {target:.1%}")
         if head == "lower_face_covered":
@@ -126,11 +129,12 @@ def _plot_occlusion(training, scores: dict) -> None:
 
 
 def _print_occlusion(figures: dict) -> None:
-    for head, rows in figures["out_of_fold"].items():
-        print(f"{head} (cut-off {rows['threshold']:.4f}):")
-        for name, row in rows.items():
-            if name != "threshold":
-                print(f"  {name:32s} {row['flagged'] * 100:6.2f}% of {row['faces']}")
+    for head, by_stack in figures["out_of_fold"].items():
+        print(f"{head} (cut-off {by_stack['threshold']:.4f}):")
+        for stack, rows in by_stack.items():
+            if stack != "threshold":
+                for name, row in rows.items():
+                    print(f"  {stack:8s} {name:36s} {row['flagged'] * 100:6.2f}% of {row['faces']}")
 
 
 # -- usability of detections (issue #11): which faces the check refuses, and which signal refuses them --
@@ -391,6 +395,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=RESULTS / "cache")
     parser.add_argument("--occlusion-only", action="store_true",
                         help="measure only the occlusion classifier; keep the masked-matching figures of the last run")
+    parser.add_argument("--covered-only", choices=("arcface", "sface"), default=None,
+                        help="measure only one stack's masked matching and covered table; keep the other figures")
     parser.add_argument("--usability", action="store_true",
                         help="measure only which detections the usability check refuses, and why, for each model;"
                              " keep the other figures of the last run")
@@ -403,6 +409,14 @@ def main() -> None:
         path = write_json("masked", {**kept, "usability": usability_check(data, args.cache)})
         print(f"wrote {path}")
         return
+    if args.covered_only:
+        previous = RESULTS / "masked.json"
+        kept = json.loads(previous.read_text()) if previous.exists() else {}
+        kept.pop("machine", None)
+        measured = covered_matching(data, args.cache, args.covered_only)
+        update = measured if args.covered_only == "arcface" else {"covered_matching_sface": measured}
+        print(f"wrote {write_json('masked', {**kept, **update})}")
+        return
     occlusion = occlusion_cross_validation(data, args.cache)
     _print_occlusion(occlusion)
     if args.occlusion_only:
@@ -410,37 +424,46 @@ def main() -> None:
         kept = json.loads(previous.read_text()) if previous.exists() else {}
         kept.pop("machine", None)
         path = write_json("masked", {**kept, "occlusion_classifier": occlusion,
-                                     "classifier_on_real_photos": real_masked_photos(data)})
+                                     "classifier_on_real_photos": real_masked_photos(data),
+                                     "classifier_on_real_photos_sface": real_masked_photos(data, "sface")})
         print(f"wrote {path}")
         return
-    covered = embed_covered_lfw(data / "lfw", cache=args.cache / "lfw-covered.npz",
-                                progress=lambda d, t: print(f"\rcovered LFW {d}/{t}", end="", flush=True))
+    result = {
+        "probes": "held-out people, masks of shapes never used in training (scarf, bandana)",
+        **covered_matching(data, args.cache, "arcface"),
+        "covered_matching_sface": covered_matching(data, args.cache, "sface"),
+        "classifier_on_real_photos": real_masked_photos(data),
+        "classifier_on_real_photos_sface": real_masked_photos(data, "sface"),
+        "occlusion_classifier": occlusion,
+    }
+    path = write_json("masked", result)
+    for name, info in result["classifier_on_real_photos"].items():
+        print(f"{name}: {info['flagged_lower_face_covered']} of {info['faces']} faces flagged as lower face covered")
+    print(f"wrote {path}")
+
+
+def covered_matching(data: Path, cache: Path, stack: str) -> dict:
+    """TAR of covered probes per matching mode, and the stack's shipped covered table checked on held-out people."""
+    model = {"arcface": ARCFACE_MBF, "sface": SFACE_2021DEC}[stack]
+    covered = embed_covered_lfw(data / "lfw", cache=cache / f"{stack}-lfw-covered.npz", model=stack,
+                                progress=lambda d, t: print(f"\rcovered LFW ({stack}) {d}/{t}", end="", flush=True))
     print()
     _, check_ids = identity_split(covered.names, 0)
     check = np.nonzero(np.isin(covered.identities, list(check_ids)))[0]
     modes = {mode: tar_at_fmr(*covered_pair_scores(covered, check, "held_out_mask", mode), LEVELS) for mode in MATCH_MODES}
     clean = tar_at_fmr(*covered_pair_scores(covered, check, "plain", "plain"), LEVELS)
-    shipped = default_calibration().tables["covered"]
+    shipped = default_calibration(model.model_id).tables["covered"]
     claims = check_table(shipped, *covered_pair_scores(covered, check, "held_out_mask", shipped.match_mode))
-    result = {
-        "probes": "held-out people, masks of shapes never used in training (scarf, bandana)",
-        "tar_at_fmr_by_mode": modes,
-        "tar_at_fmr_clean_probes": clean,
-        "covered_table": {"match_mode": shipped.match_mode, "claimed_vs_measured": claims},
-        "classifier_on_real_photos": real_masked_photos(data),
-        "occlusion_classifier": occlusion,
-    }
-    path = write_json("masked", result)
     for mode, row in modes.items():
-        print(f"{mode:13s} TAR@1e-3 {row['0.001']['tar'] * 100:5.1f}%  TAR@1e-4 {row['0.0001']['tar'] * 100:5.1f}%")
-    print(f"{'clean probes':13s} TAR@1e-3 {clean['0.001']['tar'] * 100:5.1f}%  TAR@1e-4 {clean['0.0001']['tar'] * 100:5.1f}%")
+        print(f"{stack} {mode:13s} TAR@1e-3 {row['0.001']['tar'] * 100:5.1f}%  TAR@1e-4 {row['0.0001']['tar'] * 100:5.1f}%")
+    print(f"{stack} {'clean probes':13s} TAR@1e-3 {clean['0.001']['tar'] * 100:5.1f}%"
+          f"  TAR@1e-4 {clean['0.0001']['tar'] * 100:5.1f}%")
     for row in claims:
         ratio = row["ratio_measured_to_claimed"]
-        print(f"covered table ({shipped.match_mode}) target {row['target_fmr']:<6g} claimed {row['claimed_fmr']:.2e}"
+        print(f"{stack} covered table ({shipped.match_mode}) target {row['target_fmr']:<6g} claimed {row['claimed_fmr']:.2e}"
               f" measured {row['measured_fmr']:.2e} ({row['false_matches']}) ratio {'-' if ratio is None else f'{ratio:.2f}'}")
-    for name, info in result["classifier_on_real_photos"].items():
-        print(f"{name}: {info['flagged_lower_face_covered']} of {info['faces']} faces flagged as lower face covered")
-    print(f"wrote {path}")
+    return {"tar_at_fmr_by_mode": modes, "tar_at_fmr_clean_probes": clean,
+            "covered_table": {"match_mode": shipped.match_mode, "claimed_vs_measured": claims}}
 
 
 if __name__ == "__main__":

@@ -26,6 +26,13 @@ def test_the_cli_and_its_service_client_import_nothing_heavy(face: str) -> None:
     assert not set(HEAVY) & _imported_by(face)
 
 
+def test_a_local_search_imports_no_people_watchlist_or_http_code() -> None:
+    """A one-off `facefind search` imports the API: SQLAlchemy (people), networkx, httpx (webhooks, --service),
+    onnx (SFace repair), PyAV's frame reader for evidence and tifffile cost ~0.5 s it does not need."""
+    loaded = _imported_by("facefind.api") | _imported_by("facefind.cli")
+    assert not {"sqlalchemy", "networkx", "httpx", "onnx", "tifffile", "facefind.check"} & loaded
+
+
 def test_restated_defaults_equal_the_real_ones() -> None:
     from facefind import cli
     from facefind.pipeline.decode import DEFAULT_MAX_PIXELS

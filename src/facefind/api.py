@@ -23,7 +23,7 @@ from dataclasses import replace
 from datetime import datetime
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from PIL import Image as PILImage
 
@@ -44,7 +44,6 @@ from facefind.audit import AuditLog, AuditVerdict, Redaction
 from facefind.calibration import CalibrationSet, default_calibration
 from facefind.catalog import MediaRecord
 from facefind.catalog.base import CommitResult
-from facefind.check import CheckReport, check_library, unopenable_report
 from facefind.errors import DamagedLibraryError, FaceFindError, NotFoundError
 from facefind.erase import ErasurePlan, ErasureReport, carry_out_erasure, file_hashes_under, plan_erasure
 from facefind.evidence import export_evidence, parse_match_id
@@ -53,12 +52,10 @@ from facefind.ingest import IngestOptions, IngestProgress, IngestReport, ingest
 from facefind.jobs import IndexJobs
 from facefind.library import (Backends, Library, default_library_path, library_exists, read_backends,
                               recorded_model_id)
-from facefind.people import ops as people_ops
-from facefind.people.models import BuildReport, CoAppearance, PersonDetail, PersonSummary
-from facefind.people.ops import DEFAULT_PEOPLE_FMR
-from facefind.people.store import PEOPLE_DB, PeopleStore, person_face_ids
-from facefind.people.store import default_url as people_store_url
-from facefind.people.store import library_url as people_library_url
+from facefind.people.location import PEOPLE_DB
+from facefind.people.location import default_url as people_store_url
+from facefind.people.location import library_url as people_library_url
+from facefind.people.models import DEFAULT_PEOPLE_FMR, BuildReport, CoAppearance, PersonDetail, PersonSummary
 from facefind.pipeline import FacePipeline, PipelineConfig
 from facefind.pipeline.decode import DEFAULT_MAX_PIXELS, decode_image, encode_jpeg
 from facefind.pipeline.embed import Recognizer
@@ -95,10 +92,15 @@ from facefind.search import (
     verify_pair,
     video_hit,
 )
-from facefind.watchlists import HIT_STATES, WatchStore, WebhookDeliverer, check_new_faces
-from facefind.watchlists.ops import WEBHOOK_WAIT_S
-from facefind.watchlists.models import WatchDelivery, WatchEntry, WatchHit, WatchHitPage, WatchlistInfo
-from facefind.watchlists.store import Watchlist
+from facefind.watchlists.models import (HIT_STATES, WEBHOOK_WAIT_S, WatchDelivery, WatchEntry, WatchHit,
+                                        WatchHitPage, WatchlistInfo)
+
+if TYPE_CHECKING:  # people, watchlists and check are imported where used: SQLAlchemy, networkx and httpx would
+    # add ~0.5 s to every one-off CLI search, which needs none of them
+    from facefind.check import CheckReport
+    from facefind.people.store import PeopleStore
+    from facefind.watchlists.ops import WebhookDeliverer
+    from facefind.watchlists.store import Watchlist, WatchStore
 
 
 # option -> (whole numbers only, test, what is allowed): the rules every face of the API gets.
@@ -516,6 +518,7 @@ class FaceFind:
         The index is rebuilt from the catalog, thumbnails from the source files (stored landmarks, no
         re-detection), damaged embeddings are dropped and their files re-analysed by the next `index`.
         """
+        from facefind.check import check_library, unopenable_report
         actor = self._allowed(actor, "check")
         try:
             with self._library(writable=repair, create=False) as library:
@@ -960,6 +963,8 @@ class FaceFind:
 
     def _watch_store(self) -> tuple[WatchStore, WebhookDeliverer]:
         """The watchlist tables (in the people store's database) and their webhook sender, opened once."""
+        from facefind.watchlists.ops import WebhookDeliverer
+        from facefind.watchlists.store import WatchStore
         with self._watch_lock:
             if self._watch is None:
                 store = WatchStore(self.people_url)  # the people store's database: entries name its people
@@ -968,6 +973,7 @@ class FaceFind:
 
     def _after_commit(self, library: Library, result: CommitResult, actor: Actor) -> None:
         """Runs after every committed ingest batch, while the ingest goes on: new faces meet the watchlists."""
+        from facefind.watchlists.ops import check_new_faces
         self._people_after_commit(library, result)
         if not self._watch_kept():  # no watchlist was ever added here
             return
@@ -983,6 +989,7 @@ class FaceFind:
 
     def _person_faces(self, person_id: int) -> list[int]:
         """A listed person's faces now (people view), so a watchlist follows merges, splits and new photos."""
+        from facefind.people.store import person_face_ids
         return person_face_ids(self._people_store(), person_id)
 
     def watch_deliver(self, wait_s: float = WEBHOOK_WAIT_S, *, actor: Actor | None = None) -> bool:
@@ -1033,6 +1040,7 @@ class FaceFind:
         photo keeps its largest face's embedding and SHA-256, never the image; a poor one is refused,
         as it could not support a hit. Hits go to ``webhook_url`` too, signed with ``webhook_secret``.
         """
+        from facefind.people import ops as people_ops
         _check_numbers(max_fmr=max_fmr)
         actor = self._allowed(actor, "watch_manage")
         name = name.strip()
@@ -1181,6 +1189,7 @@ class FaceFind:
 
     def _people_store(self, create: bool = True) -> PeopleStore | None:
         """The people store, opened once; None when ``create`` is off and people were never built here."""
+        from facefind.people.store import PeopleStore
         with self._people_lock:
             if self._people is None:
                 if not create and self.people_url == people_store_url(self.library_path) and not (
@@ -1191,6 +1200,7 @@ class FaceFind:
 
     def _people_after_commit(self, library: Library, result: CommitResult) -> None:
         """An ingest batch is committed: replaced faces leave their people, new faces join (existing or new) ones."""
+        from facefind.people import ops as people_ops
         store = self._people_store(create=False)
         if store is not None:
             with self._people_lock:
@@ -1207,6 +1217,7 @@ class FaceFind:
                        change: Callable[[Library, PeopleStore], object]) -> object:
         """Run one manual people decision under the people lock, then audit it; an actor limited to
         collections may only change people they can see (``details["person_id"]`` and ``["merged"]``)."""
+        from facefind.people import ops as people_ops
         actor = self._allowed(actor, "people_edit")
         store = self._people_store()
         with self._library() as library, library.reading(), self._people_lock:
@@ -1227,6 +1238,7 @@ class FaceFind:
 
     def people_build(self, max_fmr: float = DEFAULT_PEOPLE_FMR, *, actor: Actor | None = None) -> BuildReport:
         """Group every face into people at ``max_fmr``; manual decisions stay, automatic faces are regrouped."""
+        from facefind.people import ops as people_ops
         _check_numbers(max_fmr=max_fmr)
         actor = self._allowed(actor, "people_edit")
         if self._readable_roots(actor) is not None:  # it regroups (and reports on) faces of every collection
@@ -1241,6 +1253,7 @@ class FaceFind:
     def people_list(self, include_hidden: bool = False, *, actor: Actor | None = None) -> list[PersonSummary]:
         """Every person (hidden ones too if asked), most faces first, with cohesion and nearest other person;
         an actor limited to collections sees only people with a face there, and only those faces."""
+        from facefind.people import ops as people_ops
         actor = self._allowed(actor, "people_read")
         store = self._people_store(create=False)
         if store is None:
@@ -1251,6 +1264,7 @@ class FaceFind:
 
     def person(self, person_id: int, *, actor: Actor | None = None) -> PersonDetail:
         """One person with each face, its file and whether clustering or a person put it there."""
+        from facefind.people import ops as people_ops
         actor = self._allowed(actor, "people_read")
         store = self._people_store()
         with self._library() as library, library.reading():
@@ -1258,12 +1272,14 @@ class FaceFind:
 
     def person_rename(self, person_id: int, name: str | None, *, actor: Actor | None = None) -> PersonDetail:
         """Name a person (None clears the name); naming confirms its faces for later runs."""
+        from facefind.people import ops as people_ops
         self._people_change(actor, "person_rename", {"person_id": person_id, "name": name},
                             lambda library, store: people_ops.rename(store, person_id, name))
         return self.person(person_id, actor=actor)
 
     def person_merge(self, person_id: int, others: list[int], *, actor: Actor | None = None) -> PersonDetail:
         """Move every face of ``others`` into ``person_id``; refused if two faces of one photo would meet."""
+        from facefind.people import ops as people_ops
         self._people_change(actor, "person_merge", {"person_id": person_id, "merged": others},
                             lambda library, store: people_ops.merge(library, store, self.calibration, person_id,
                                                                     others))
@@ -1273,12 +1289,14 @@ class FaceFind:
                      actor: Actor | None = None) -> list[int]:
         """Take ``face_ids`` out into a new person, or with none re-cluster the person more strictly; the people
         its faces are in afterwards, the original first."""
+        from facefind.people import ops as people_ops
         return self._people_change(actor, "person_split", {"person_id": person_id, "face_ids": face_ids},
                                    lambda library, store: people_ops.split(library, store, self.calibration,
                                                                            person_id, face_ids))
 
     def face_move(self, face_id: int, person_id: int, *, actor: Actor | None = None) -> PersonDetail:
         """Put one face into ``person_id``."""
+        from facefind.people import ops as people_ops
         self._people_change(actor, "face_move", {"face_id": face_id, "person_id": person_id},
                             lambda library, store: people_ops.move(library, store, self.calibration, face_id,
                                                                    person_id))
@@ -1286,17 +1304,20 @@ class FaceFind:
 
     def face_not_person(self, face_id: int, person_id: int, *, actor: Actor | None = None) -> None:
         """"Not this person": the face leaves ``person_id`` and never joins it again."""
+        from facefind.people import ops as people_ops
         self._people_change(actor, "face_not_person", {"face_id": face_id, "person_id": person_id},
                             lambda library, store: people_ops.not_person(library, store, self.calibration,
                                                                          face_id, person_id))
 
     def person_hide(self, person_id: int, hidden: bool = True, *, actor: Actor | None = None) -> None:
         """Hide a person from listings and search results (or show them again)."""
+        from facefind.people import ops as people_ops
         self._people_change(actor, "person_hide", {"person_id": person_id, "hidden": hidden},
                             lambda library, store: people_ops.hide(store, person_id, hidden))
 
     def person_coappearance(self, person_id: int, *, actor: Actor | None = None) -> list[CoAppearance]:
         """Who appears with this person: same photos, or on screen together in the same videos."""
+        from facefind.people import ops as people_ops
         actor = self._allowed(actor, "people_read")
         store = self._people_store()
         with self._library() as library, library.reading():
@@ -1304,6 +1325,7 @@ class FaceFind:
 
     def people_export(self, fmt: str = "json", *, actor: Actor | None = None) -> str:
         """The co-appearance graph (people as nodes, shared photos / video time as edges), JSON or GraphML; audited."""
+        from facefind.people import ops as people_ops
         actor = self._allowed(actor, "people_read")
         store = self._people_store()
         with self._library() as library, library.reading():
@@ -1314,6 +1336,7 @@ class FaceFind:
     def _with_people(self, result: SearchResponse, roots: list[str] | None = None) -> SearchResponse:
         """Each match with the person its face is grouped into (when people were built); a searcher limited
         to collections (``roots``) sees the person's photos and videos counted there only."""
+        from facefind.people import ops as people_ops
         store = self._people_store(create=False)
         if store is not None and result.matches:
             with self._library() as library, library.reading():

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
 from pydantic import BaseModel, ValidationError
 
 from facefind.access import Purpose
 from facefind.errors import FaceFindError
 from facefind.files import path_to_text, read_probe
 from facefind.schema import SearchResponse, VerifyResponse
+
+if TYPE_CHECKING:  # httpx is imported by the request: the CLI imports this module for every search, local too
+    import httpx
 
 SERVICE_ENV = "FACEFIND_SERVICE"
 API_KEY_ENV = "FACEFIND_API_KEY"
@@ -74,6 +77,8 @@ class ServiceClient:
         ``names`` turns the service's words for an upload back into the file the user gave, so a
         message reads as the local one would ("no face found in probe.jpg").
         """
+        import httpx
+
         data = {key: str(value).lower() if isinstance(value, bool) else str(value)
                 for key, value in form.items() if value is not None}
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}

@@ -28,7 +28,6 @@ from facefind.files import file_sha256, path_from_text
 from facefind.library import Library
 from facefind.pipeline.align import align_face, template_landmarks
 from facefind.pipeline.decode import decode_image
-from facefind.pipeline.video import read_frame_at
 from facefind.search import calibrated, pair_table
 
 CONTEXT_MAX_SIDE = 720
@@ -106,6 +105,8 @@ def _side(path: str | None, sha256: str | None, box, landmarks, max_pixels: int,
         source = path_from_text(path)  # the real file behind a name shown with \xNN escapes
         current = file_sha256(source)  # streamed; refuses a FIFO swapped in for the file
         if video_time_s is not None:
+            from facefind.pipeline.video import read_frame_at  # PyAV: only video evidence needs it
+
             pixels = read_frame_at(Path(source), video_time_s)
         else:
             pixels = decode_image(Path(source), max_pixels=max_pixels).pixels

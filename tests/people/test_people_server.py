@@ -10,9 +10,10 @@ import pytest
 
 from facefind.api import Backends, FaceFind
 from facefind.catalog.postgres import split_catalog_url
-from facefind.people.store import PEOPLE_DB, PeopleStore
+from facefind.people.location import PEOPLE_DB
+from facefind.people.store import PeopleStore
 from facefind.pipeline import FacePipeline
-from facefind.watchlists import WatchStore
+from facefind.watchlists.store import WatchStore
 from tests.people.conftest import write_photos
 
 PEOPLE_TABLES = {"persons", "person_faces", "cannot_links", "clustering_runs"}

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facefind.api import FaceFind
 from facefind.pipeline.align import similarity_transform
 from facefind.pipeline.decode import decode_image
+from facefind.pipeline.models import STACKS
 from facefind.pipeline.occlusion import (
     HEADS,
     HELD_OUT_SHAPES,
@@ -36,10 +38,13 @@ def wear(rgb: np.ndarray, landmarks: np.ndarray, cover) -> np.ndarray:
     return (rgb * (1 - alpha) + back * alpha).astype(np.uint8)
 
 
-@pytest.fixture(scope="module")
-def masked_sample(pipeline, sample_rgb) -> np.ndarray:
-    face = pipeline.analyze(sample_rgb)[0]
-    return wear(sample_rgb, face.landmarks, lambda crop: draw_mask(crop, "scarf", seed=3))
+@pytest.fixture
+def stack_facefind(tmp_path: Path, stack_pipeline) -> FaceFind:
+    """A FaceFind over an empty library of each model stack, sharing that stack's loaded models."""
+    instance = FaceFind(tmp_path / "library", model=stack_pipeline.stack.name)
+    instance._pipeline = stack_pipeline
+    instance.open_library(writable=True).close()
+    return instance
 
 
 @pytest.mark.parametrize("shape", TRAINING_SHAPES + HELD_OUT_SHAPES)
@@ -58,9 +63,10 @@ def test_sunglasses_hide_the_eyes_only():
     assert (covered[85:112] == 200).all()
 
 
-def test_classifier_flags_a_real_detection_wearing_an_unseen_mask_shape(pipeline, sample_rgb, masked_sample):
-    plain = pipeline.analyze(sample_rgb)[0].quality
-    masked = pipeline.analyze(masked_sample)[0].quality
+def test_classifier_flags_a_real_detection_wearing_an_unseen_mask_shape(stack_pipeline, sample_rgb):
+    face = stack_pipeline.analyze(sample_rgb)[0]
+    plain = face.quality
+    masked = stack_pipeline.analyze(wear(sample_rgb, face.landmarks, lambda crop: draw_mask(crop, "scarf", seed=3)))[0].quality
     assert plain.lower_face_covered is False and not plain.eyes_covered
     assert masked.lower_face_covered is True
     assert any(r.startswith("lower face covered") for r in masked.reasons)
@@ -81,9 +87,9 @@ def test_every_face_gets_a_masked_template(pipeline, sample_rgb):
 
 
 @pytest.mark.parametrize("shape", TRAINING_SHAPES + HELD_OUT_SHAPES)
-def test_flags_a_synthetic_masked_crop_but_not_the_clean_one(pipeline, sample_rgb, shape):
-    crop = pipeline.analyze(sample_rgb)[0].aligned
-    clean, masked = default_occlusion_classifier().predict(np.stack([crop, draw_mask(crop, shape, seed=5)]))
+def test_flags_a_synthetic_masked_crop_but_not_the_clean_one(stack_pipeline, sample_rgb, shape):
+    crop = stack_pipeline.analyze(sample_rgb)[0].aligned  # aligned from this stack's detector's landmarks
+    clean, masked = stack_pipeline.occlusion.predict(np.stack([crop, draw_mask(crop, shape, seed=5)]))
     assert not clean.lower_face_covered and not clean.eyes_covered
     assert masked.lower_face_covered and not masked.eyes_covered
 
@@ -105,8 +111,27 @@ def test_shipped_weights_match_their_provenance():
     assert {"data", "seeds", "date", "method", "cross_validation"} <= provenance.keys()
     check = provenance["check"]  # out-of-fold figures recorded at training time
     assert set(check) == set(HEADS)
-    assert check["lower_face_covered"]["celeba_dev_clean"]["faces"] > 1000
-    assert check["lower_face_covered"]["masked_real"]["faces"] > 300
+    for stack in STACKS:
+        assert check["lower_face_covered"][stack]["celeba_dev_clean"]["faces"] > 1000
+        assert check["lower_face_covered"][stack]["masked_real"]["faces"] > 300
+
+
+@pytest.mark.parametrize("stack", sorted(STACKS))
+def test_one_weights_file_covers_every_stack_within_the_targets(stack):
+    """The flags of every stack, on crops aligned from its own detector's landmarks, meet issue #11's targets
+    out of fold: >= 90% of real masks flagged, <= 0.5% / 0.3% of clean in-the-wild faces falsely flagged."""
+    classifier = default_occlusion_classifier()
+    assert classifier.covers(STACKS[stack].model_id)
+    assert STACKS[stack].detector.model_id in classifier.provenance["detectors"]
+    lower, eyes = (classifier.provenance["check"][head][stack] for head in HEADS)
+    assert lower["masked_real"]["flagged"] >= 0.90
+    assert lower["celeba_dev_clean"]["flagged"] <= 0.005
+    assert eyes["celeba_dev_clean"]["flagged"] <= 0.003
+    assert not classifier.covers("some_other_recogniser:000000000000")
+
+
+def test_every_stack_pipeline_reads_coverings(stack_pipeline):
+    assert stack_pipeline.occlusion is not None
 
 
 def test_tampered_weights_are_refused(tmp_path):
@@ -139,18 +164,31 @@ def _jpeg(rgb: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def test_a_covered_probe_showing_too_little_gets_no_strong(facefind, pipeline, sample_rgb):
-    face = pipeline.analyze(sample_rgb)[0]
+def test_a_covered_probe_showing_too_little_gets_no_strong(stack_facefind, stack_pipeline, sample_rgb):
+    face = stack_pipeline.analyze(sample_rgb)[0]
     masked = wear(sample_rgb, face.landmarks, lambda crop: draw_mask(crop, "surgical", seed=1))
     eyes_px = float(np.linalg.norm(face.landmarks[1] - face.landmarks[0]))
     scale = 22.0 / eyes_px  # eyes 22 px apart: a small face, and covered
     small = cv2.resize(masked, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    small_probe = pipeline.analyze(small)[0].quality
+    small_probe = stack_pipeline.analyze(small)[0].quality
     assert small_probe.lower_face_covered and small_probe.verdict == "poor"
-    result = facefind.verify(_jpeg(small), _jpeg(sample_rgb), purpose=PURPOSE)
+    result = stack_facefind.verify(_jpeg(small), _jpeg(sample_rgb), purpose=PURPOSE)
     assert result.verdict not in ("strong", "possible")
-    full = facefind.verify(_jpeg(masked), _jpeg(sample_rgb), purpose=PURPOSE)  # the same covering, face large
+    full = stack_facefind.verify(_jpeg(masked), _jpeg(sample_rgb), purpose=PURPOSE)  # the same covering, face large
     assert full.same_person
+
+
+def test_a_covered_probe_is_searched_in_covered_mode_in_every_stack(stack_facefind, stack_pipeline, photo_folder,
+                                                                     tmp_path, sample_rgb):
+    stack_facefind.index([photo_folder], workers=1)
+    face = stack_pipeline.analyze(sample_rgb)[0]
+    probe = tmp_path / "masked.png"
+    Image.fromarray(wear(sample_rgb, face.landmarks, lambda crop: draw_mask(crop, "bandana", seed=5))).save(probe)
+    result = stack_facefind.search(probe, show_all=True, top_k=3, purpose=PURPOSE)
+    assert result.searched_face.quality.lower_face_covered
+    assert result.probe_assessment.calibration_table == "covered"
+    best = result.matches[0]
+    assert Path(best.source.path).name == "players.jpg" and best.calibration_table == "covered"
 
 
 def test_combined_scores():

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import pytest
 
-from facefind.watchlists import SIGNATURE_HEADER, signature
+from facefind.watchlists.ops import SIGNATURE_HEADER, signature
 
 SECRET = "a webhook secret for tests 0123"
 

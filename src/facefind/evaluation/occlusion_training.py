@@ -4,16 +4,20 @@
 
 Data: aligned 112x112 crops from facefind's own detection and alignment of LFW (a
 subsample), celeba_dev (in-the-wild) and the real masked photos of masked_real,
-cached in ``bench/results/cache/occlusion-crops.npz``. Positives for "lower face
+once per model stack (SCRFD's landmarks for ArcFace, YuNet's for SFace: the same
+template, but each detector places the crop a little differently, enough to move
+the false-flag rate), cached in ``bench/results/cache/occlusion-crops.npz`` with a
+stack column. One classifier is trained on both stacks' crops and checked on each. Positives for "lower face
 covered" are the real masked faces plus synthetic masks drawn on LFW and celeba_dev
 crops; positives for "eyes covered" are synthetic sunglasses. Negatives are the
 clean crops, and each head also sees the other head's covering as a negative (a
 mask does not hide the eyes).
 
 Evaluation is out of sample: celeba_dev and LFW by identity folds, masked_real by
-crawl batch (a batch may hold bursts of one person, so it must not be split). The
-cut-offs are set from the out-of-fold scores of clean celeba_dev faces (at most
-MAX_FALSE_FLAGS), then the shipped model is refitted on everything.
+crawl batch (a batch may hold bursts of one person, so it must not be split); a
+photo's crops from both stacks share its fold. The cut-offs are set from the
+out-of-fold scores of clean celeba_dev faces (at most MAX_FALSE_FLAGS on each
+stack's crops), then the shipped model is refitted on everything.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from facefind.evaluation.lfw import central_face, list_images
 from facefind.ingest import init_worker, worker_pipeline
 from facefind.pipeline import PipelineConfig
 from facefind.pipeline.decode import decode_image
-from facefind.pipeline.models import ARCFACE_MBF
+from facefind.pipeline.models import stack_named
 from facefind.pipeline.occlusion import (
     HELD_OUT_SHAPES,
     HEADS,
@@ -52,14 +56,16 @@ from facefind.pipeline.occlusion import (
     draw_sunglasses,
 )
 
-CROPS_VERSION = "occlusion-crops-v1"
+CROPS_VERSION = "occlusion-crops-v2"
+TRAINED_STACKS = ("arcface", "sface")  # every shipped stack: one classifier serves the crops of each
 LFW_EVERY = 3  # every third LFW image: ~2,600 faces, plenty for clean/synthetic examples
 MIN_EYE_DISTANCE_PX = 8.0  # below this the detector's landmarks are guesses; such faces are unusable anyway
 
 
 @dataclass(frozen=True)
 class FaceCrops:
-    """Aligned crops with where they came from: source ("lfw", "celeba", "masked_real") and group."""
+    """Aligned crops with where they came from: source ("lfw", "celeba", "masked_real"), group, and the model
+    stack whose detector placed the crop."""
 
     crops: np.ndarray  # (n, 112, 112, 3) uint8 RGB
     source: np.ndarray  # (n,) str
@@ -67,9 +73,17 @@ class FaceCrops:
     file: np.ndarray  # (n,) str
     eye_distance: np.ndarray  # (n,) px in the photo
     usable: np.ndarray  # (n,) bool: the pipeline's usability check
+    stack: np.ndarray  # (n,) str: "arcface" (SCRFD landmarks) or "sface" (YuNet landmarks)
 
     def where(self, mask: np.ndarray) -> "FaceCrops":
-        return FaceCrops(*(getattr(self, f)[mask] for f in ("crops", "source", "group", "file", "eye_distance", "usable")))
+        return FaceCrops(*(getattr(self, f)[mask] for f in _COLUMNS))
+
+    @staticmethod
+    def joined(parts: list["FaceCrops"]) -> "FaceCrops":
+        return FaceCrops(*(np.concatenate([getattr(p, f) for p in parts]) for f in _COLUMNS))
+
+
+_COLUMNS = ("crops", "source", "group", "file", "eye_distance", "usable", "stack")
 
 
 def _celeba_identities(folder: Path) -> dict[str, str]:
@@ -109,35 +123,72 @@ def _crop_chunk(items: list[tuple[str, str, str]]) -> list[tuple[str, str, str, 
     return out
 
 
-def collect_crops(data: Path, cache: Path | None = None, workers: int = 0,
-                  progress: Callable[[int, int], None] | None = None) -> FaceCrops:
-    """Detect and align every face of the training photos once (worker processes), cached in an .npz."""
-    items = list_sources(data)
-    key = hashlib.sha256(f"{CROPS_VERSION}|{len(items)}".encode()).hexdigest()[:16]
-    if cache is not None and cache.exists():
-        stored = np.load(cache, allow_pickle=False)
-        if str(stored["key"]) == key:
-            return FaceCrops(stored["crops"], stored["source"], stored["group"], stored["photo"],
-                             stored["eye_distance"], stored["usable"])
+def crops_key(items: list[tuple[str, str, str]], stack: str) -> str:
+    """What a stack's cached crops were made from: the crop code's version, the photos, the detector."""
+    detector = stack_named(stack).detector.model_id
+    return hashlib.sha256(f"{CROPS_VERSION}|{len(items)}|{detector}".encode()).hexdigest()[:16]
+
+
+def _cached_crops(cache: Path | None) -> tuple[dict[str, str], FaceCrops | None]:
+    """The cache's key per stack and its rows (none when absent or of an older layout)."""
+    if cache is None or not cache.exists():
+        return {}, None
+    with np.load(cache, allow_pickle=False) as stored:
+        if "keys" not in stored.files:
+            return {}, None
+        return json.loads(str(stored["keys"])), FaceCrops(
+            stored["crops"], stored["source"], stored["group"], stored["photo"], stored["eye_distance"],
+            stored["usable"], stored["stack"])
+
+
+def save_crops(cache: Path, crops: FaceCrops, keys: dict[str, str]) -> None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(cache, keys=np.array(json.dumps(keys)), crops=crops.crops, source=crops.source,
+                        group=crops.group, photo=crops.file, eye_distance=crops.eye_distance, usable=crops.usable,
+                        stack=crops.stack)
+
+
+def detect_and_align(items: list[tuple[str, str, str]], stack: str, workers: int = 0,
+                     progress: Callable[[int, int], None] | None = None) -> FaceCrops:
+    """Every face of ``items`` as ``stack``'s detector finds and aligns it (worker processes)."""
     rows: list[tuple] = []
     chunks = [items[s: s + 32] for s in range(0, len(items), 32)]
     done = 0
+    config = PipelineConfig(threads=1, masked_templates=False, model=stack)
     with ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=get_context("spawn"),
-                             initializer=init_worker, initargs=(PipelineConfig(threads=1, masked_templates=False),)) as pool:
+                             initializer=init_worker, initargs=(config,)) as pool:
         for job in as_completed([pool.submit(_crop_chunk, chunk) for chunk in chunks]):
             rows.extend(job.result())
             done += 1
             if progress is not None:
                 progress(done, len(chunks))
     rows.sort(key=lambda r: (r[0], r[2], -r[4]))  # the order does not depend on which worker finished first
-    crops = FaceCrops(
+    return FaceCrops(
         np.stack([r[3] for r in rows]).astype(np.uint8), np.array([r[0] for r in rows]), np.array([r[1] for r in rows]),
         np.array([r[2] for r in rows]), np.array([r[4] for r in rows], np.float32), np.array([r[5] for r in rows], bool),
+        np.full(len(rows), stack),
     )
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(cache, key=key, crops=crops.crops, source=crops.source, group=crops.group,
-                            photo=crops.file, eye_distance=crops.eye_distance, usable=crops.usable)
+
+
+def collect_crops(data: Path, cache: Path | None = None, workers: int = 0,
+                  progress: Callable[[int, int], None] | None = None,
+                  stacks: tuple[str, ...] = TRAINED_STACKS) -> FaceCrops:
+    """Detect and align every face of the training photos once per stack, cached in one .npz (stack column; each
+    stack's rows kept while its key still matches), in ``stacks`` order."""
+    items = list_sources(data)
+    keys, stored = _cached_crops(cache)
+    parts, fresh = [], False
+    for stack in stacks:
+        key = crops_key(items, stack)
+        if stored is not None and keys.get(stack) == key:
+            parts.append(stored.where(stored.stack == stack))
+        else:
+            parts.append(detect_and_align(items, stack, workers, progress))
+            keys[stack], fresh = key, True
+    crops = FaceCrops.joined(parts)
+    if cache is not None and fresh:  # other stacks' cached rows are kept
+        others = [stored.where(stored.stack == s) for s in keys if s not in stacks] if stored is not None else []
+        save_crops(cache, FaceCrops.joined(parts + others), keys)
     return crops
 
 
@@ -199,10 +250,14 @@ class TrainingSet:
 
 
 def assign_folds(crops: FaceCrops) -> np.ndarray:
-    """Identity folds for LFW and celeba_dev; whole crawl batches for masked_real, balanced greedily by size."""
+    """Identity folds for LFW and celeba_dev; whole crawl batches for masked_real, balanced greedily by size.
+
+    Folds follow the person or batch, so a photo's crops from every stack share one; batch sizes are the
+    first stack's face counts, so adding a stack does not move the folds ArcFace was checked with.
+    """
     folds = np.array([zlib.crc32(f"{s}/{g}/{SEED}".encode()) % K_FOLDS for s, g in zip(crops.source, crops.group)])
     real = crops.source == "masked_real"
-    batches, sizes = np.unique(crops.group[real], return_counts=True)
+    batches, sizes = np.unique(crops.group[real & (crops.stack == crops.stack[0])], return_counts=True)
     load = np.zeros(K_FOLDS)
     for batch, size in sorted(zip(batches, sizes), key=lambda b: (-b[1], b[0])):
         fold = int(np.argmin(load))
@@ -217,12 +272,12 @@ def _features(crops: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def face_keys(crops: FaceCrops) -> np.ndarray:
-    """"batch/photo#n" of each crop, n counting the photo's faces from the largest (the crops' own order)."""
+    """"batch/photo#n" of each crop, n counting the photo's faces from the largest (the crops' own order), per stack."""
     keys, seen = [], {}
-    for path in crops.file:
+    for path, stack in zip(crops.file, crops.stack):
         photo = "/".join(str(path).split("/")[-2:])
-        keys.append(f"{photo}#{seen.get(photo, 0)}")
-        seen[photo] = seen.get(photo, 0) + 1
+        keys.append(f"{photo}#{seen.get((stack, photo), 0)}")
+        seen[(stack, photo)] = seen.get((stack, photo), 0) + 1
     return np.array(keys)
 
 
@@ -292,32 +347,34 @@ def cross_validate(data: TrainingSet, progress: Callable[[str], None] | None = N
 
 
 def report(data: TrainingSet, scores: dict[str, dict[str, np.ndarray]]) -> dict:
-    """Cut-offs from clean celeba_dev out-of-fold scores, and what they flag on every held-out set."""
-    clean, real = data.crops["clean"], data.crops["real"]
-    celeba = (clean.source == "celeba") & clean.usable
-    lfw = clean.source == "lfw"
-    fair_real = real.usable & (real.eye_distance >= 15)
+    """Cut-offs from clean celeba_dev out-of-fold scores (the strictest stack's), and what they flag on every
+    held-out set, per stack."""
+    clean, real, unmasked = data.crops["clean"], data.crops["real"], data.crops["real_unmasked"]
+    stacks = list(dict.fromkeys(clean.stack))
     result = {}
     for head in HEADS:
         s = scores[head]
-        cut = float(np.quantile(s["clean"][celeba], 1 - MAX_FALSE_FLAGS[head]))
+        cut = max(float(np.quantile(s["clean"][(clean.source == "celeba") & clean.usable & (clean.stack == stack)],
+                                    1 - MAX_FALSE_FLAGS[head])) for stack in stacks)
 
         def rate(values: np.ndarray, rows: np.ndarray) -> dict:
             return {"flagged": round(float((values[rows] >= cut).mean()), 4), "faces": int(rows.sum())}
 
-        result[head] = {
-            "threshold": 1 / (1 + np.exp(-cut)),
-            "celeba_dev_clean": rate(s["clean"], celeba),
-            "lfw_clean": rate(s["clean"], lfw),
-            "masked_real": rate(s["real"], real.usable),
-            "masked_real_faces_showing_the_mouth": rate(s["real_unmasked"], data.crops["real_unmasked"].usable),
-            "masked_real_eyes_15px_or_more": rate(s["real"], fair_real),
-            "synthetic_training_masks": rate(s["mask"], clean.usable),
-            "synthetic_held_out_masks": rate(s["held_out_mask"], clean.usable),
-            "synthetic_sunglasses": rate(s["sunglasses"], clean.usable),
-            "synthetic_masks_dimmed": rate(s["dim_mask"], clean.usable),
-            "lfw_celeba_dimmed": rate(s["dim_clean"], clean.usable),
-        }
+        result[head] = {"threshold": 1 / (1 + np.exp(-cut))}
+        for stack in stacks:
+            ours, real_ours, unmasked_ours = clean.stack == stack, real.stack == stack, unmasked.stack == stack
+            result[head][stack] = {
+                "celeba_dev_clean": rate(s["clean"], (clean.source == "celeba") & clean.usable & ours),
+                "lfw_clean": rate(s["clean"], (clean.source == "lfw") & ours),
+                "masked_real": rate(s["real"], real.usable & real_ours),
+                "masked_real_faces_showing_the_mouth": rate(s["real_unmasked"], unmasked.usable & unmasked_ours),
+                "masked_real_eyes_15px_or_more": rate(s["real"], real.usable & (real.eye_distance >= 15) & real_ours),
+                "synthetic_training_masks": rate(s["mask"], clean.usable & ours),
+                "synthetic_held_out_masks": rate(s["held_out_mask"], clean.usable & ours),
+                "synthetic_sunglasses": rate(s["sunglasses"], clean.usable & ours),
+                "synthetic_masks_dimmed": rate(s["dim_mask"], clean.usable & ours),
+                "lfw_celeba_dimmed": rate(s["dim_clean"], clean.usable & ours),
+            }
     return result
 
 
@@ -329,22 +386,28 @@ def train(crops: FaceCrops, progress: Callable[[str], None] | None = None) -> Oc
     for head in HEADS:
         fitted = fit_head(data, head, {v: np.ones(len(data.folds[v]), bool) for v in VARIANTS})
         heads[head] = replace(fitted, threshold=checked[head]["threshold"])
-    counts = {s: int((crops.source == s).sum()) for s in ("lfw", "celeba", "masked_real")}
+    stacks = [stack_named(name) for name in dict.fromkeys(crops.stack)]
+    counts = {stack.name: {s: int(((crops.source == s) & (crops.stack == stack.name)).sum())
+                           for s in ("lfw", "celeba", "masked_real")} for stack in stacks}
     provenance = {
-        "model_id": ARCFACE_MBF.model_id,
-        "model_id_means": "the recogniser whose calibration has a 'covered' table fitted with these flags;"
-                          " the classifier itself reads only the aligned crop's pixels",
+        "model_ids": [stack.model_id for stack in stacks],
+        "detectors": [stack.detector.model_id for stack in stacks],
+        "model_ids_mean": "the recognisers whose crops (aligned from their detector's landmarks) these flags were"
+                          " checked on, and whose calibration may have a 'covered' table fitted with them; the"
+                          " classifier itself reads only the aligned crop's pixels",
         "script": "python -m facefind.evaluation.occlusion_training",
-        "data": f"aligned crops from facefind's detection: LFW every {LFW_EVERY}th image ({counts['lfw']} faces),"
-                f" celeba_dev ({counts['celeba']} faces), masked_real ({counts['masked_real']} faces; the"
-                f" {len(UNMASKED_IN_MASKED_REAL)} showing the mouth as uncovered, the rest as masked, with mirror"
-                " images); synthetic masks (" + ", ".join(TRAINING_SHAPES) + ") and sunglasses drawn on every"
-                " LFW/celeba_dev crop; every clean and masked crop also dimmed",
+        "data": f"aligned crops from facefind's detection, once per stack ({', '.join(c.name for c in stacks)}):"
+                f" LFW every {LFW_EVERY}th image, celeba_dev, masked_real (faces per stack: {counts}; in masked_real"
+                f" the {len(UNMASKED_IN_MASKED_REAL)} ArcFace-stack faces showing the mouth, and the faces keyed alike"
+                " in the other stacks, as uncovered, the rest as masked, with mirror images); synthetic masks ("
+                + ", ".join(TRAINING_SHAPES) + ") and sunglasses drawn on every LFW/celeba_dev crop; every clean and"
+                " masked crop also dimmed",
         "method": "per head: HOG + YCrCb colour grid against the forehead -> standardise -> logistic regression"
                   f" (scikit-learn, C={REGULARISATION}); cut-off for at most"
-                  f" {MAX_FALSE_FLAGS} of clean celeba_dev faces flagged (out-of-fold)",
+                  f" {MAX_FALSE_FLAGS} of clean celeba_dev faces flagged (out-of-fold) on every stack's crops",
         "seeds": {"folds_and_solver": SEED, "synthetic_coverings": "the crop's index"},
-        "cross_validation": f"{K_FOLDS} folds: LFW and celeba_dev by identity, masked_real by whole crawl batch",
+        "cross_validation": f"{K_FOLDS} folds: LFW and celeba_dev by identity, masked_real by whole crawl batch;"
+                            " a photo's crops from every stack in the same fold",
         "date": datetime.now(timezone.utc).date().isoformat(),
         "check": checked,
     }

@@ -6,6 +6,8 @@ from pydantic import BaseModel, Field
 
 from facefind.schema import Face, Source, VideoHit
 
+DEFAULT_PEOPLE_FMR = 1e-5  # people are linked only at this false match rate or lower
+
 
 class Link(BaseModel):
     """A similarity between faces or people, with the false match rate it carries (standard table)."""

@@ -26,6 +26,7 @@ from facefind.errors import FaceFindError, NotFoundError
 from facefind.library import Library
 from facefind.people.cluster import NEIGHBOURS, ClusterInput, cluster_faces, weakest_link
 from facefind.people.models import (
+    DEFAULT_PEOPLE_FMR,
     BuildReport,
     CoAppearance,
     Link,
@@ -38,7 +39,6 @@ from facefind.people.store import FacePlace, PeopleStore, cannot_links, person_f
 from facefind.schema import PersonRef, Source
 from facefind.search import calibrated, record_to_face, video_hit
 
-DEFAULT_PEOPLE_FMR = 1e-5
 MIN_PERSON_FACES = 2  # a face no other face links to stays unassigned, not a "person" of one
 SPLIT_FMR_FACTOR = 0.1  # re-clustering one person links at a 10x stricter FMR than the default
 SUMMARY_SAMPLE = 256  # faces per person looked up for the nearest other person

@@ -19,10 +19,9 @@ from typing import Iterable, Iterator
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from facefind.catalog import is_server_catalog
 from facefind.errors import NotFoundError
+from facefind.people.location import default_url
 
-PEOPLE_DB = "people.sqlite3"
 SOURCES = ("auto", "manual")
 
 metadata = sa.MetaData()
@@ -71,16 +70,6 @@ clustering_runs = sa.Table(
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def default_url(library: Path) -> str:
-    return f"sqlite:///{library / PEOPLE_DB}"
-
-
-def library_url(library: Path, catalog: str | Path) -> str:
-    """Where a library keeps its people (and watchlists): with a PostgreSQL catalog, the catalog's own URL (its
-    server and schema), so replicas on several machines share them; else people.sqlite3 in the library folder."""
-    return catalog if is_server_catalog(catalog) else default_url(library)
 
 
 def server_engine(url: str) -> tuple[sa.Engine, str | None]:

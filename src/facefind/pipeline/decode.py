@@ -19,7 +19,6 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import tifffile
 from PIL import Image, UnidentifiedImageError
 
 from facefind.errors import UnreadableMediaError
@@ -147,6 +146,8 @@ def _decode_tiff(source: Path | bytes, max_pixels: int) -> np.ndarray:
     Other TIFFs Pillow refuses stay refused: tifffile would decode some damaged ones to noise.
     """
     import io
+
+    import tifffile  # here: only a float TIFF needs it, and it costs every start ~0.04 s
 
     with tifffile.TiffFile(source if isinstance(source, Path) else io.BytesIO(source)) as tiff:
         page = tiff.pages[0]

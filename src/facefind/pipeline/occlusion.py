@@ -11,8 +11,9 @@ embedding-based one flagged heavy make-up, dark eye sockets and ordinary
 in-the-wild faces, and missed black cloth masks and white N95s. Each head (lower
 face covered, eyes covered) is a logistic regression on gradient (HOG) and colour
 features of its region, trained by ``facefind.evaluation.occlusion_training`` on
-synthetic coverings plus real masked photos, and shipped as a small .npz whose
-provenance records the data, seeds, cross-validated figures and a hash of the weights.
+synthetic coverings plus real masked photos, as aligned by every shipped stack's
+detector, and shipped as one small .npz whose provenance records the stacks, data,
+seeds, cross-validated figures and a hash of the weights.
 """
 
 from __future__ import annotations
@@ -249,6 +250,14 @@ class OcclusionClassifier:
             )
             for i in range(len(crops))
         ]
+
+    def covers(self, model_id: str) -> bool:
+        """Whether the flags were checked on the crops of the stack whose recogniser is ``model_id``.
+
+        The pixels it reads are placed by that stack's detector's landmarks, and its flags send covered
+        probes to a 'covered' calibration table: a stack it was not checked on gets no flags.
+        """
+        return model_id in self.provenance.get("model_ids", ())
 
     def save(self, path: Path) -> None:
         """An .npz of the weights (float32: small enough to ship) and the provenance, with the weights' hash in it."""

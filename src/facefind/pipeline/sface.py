@@ -15,12 +15,15 @@ aligned with the same 5-point ArcFace template as our ArcFace model.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from facefind.pipeline.embed import OnnxRecognizer
 from facefind.pipeline.models import SFACE_2021DEC, ModelFile, open_session, verified_path
+
+if TYPE_CHECKING:  # onnx (~0.1 s) is imported by the repair, which only an SFace library runs
+    import onnx
 
 INPUT_NAME = "data"
 
@@ -44,6 +47,8 @@ def repaired_sface(model: ModelFile = SFACE_2021DEC, fold_weights: bool = True) 
 
     The batch dimension is made dynamic too: the file declares batch 1.
     """
+    import onnx
+
     graph_model = onnx.load(str(verified_path(model)))
     graph = graph_model.graph
     # Only the image is a real input. The rest are the dangling weights and initialiser-backed
@@ -60,11 +65,13 @@ def repaired_sface(model: ModelFile = SFACE_2021DEC, fold_weights: bool = True) 
 
 def _fold_dequantize(graph: onnx.GraphProto, initialisers: dict[str, onnx.TensorProto]) -> None:
     """Replace each DequantizeLinear of constant weights by the fp32 tensor it computes."""
+    from onnx import helper, numpy_helper
+
     folded, removed_inputs = [], set()
     for node in list(graph.node):
         if node.op_type != "DequantizeLinear" or not all(name in initialisers for name in node.input):
             continue
-        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         quantized, scales, zero_points = (numpy_helper.to_array(initialisers[name]) for name in node.input)
         weights = dequantize_blockwise(quantized, scales, zero_points, attributes.get("axis", 1),
                                        attributes.get("block_size", 0))

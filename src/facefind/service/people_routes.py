@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from facefind.errors import FaceFindError
 from facefind.people.models import BuildReport, CoAppearance, PersonDetail, PersonSummary
-from facefind.people.ops import DEFAULT_PEOPLE_FMR
+from facefind.people.models import DEFAULT_PEOPLE_FMR
 from facefind.service.actor import ActingFor, current_actor, page_actor, requires
 from facefind.service.api_routes import Library
 from facefind.service.problems import PROBLEM_RESPONSES

@@ -16,7 +16,7 @@ from facefind.errors import FaceFindError
 from facefind.schema import SearchResponse
 from facefind.service.actor import ActingFor, page_actor, requires
 from facefind.service.api_routes import Library, Settings, search
-from facefind.watchlists import HIT_STATES
+from facefind.watchlists.models import HIT_STATES
 
 router = APIRouter(dependencies=[Depends(page_actor)], include_in_schema=False)
 

@@ -6,6 +6,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+HIT_STATES = ("new", "acknowledged", "dismissed")
+WEBHOOK_WAIT_S = 5.0  # how long a one-shot index waits for its webhooks before leaving them to the next run
+
 
 class WatchEntry(BaseModel):
     entry_id: int

@@ -33,7 +33,6 @@ RETRY_BASE_S = 2.0  # the n-th retry waits RETRY_BASE_S * 2**(n-1), capped at RE
 RETRY_MAX_WAIT_S = 3600.0
 MAX_ATTEMPTS = 10  # then the delivery is marked failed (visible with its hit)
 POST_TIMEOUT_S = 5.0
-WEBHOOK_WAIT_S = 5.0  # how long a one-shot index waits for its webhooks before leaving them to the next run
 
 PersonFaces = Callable[[int], list[int]]  # person id -> the catalog face ids of that person now
 
