@@ -519,6 +519,7 @@ class FaceFind:
         re-detection), damaged embeddings are dropped and their files re-analysed by the next `index`.
         """
         from facefind.check import check_library, unopenable_report
+
         actor = self._allowed(actor, "check")
         try:
             with self._library(writable=repair, create=False) as library:
@@ -965,6 +966,7 @@ class FaceFind:
         """The watchlist tables (in the people store's database) and their webhook sender, opened once."""
         from facefind.watchlists.ops import WebhookDeliverer
         from facefind.watchlists.store import WatchStore
+
         with self._watch_lock:
             if self._watch is None:
                 store = WatchStore(self.people_url)  # the people store's database: entries name its people
@@ -973,10 +975,11 @@ class FaceFind:
 
     def _after_commit(self, library: Library, result: CommitResult, actor: Actor) -> None:
         """Runs after every committed ingest batch, while the ingest goes on: new faces meet the watchlists."""
-        from facefind.watchlists.ops import check_new_faces
         self._people_after_commit(library, result)
         if not self._watch_kept():  # no watchlist was ever added here
             return
+        from facefind.watchlists.ops import check_new_faces
+
         store, webhooks = self._watch_store()
         store.forget_faces(result.removed_ids)  # a changed file's old faces: their hits go with them
         if not result.added_ids or not store.any_active():
@@ -990,6 +993,7 @@ class FaceFind:
     def _person_faces(self, person_id: int) -> list[int]:
         """A listed person's faces now (people view), so a watchlist follows merges, splits and new photos."""
         from facefind.people.store import person_face_ids
+
         return person_face_ids(self._people_store(), person_id)
 
     def watch_deliver(self, wait_s: float = WEBHOOK_WAIT_S, *, actor: Actor | None = None) -> bool:
@@ -1041,6 +1045,7 @@ class FaceFind:
         as it could not support a hit. Hits go to ``webhook_url`` too, signed with ``webhook_secret``.
         """
         from facefind.people import ops as people_ops
+
         _check_numbers(max_fmr=max_fmr)
         actor = self._allowed(actor, "watch_manage")
         name = name.strip()
@@ -1189,20 +1194,22 @@ class FaceFind:
 
     def _people_store(self, create: bool = True) -> PeopleStore | None:
         """The people store, opened once; None when ``create`` is off and people were never built here."""
-        from facefind.people.store import PeopleStore
         with self._people_lock:
             if self._people is None:
                 if not create and self.people_url == people_store_url(self.library_path) and not (
                         self.library_path / PEOPLE_DB).is_file():
                     return None
+                from facefind.people.store import PeopleStore
+
                 self._people = PeopleStore(self.people_url)
             return self._people
 
     def _people_after_commit(self, library: Library, result: CommitResult) -> None:
         """An ingest batch is committed: replaced faces leave their people, new faces join (existing or new) ones."""
-        from facefind.people import ops as people_ops
         store = self._people_store(create=False)
         if store is not None:
+            from facefind.people import ops as people_ops
+
             with self._people_lock:
                 people_ops.assign_new(library, store, self.calibration, result.added_ids, result.removed_ids)
 
@@ -1218,6 +1225,7 @@ class FaceFind:
         """Run one manual people decision under the people lock, then audit it; an actor limited to
         collections may only change people they can see (``details["person_id"]`` and ``["merged"]``)."""
         from facefind.people import ops as people_ops
+
         actor = self._allowed(actor, "people_edit")
         store = self._people_store()
         with self._library() as library, library.reading(), self._people_lock:
@@ -1239,6 +1247,7 @@ class FaceFind:
     def people_build(self, max_fmr: float = DEFAULT_PEOPLE_FMR, *, actor: Actor | None = None) -> BuildReport:
         """Group every face into people at ``max_fmr``; manual decisions stay, automatic faces are regrouped."""
         from facefind.people import ops as people_ops
+
         _check_numbers(max_fmr=max_fmr)
         actor = self._allowed(actor, "people_edit")
         if self._readable_roots(actor) is not None:  # it regroups (and reports on) faces of every collection
@@ -1254,6 +1263,7 @@ class FaceFind:
         """Every person (hidden ones too if asked), most faces first, with cohesion and nearest other person;
         an actor limited to collections sees only people with a face there, and only those faces."""
         from facefind.people import ops as people_ops
+
         actor = self._allowed(actor, "people_read")
         store = self._people_store(create=False)
         if store is None:
@@ -1265,6 +1275,7 @@ class FaceFind:
     def person(self, person_id: int, *, actor: Actor | None = None) -> PersonDetail:
         """One person with each face, its file and whether clustering or a person put it there."""
         from facefind.people import ops as people_ops
+
         actor = self._allowed(actor, "people_read")
         store = self._people_store()
         with self._library() as library, library.reading():
@@ -1273,6 +1284,7 @@ class FaceFind:
     def person_rename(self, person_id: int, name: str | None, *, actor: Actor | None = None) -> PersonDetail:
         """Name a person (None clears the name); naming confirms its faces for later runs."""
         from facefind.people import ops as people_ops
+
         self._people_change(actor, "person_rename", {"person_id": person_id, "name": name},
                             lambda library, store: people_ops.rename(store, person_id, name))
         return self.person(person_id, actor=actor)
@@ -1280,6 +1292,7 @@ class FaceFind:
     def person_merge(self, person_id: int, others: list[int], *, actor: Actor | None = None) -> PersonDetail:
         """Move every face of ``others`` into ``person_id``; refused if two faces of one photo would meet."""
         from facefind.people import ops as people_ops
+
         self._people_change(actor, "person_merge", {"person_id": person_id, "merged": others},
                             lambda library, store: people_ops.merge(library, store, self.calibration, person_id,
                                                                     others))
@@ -1290,6 +1303,7 @@ class FaceFind:
         """Take ``face_ids`` out into a new person, or with none re-cluster the person more strictly; the people
         its faces are in afterwards, the original first."""
         from facefind.people import ops as people_ops
+
         return self._people_change(actor, "person_split", {"person_id": person_id, "face_ids": face_ids},
                                    lambda library, store: people_ops.split(library, store, self.calibration,
                                                                            person_id, face_ids))
@@ -1297,6 +1311,7 @@ class FaceFind:
     def face_move(self, face_id: int, person_id: int, *, actor: Actor | None = None) -> PersonDetail:
         """Put one face into ``person_id``."""
         from facefind.people import ops as people_ops
+
         self._people_change(actor, "face_move", {"face_id": face_id, "person_id": person_id},
                             lambda library, store: people_ops.move(library, store, self.calibration, face_id,
                                                                    person_id))
@@ -1305,6 +1320,7 @@ class FaceFind:
     def face_not_person(self, face_id: int, person_id: int, *, actor: Actor | None = None) -> None:
         """"Not this person": the face leaves ``person_id`` and never joins it again."""
         from facefind.people import ops as people_ops
+
         self._people_change(actor, "face_not_person", {"face_id": face_id, "person_id": person_id},
                             lambda library, store: people_ops.not_person(library, store, self.calibration,
                                                                          face_id, person_id))
@@ -1312,12 +1328,14 @@ class FaceFind:
     def person_hide(self, person_id: int, hidden: bool = True, *, actor: Actor | None = None) -> None:
         """Hide a person from listings and search results (or show them again)."""
         from facefind.people import ops as people_ops
+
         self._people_change(actor, "person_hide", {"person_id": person_id, "hidden": hidden},
                             lambda library, store: people_ops.hide(store, person_id, hidden))
 
     def person_coappearance(self, person_id: int, *, actor: Actor | None = None) -> list[CoAppearance]:
         """Who appears with this person: same photos, or on screen together in the same videos."""
         from facefind.people import ops as people_ops
+
         actor = self._allowed(actor, "people_read")
         store = self._people_store()
         with self._library() as library, library.reading():
@@ -1326,6 +1344,7 @@ class FaceFind:
     def people_export(self, fmt: str = "json", *, actor: Actor | None = None) -> str:
         """The co-appearance graph (people as nodes, shared photos / video time as edges), JSON or GraphML; audited."""
         from facefind.people import ops as people_ops
+
         actor = self._allowed(actor, "people_read")
         store = self._people_store()
         with self._library() as library, library.reading():
@@ -1336,9 +1355,10 @@ class FaceFind:
     def _with_people(self, result: SearchResponse, roots: list[str] | None = None) -> SearchResponse:
         """Each match with the person its face is grouped into (when people were built); a searcher limited
         to collections (``roots``) sees the person's photos and videos counted there only."""
-        from facefind.people import ops as people_ops
         store = self._people_store(create=False)
         if store is not None and result.matches:
+            from facefind.people import ops as people_ops
+
             with self._library() as library, library.reading():
                 readable = people_ops.readable_faces(library, store, roots)
             refs = people_ops.person_refs(store, [m.face.face_id for m in result.matches if m.face.face_id],

@@ -289,11 +289,46 @@ def dim(crop: np.ndarray, seed: int) -> np.ndarray:
     return np.clip(dark, 0, 255).astype(np.uint8)
 
 
+def _faces_in(path: str, pipeline) -> list:
+    """A photo's faces as the crop cache holds them: eyes >= MIN_EYE_DISTANCE_PX apart, largest eye distance first."""
+    faces = pipeline.analyze(decode_image(Path(path)).pixels, masked_templates=False)
+    return sorted((f for f in faces if f.quality.eye_distance_px >= MIN_EYE_DISTANCE_PX),
+                  key=lambda f: -f.quality.eye_distance_px)
+
+
+def showing_the_mouth(crops: FaceCrops) -> np.ndarray:
+    """The masked_real faces of UNMASKED_IN_MASKED_REAL, in every stack.
+
+    The list is keyed on the ArcFace stack's faces; another detector finds and orders a photo's faces
+    differently, so in the few photos concerned its faces are matched to the listed ones by where their
+    eyes are (centres within a third of the eye distance), detected again here.
+    """
+    from facefind.pipeline.core import FacePipeline
+
+    keys = face_keys(crops)
+    shows = (crops.stack == "arcface") & np.isin(keys, list(UNMASKED_IN_MASKED_REAL))
+    photos = {k.split("#")[0] for k in UNMASKED_IN_MASKED_REAL}
+    paths = {"/".join(str(f).split("/")[-2:]): str(f) for f in crops.file[crops.source == "masked_real"]}
+    others = [s for s in dict.fromkeys(crops.stack) if s != "arcface"]
+    if not others:
+        return shows
+    reference = FacePipeline(PipelineConfig(threads=1, masked_templates=False))
+    for stack in others:
+        pipeline = FacePipeline(PipelineConfig(threads=1, masked_templates=False, model=stack))
+        for photo in sorted(photos & paths.keys()):
+            listed = [f for n, f in enumerate(_faces_in(paths[photo], reference)) if f"{photo}#{n}" in UNMASKED_IN_MASKED_REAL]
+            for n, face in enumerate(_faces_in(paths[photo], pipeline)):
+                centre = face.landmarks[:2].mean(axis=0)
+                if any(np.linalg.norm(centre - f.landmarks[:2].mean(axis=0)) < f.quality.eye_distance_px / 3 for f in listed):
+                    shows |= (crops.stack == stack) & (keys == f"{photo}#{n}")
+    return shows
+
+
 def training_set(crops: FaceCrops) -> TrainingSet:
     """Synthetic coverings drawn on every clean crop (shape and colour from the crop's index, so reproducible)."""
     folds = assign_folds(crops)
     clean = crops.source != "masked_real"
-    shows_mouth = np.isin(face_keys(crops), list(UNMASKED_IN_MASKED_REAL))
+    shows_mouth = showing_the_mouth(crops)
     real, real_unmasked = (crops.source == "masked_real") & ~shows_mouth, (crops.source == "masked_real") & shows_mouth
     c = crops.crops[clean]
     images = {
