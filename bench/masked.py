@@ -49,6 +49,7 @@ from facefind.evaluation.covered import (  # noqa: E402
 from facefind.evaluation.lfw import identity_split  # noqa: E402
 from facefind.evaluation.occlusion_training import (  # noqa: E402
     MAX_FALSE_FLAGS,
+    TRAINED_STACKS,
     collect_crops,
     cross_validate,
     report,
@@ -86,26 +87,30 @@ TARGETS = {"masked_real_flagged": 0.90, "celeba_lower_face_false": 0.005, "celeb
 
 def occlusion_cross_validation(data: Path, cache: Path) -> dict:
     """Out-of-fold flag rates of the pixel classifier, and the plot of real masks found vs clean faces flagged."""
-    crops = collect_crops(data, cache / "occlusion-crops.npz",
-                          progress=lambda d, t: print(f"\rcrops {d}/{t}", end="", flush=True))
-    training = training_set(crops)
-    scores = cross_validate(training, progress=print)
-    figures = report(training, scores)
-    _plot_occlusion(training, scores)
+    figures, runs = {}, []
+    for stack in TRAINED_STACKS:  # one classifier per stack, as shipped (occlusion.weights_file)
+        crops = collect_crops(data, cache / "occlusion-crops.npz", stacks=(stack,),
+                              progress=lambda d, t: print(f"\rcrops {d}/{t}", end="", flush=True))
+        training = training_set(crops)
+        scores = cross_validate(training, progress=print)
+        figures[stack] = report(training, scores)
+        runs.append((training, scores))
+    _plot_occlusion(runs)
     return {"targets": TARGETS, "max_false_flags_used_for_cut_offs": MAX_FALSE_FLAGS, "out_of_fold": figures}
 
 
-def _plot_occlusion(training, scores: dict) -> None:
+def _plot_occlusion(runs: list) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    clean, real = training.crops["clean"], training.crops["real"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for axis, head, positives in ((axes[0], "lower_face_covered", ("real", "held_out_mask")),
                                   (axes[1], "eyes_covered", ("sunglasses",))):
-        for stack, line in zip(dict.fromkeys(clean.stack), ("-", "--")):
+        for (training, scores), line in zip(runs, ("-", "--")):
+            clean, real = training.crops["clean"], training.crops["real"]
+            stack = str(clean.stack[0])
             celeba = (clean.source == "celeba") & clean.usable & (clean.stack == stack)
             negative = np.sort(scores[head]["clean"][celeba])
             cut_offs = np.quantile(negative, 1 - np.logspace(-3.5, -1, 60))
@@ -129,12 +134,11 @@ def _plot_occlusion(training, scores: dict) -> None:
 
 
 def _print_occlusion(figures: dict) -> None:
-    for head, by_stack in figures["out_of_fold"].items():
-        print(f"{head} (cut-off {by_stack['threshold']:.4f}):")
-        for stack, rows in by_stack.items():
-            if stack != "threshold":
-                for name, row in rows.items():
-                    print(f"  {stack:8s} {name:36s} {row['flagged'] * 100:6.2f}% of {row['faces']}")
+    for stack, heads in figures["out_of_fold"].items():
+        for head, by_stack in heads.items():
+            print(f"{stack} {head} (cut-off {by_stack['threshold']:.6f}):")
+            for name, row in by_stack[stack].items():
+                print(f"  {name:36s} {row['flagged'] * 100:6.2f}% of {row['faces']}")
 
 
 # -- usability of detections (issue #11): which faces the check refuses, and which signal refuses them --

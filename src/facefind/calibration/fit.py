@@ -45,7 +45,7 @@ from facefind.evaluation.lfw import (
 )
 from facefind.pipeline import PipelineConfig
 from facefind.pipeline.models import DEFAULT_STACK, STACKS, stack_named
-from facefind.pipeline.occlusion import HELD_OUT_SHAPES, TRAINING_SHAPES, default_occlusion_classifier
+from facefind.pipeline.occlusion import HELD_OUT_SHAPES, TRAINING_SHAPES, occlusion_classifier_for
 
 CHECK_LEVELS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 # How a probe whose lower face is covered is matched; chosen by bench/masked.py (see README).
@@ -136,7 +136,7 @@ def calibrate(
         return (lambda done, total: progress(stage, done, total)) if progress else None
 
     stack = stack_named(model)
-    with_covered = default_occlusion_classifier().covers(stack.model_id)
+    with_covered = occlusion_classifier_for(stack.model_id) is not None
     config = PipelineConfig(model=model, masked_templates=False)  # calibration never reads masked templates
     covered_lfw = embed_covered_lfw(lfw_dir, cache=cache_dir and cache_dir / "lfw-covered.npz", workers=workers,
                                     progress=report("covered LFW"), model=model) if with_covered else None

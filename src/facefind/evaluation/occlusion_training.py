@@ -1,13 +1,15 @@
 """Train the pixel occlusion classifier reproducibly; small weights with their provenance.
 
-    python -m facefind.evaluation.occlusion_training --out src/facefind/pipeline/data/occlusion_pixels.npz
+    python -m facefind.evaluation.occlusion_training [--stack sface]   # -> src/facefind/pipeline/data/
 
 Data: aligned 112x112 crops from facefind's own detection and alignment of LFW (a
 subsample), celeba_dev (in-the-wild) and the real masked photos of masked_real,
 once per model stack (SCRFD's landmarks for ArcFace, YuNet's for SFace: the same
 template, but each detector places the crop a little differently, enough to move
 the false-flag rate), cached in ``bench/results/cache/occlusion-crops.npz`` with a
-stack column. One classifier is trained on both stacks' crops and checked on each. Positives for "lower face
+stack column. Each stack gets its own classifier, trained and checked on its own
+crops (``occlusion.weights_file``): one trained on both stacks' crops at once found
+fewer real masks on each. Positives for "lower face
 covered" are the real masked faces plus synthetic masks drawn on LFW and celeba_dev
 crops; positives for "eyes covered" are synthetic sunglasses. Negatives are the
 clean crops, and each head also sees the other head's covering as a negative (a
@@ -47,13 +49,13 @@ from facefind.pipeline.models import stack_named
 from facefind.pipeline.occlusion import (
     HELD_OUT_SHAPES,
     HEADS,
-    SHIPPED_WEIGHTS,
     TRAINING_SHAPES,
     OcclusionClassifier,
     PixelHead,
     crop_features,
     draw_mask,
     draw_sunglasses,
+    weights_file,
 )
 
 CROPS_VERSION = "occlusion-crops-v2"
@@ -433,8 +435,8 @@ def train(crops: FaceCrops, progress: Callable[[str], None] | None = None) -> Oc
         "script": "python -m facefind.evaluation.occlusion_training",
         "data": f"aligned crops from facefind's detection, once per stack ({', '.join(c.name for c in stacks)}):"
                 f" LFW every {LFW_EVERY}th image, celeba_dev, masked_real (faces per stack: {counts}; in masked_real"
-                f" the {len(UNMASKED_IN_MASKED_REAL)} ArcFace-stack faces showing the mouth, and the faces keyed alike"
-                " in the other stacks, as uncovered, the rest as masked, with mirror images); synthetic masks ("
+                f" the {len(UNMASKED_IN_MASKED_REAL)} ArcFace-stack faces showing the mouth, and the same faces (by eye"
+                " position) in other stacks, as uncovered, the rest as masked, with mirror images); synthetic masks ("
                 + ", ".join(TRAINING_SHAPES) + ") and sunglasses drawn on every LFW/celeba_dev crop; every clean and"
                 " masked crop also dimmed",
         "method": "per head: HOG + YCrCb colour grid against the forehead -> standardise -> logistic regression"
@@ -453,19 +455,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Train facefind's pixel occlusion classifier (reproducible).")
     parser.add_argument("--data", type=Path, default=None, help="evaluation data folder (default ../shared/data)")
     parser.add_argument("--cache", type=Path, default=Path("bench/results/cache"), help="where aligned crops are cached")
-    parser.add_argument("--out", type=Path, default=Path(str(resources.files("facefind.pipeline").joinpath("data", SHIPPED_WEIGHTS))))
+    parser.add_argument("--out-dir", type=Path, default=Path(str(resources.files("facefind.pipeline").joinpath("data"))),
+                        help="where the weights go, one file per stack (occlusion.weights_file)")
+    parser.add_argument("--stack", choices=TRAINED_STACKS, action="append",
+                        help="train only this stack's classifier (repeatable; default: every stack)")
     parser.add_argument("--workers", type=int, default=0)
     args = parser.parse_args()
     data = args.data or shared_data_dir()
     if data is None:
         raise SystemExit("../shared/data not found; pass --data or set FACEFIND_DATA")
-    crops = collect_crops(data, args.cache / "occlusion-crops.npz", args.workers,
-                          progress=lambda d, t: print(f"\rcrops {d}/{t}", end="", flush=True))
-    print(f"\n{len(crops.crops)} crops")
-    classifier = train(crops, progress=print)
-    classifier.save(args.out)
-    print(json.dumps(classifier.provenance["check"], indent=1))
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KiB)")
+    for stack in args.stack or TRAINED_STACKS:
+        crops = collect_crops(data, args.cache / "occlusion-crops.npz", args.workers, stacks=(stack,),
+                              progress=lambda d, t: print(f"\rcrops {d}/{t}", end="", flush=True))
+        print(f"\n{stack}: {len(crops.crops)} crops")
+        classifier = train(crops, progress=print)
+        out = args.out_dir / weights_file(stack)
+        classifier.save(out)
+        print(json.dumps(classifier.provenance["check"], indent=1))
+        print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
 
 
 if __name__ == "__main__":

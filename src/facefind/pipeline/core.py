@@ -14,8 +14,8 @@ from facefind.pipeline.models import DEFAULT_STACK, stack_named
 from facefind.pipeline.occlusion import (
     GALLERY_SHAPE,
     Occlusion,
-    default_occlusion_classifier,
     draw_mask,
+    occlusion_classifier_for,
 )
 from facefind.pipeline.quality import Quality, assess_quality, needs_upper_face_norm
 from facefind.pipeline.sface import OnnxSFace
@@ -68,11 +68,9 @@ class FacePipeline:
             recognizer_class = OnnxSFace if self.stack.name == "sface" else OnnxArcFace
             recognizer = recognizer_class(self.stack.recognizer, threads=self.config.threads)
         self.recognizer = recognizer
-        classifier = default_occlusion_classifier()
-        # The classifier reads the crop's pixels, but its flags send covered probes to a 'covered'
-        # calibration table, which only the recogniser named in its provenance has. (On SFace's crops, aligned
-        # from YuNet's landmarks, it also flags 0.72% of clean celeba_dev faces, over the 0.5% target: README.)
-        self.occlusion = classifier if classifier.provenance.get("model_id") == self.recognizer.model_id else None
+        # Occlusion weights checked on this stack's own crops (its detector's landmarks place them); their flags
+        # send covered probes to the recogniser's 'covered' calibration table. A plugged-in recogniser has neither.
+        self.occlusion = occlusion_classifier_for(self.recognizer.model_id)
 
     @property
     def model_id(self) -> str:
