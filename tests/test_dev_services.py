@@ -40,7 +40,13 @@ def test_dev_services_start_print_their_addresses_and_stop_on_ctrl_c():
             assert len(client.scheduler_info(n_workers=-1)["workers"]) == 1
 
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=90) == 0
+        try:
+            assert process.wait(timeout=90) == 0
+        except subprocess.TimeoutExpired:  # say where it waits (dev-services dumps its threads on SIGUSR1)
+            process.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            process.kill()
+            raise AssertionError(f"dev-services did not stop in 90 s:\n{process.communicate()[0][-6000:]}") from None
         gone, alive = psutil.wait_procs(servers, timeout=10)
         assert not alive, alive
     finally:

@@ -964,6 +964,7 @@ def dev_services(
     `facefind index PHOTOS --index milvus://127.0.0.1:PORT --cluster tcp://127.0.0.1:PORT`.
     """
     import contextlib
+    import faulthandler
     import signal
     import threading
 
@@ -975,6 +976,7 @@ def dev_services(
         raise _fail(FaceFindError("--dask-workers must be at least 1", reason="bad_argument"))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: where a slow stop is waiting
     with contextlib.ExitStack() as running:
         try:
             if postgres:
