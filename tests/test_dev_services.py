@@ -10,12 +10,21 @@ import sys
 import time
 
 import psutil
+import pytest
 
 
-def test_dev_services_start_print_their_addresses_and_stop_on_ctrl_c():
+def _ignoring_ctrl_c() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("started_ignoring_ctrl_c", [False, True])
+def test_dev_services_start_print_their_addresses_and_stop_on_ctrl_c(started_ignoring_ctrl_c):
+    """Also when started with SIGINT ignored (inherited, e.g. from a process that ran an ingest worker pool):
+    Ctrl-C is the documented way to stop it."""
     process = subprocess.Popen(
         [sys.executable, "-m", "facefind", "dev-services", "--no-postgres", "--dask-workers", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"},
+        preexec_fn=_ignoring_ctrl_c if started_ignoring_ctrl_c else None,
     )
     try:
         lines: list[str] = []
