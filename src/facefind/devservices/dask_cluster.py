@@ -72,28 +72,11 @@ def dask_cluster(workers: int = 2, threads_per_worker: int = 1, memory_limit: st
         shutil.rmtree(root, ignore_errors=True)
 
 
-# Asks the scheduler how many workers it has, in a child process: a distributed Client leaves its event loop,
-# offload thread and exit hooks in the process that made it, and `facefind dev-services` (which runs for hours,
-# then must stop at once on Ctrl-C) once hung at exit in CI after its Ctrl-C.
-_WORKERS_UNTIL = """
-import sys, time
-from distributed import Client
-with Client(sys.argv[1], timeout=float(sys.argv[3]), set_as_default=False) as client:
-    while len(client.scheduler_info(n_workers=-1)["workers"]) < int(sys.argv[2]):
-        time.sleep(0.2)
-"""
-
-
 def _wait_for_workers(address: str, count: int, group: subprocess.Popen, log: Path, deadline: float) -> None:
-    waiting = subprocess.Popen([sys.executable, "-c", _WORKERS_UNTIL, address, str(count), str(START_TIMEOUT_S)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                               preexec_fn=die_with_parent)
-    try:
-        while waiting.poll() is None:
+    from distributed import Client
+
+    with Client(address, timeout=START_TIMEOUT_S, set_as_default=False) as client:
+        while len(client.scheduler_info(n_workers=-1)["workers"]) < count:
             if group.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"Dask workers did not start:\n{log.read_text()[-2000:]}")
             time.sleep(0.2)
-        if waiting.returncode != 0:
-            raise RuntimeError(f"the Dask scheduler at {address} did not answer:\n{log.read_text()[-2000:]}")
-    finally:
-        stop_process(waiting, timeout=5)
