@@ -976,9 +976,10 @@ def dev_services(
         raise _fail(FaceFindError("--dask-workers must be at least 1", reason="bad_argument"))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    # Ctrl-C must stop the servers even when this process was started with SIGINT ignored (a disposition
-    # children inherit: a test run whose ingest worker pool set it made Ctrl-C a no-op here, found in CI).
+    # Ctrl-C must stop the servers even when this process was started with SIGINT ignored or blocked (both are
+    # inherited from the parent: in CI's full test run Ctrl-C was a no-op here and the test waited 90 s).
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: where a slow stop is waiting
     with contextlib.ExitStack() as running:
         try:
