@@ -161,16 +161,9 @@ def test_max_fmr_is_validated(facefind):
 
 
 def test_a_masked_probe_is_matched_in_masked_mode_with_its_own_calibration(facefind, photo_folder, tmp_path, pipeline, sample_rgb):
-    from PIL import Image
+    from tests.pipeline.test_occlusion import search_in_a_mask
 
-    from facefind.pipeline.occlusion import draw_mask
-    from tests.pipeline.test_occlusion import wear
-
-    facefind.index([photo_folder], workers=1)
-    face = pipeline.analyze(sample_rgb)[0]
-    probe = tmp_path / "masked.png"
-    Image.fromarray(wear(sample_rgb, face.landmarks, lambda crop: draw_mask(crop, "bandana", seed=5))).save(probe)
-    result = facefind.search(probe, show_all=True, top_k=3, purpose=PURPOSE)
+    result = search_in_a_mask(facefind, pipeline, photo_folder, tmp_path, sample_rgb)
     assert result.searched_face.quality.lower_face_covered
     assert result.probe_assessment.calibration_table == "covered"
     assert any("lower face is covered" in note for note in result.probe_assessment.notes)

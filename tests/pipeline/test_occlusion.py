@@ -39,6 +39,15 @@ def wear(rgb: np.ndarray, landmarks: np.ndarray, cover) -> np.ndarray:
     return (rgb * (1 - alpha) + back * alpha).astype(np.uint8)
 
 
+def search_in_a_mask(facefind: FaceFind, pipeline, photo_folder: Path, tmp_path: Path, rgb: np.ndarray):
+    """Index the sample photos, then search for the sample face wearing a mask shape never trained on (bandana)."""
+    facefind.index([photo_folder], workers=1)
+    face = pipeline.analyze(rgb)[0]
+    probe = tmp_path / "masked.png"
+    Image.fromarray(wear(rgb, face.landmarks, lambda crop: draw_mask(crop, "bandana", seed=5))).save(probe)
+    return facefind.search(probe, show_all=True, top_k=3, purpose=PURPOSE)
+
+
 @pytest.fixture
 def stack_facefind(tmp_path: Path, stack_pipeline) -> FaceFind:
     """A FaceFind over an empty library of each model stack, sharing that stack's loaded models."""
@@ -192,11 +201,7 @@ def test_a_covered_probe_showing_too_little_gets_no_strong(stack_facefind, stack
 
 def test_a_covered_probe_is_searched_in_covered_mode_in_every_stack(stack_facefind, stack_pipeline, photo_folder,
                                                                      tmp_path, sample_rgb):
-    stack_facefind.index([photo_folder], workers=1)
-    face = stack_pipeline.analyze(sample_rgb)[0]
-    probe = tmp_path / "masked.png"
-    Image.fromarray(wear(sample_rgb, face.landmarks, lambda crop: draw_mask(crop, "bandana", seed=5))).save(probe)
-    result = stack_facefind.search(probe, show_all=True, top_k=3, purpose=PURPOSE)
+    result = search_in_a_mask(stack_facefind, stack_pipeline, photo_folder, tmp_path, sample_rgb)
     assert result.searched_face.quality.lower_face_covered
     assert result.probe_assessment.calibration_table == "covered"
     best = result.matches[0]
