@@ -368,7 +368,9 @@ def test_index_scores_re_scored_where_reportable_equal_re_scoring_every_candidat
 def test_a_search_embeds_its_probe_once_not_masked_too(facefind, photo_folder, monkeypatch):
     """A probe meets the gallery's masked templates, never its own: the recogniser runs on its faces once."""
     facefind.index([photo_folder / "gdp.jpg"], workers=1)
-    batches, real = [], facefind.pipeline._features
-    monkeypatch.setattr(facefind.pipeline, "_features", lambda crops: batches.append(len(crops)) or real(crops))
+    recognizer = facefind.pipeline.recognizer
+    batches, real = [], recognizer.features_and_maps  # every pass of the recogniser goes through it
+    monkeypatch.setattr(recognizer, "features_and_maps",
+                        lambda crops, *summarise: batches.append(len(crops)) or real(crops, *summarise))
     assert facefind.search(probe_sample(), purpose=PURPOSE).faces_in_probe
     assert batches == [1]  # the portrait's one face, not it and its masked copy

@@ -1,4 +1,4 @@
-"""Train the pixel occlusion classifier reproducibly; small weights with their provenance.
+"""Train the occlusion classifier reproducibly; small weights with their provenance.
 
     python -m facefind.evaluation.occlusion_training [--stack sface]   # -> src/facefind/pipeline/data/
 
@@ -8,18 +8,17 @@ once per model stack (SCRFD's landmarks for ArcFace, YuNet's for SFace: the same
 template, but each detector places the crop a little differently, enough to move
 the false-flag rate), cached in ``bench/results/cache/occlusion-crops.npz`` with a
 stack column. Each stack gets its own classifier, trained and checked on its own
-crops (``occlusion.weights_file``): one trained on both stacks' crops at once found
-fewer real masks on each. Positives for "lower face
-covered" are the real masked faces plus synthetic masks drawn on LFW and celeba_dev
-crops; positives for "eyes covered" are synthetic sunglasses. Negatives are the
-clean crops, and each head also sees the other head's covering as a negative (a
-mask does not hide the eyes).
+crops and read from its own recogniser's maps (``occlusion.weights_file``).
+Positives for "lower face covered" are the real masked faces plus synthetic masks
+drawn on LFW and celeba_dev crops; positives for "eyes covered" are synthetic
+sunglasses. Negatives are the clean crops, and each head also sees the other head's
+covering as a negative (a mask does not hide the eyes).
 
 Evaluation is out of sample: celeba_dev and LFW by identity folds, masked_real by
 crawl batch (a batch may hold bursts of one person, so it must not be split); a
 photo's crops from both stacks share its fold. The cut-offs are set from the
-out-of-fold scores of clean celeba_dev faces (at most MAX_FALSE_FLAGS on each
-stack's crops), then the shipped model is refitted on everything.
+out-of-fold scores of clean celeba_dev faces (at most MAX_FALSE_FLAGS), then the
+shipped model is refitted on everything.
 """
 
 from __future__ import annotations
@@ -44,22 +43,25 @@ from facefind.evaluation import shared_data_dir
 from facefind.evaluation.lfw import central_face, list_images
 from facefind.ingest import init_worker, worker_pipeline
 from facefind.pipeline import PipelineConfig
+from facefind.pipeline.core import shipped_recognizer
 from facefind.pipeline.decode import decode_image
+from facefind.pipeline.embed import OnnxRecognizer
 from facefind.pipeline.models import stack_named
 from facefind.pipeline.occlusion import (
     HELD_OUT_SHAPES,
     HEADS,
     TRAINING_SHAPES,
     OcclusionClassifier,
-    PixelHead,
-    crop_features,
+    LinearHead,
     draw_mask,
     draw_sunglasses,
+    eye_features,
+    lower_face_map_features,
     weights_file,
 )
 
 CROPS_VERSION = "occlusion-crops-v2"
-TRAINED_STACKS = ("arcface", "sface")  # every shipped stack: one classifier serves the crops of each
+TRAINED_STACKS = ("arcface", "sface")  # every shipped stack, each with its own classifier
 LFW_EVERY = 3  # every third LFW image: ~2,600 faces, plenty for clean/synthetic examples
 MIN_EYE_DISTANCE_PX = 8.0  # below this the detector's landmarks are guesses; such faces are unusable anyway
 
@@ -233,7 +235,13 @@ UNMASKED_IN_MASKED_REAL = frozenset({
     "0002/0032.jpg#2",
 })
 REAL_MASK_WEIGHT = 6.0  # a real masked face counts as much as this many synthetic ones
-REGULARISATION = 0.3  # inverse L2 strength, chosen by the cross-validation below
+# Inverse L2 strength per head, chosen by the cross-validation below (lower face: 0.01-0.1 found the same
+# real masks to within 0.3 points on both stacks).
+REGULARISATION = {"lower_face_covered": 0.03, "eyes_covered": 0.3}
+# The recogniser maps the lower-face head reads, deepest first: the 14 x 14 and 28 x 28 stages (MobileFaceNet
+# node names in w600k_mbf, SFace's in its graph). Mid-level maps still see where a face is and what covers it;
+# the final embedding is trained to ignore exactly that. They come from the embedding pass every face gets.
+MAP_OUTPUTS = {"arcface": ("473", "397"), "sface": ("conv_11_relu", "conv_6_relu")}
 VARIANTS = ("clean", "mask", "held_out_mask", "sunglasses", "dim_clean", "dim_mask", "real", "real_flipped",
             "real_unmasked")
 POSITIVES = {"lower_face_covered": ("mask", "dim_mask", "real", "real_flipped"), "eyes_covered": ("sunglasses",)}
@@ -268,9 +276,9 @@ def assign_folds(crops: FaceCrops) -> np.ndarray:
     return folds
 
 
-def _features(crops: np.ndarray) -> dict[str, np.ndarray]:
-    rows = [crop_features(crop) for crop in crops]
-    return {head: np.stack([r[head] for r in rows]).astype(np.float32) for head in HEADS}
+def _features(crops: np.ndarray, recognizer: OnnxRecognizer) -> dict[str, np.ndarray]:
+    return {"lower_face_covered": recognizer.features_and_maps(crops, lower_face_map_features)[1],
+            "eyes_covered": np.stack([eye_features(crop) for crop in crops]).astype(np.float32)}
 
 
 def face_keys(crops: FaceCrops) -> np.ndarray:
@@ -327,7 +335,13 @@ def showing_the_mouth(crops: FaceCrops) -> np.ndarray:
 
 
 def training_set(crops: FaceCrops) -> TrainingSet:
-    """Synthetic coverings drawn on every clean crop (shape and colour from the crop's index, so reproducible)."""
+    """Synthetic coverings drawn on every clean crop (shape and colour from the crop's index, so reproducible),
+    read by the crops' stack's recogniser (the lower-face head's maps) and from pixels (the eyes head)."""
+    stacks = set(crops.stack)
+    if len(stacks) != 1:
+        raise ValueError(f"train one stack at a time (its recogniser's maps are the features), not {sorted(stacks)}")
+    stack = stacks.pop()
+    recognizer = shipped_recognizer(stack_named(stack), map_outputs=MAP_OUTPUTS[stack], batch_size=64)
     folds = assign_folds(crops)
     clean = crops.source != "masked_real"
     shows_mouth = showing_the_mouth(crops)
@@ -347,13 +361,13 @@ def training_set(crops: FaceCrops) -> TrainingSet:
     images["dim_mask"] = np.stack([dim(x, i + 7) for i, x in enumerate(images["mask"])])
     rows = {"real": real, "real_flipped": real, "real_unmasked": real_unmasked}
     return TrainingSet(
-        features={v: _features(images[v]) for v in VARIANTS},
+        features={v: _features(images[v], recognizer) for v in VARIANTS},
         folds={v: folds[rows.get(v, clean)] for v in VARIANTS},
         crops={"clean": crops.where(clean), "real": crops.where(real), "real_unmasked": crops.where(real_unmasked)},
     )
 
 
-def fit_head(data: TrainingSet, head: str, rows: dict[str, np.ndarray]) -> PixelHead:
+def fit_head(data: TrainingSet, head: str, rows: dict[str, np.ndarray]) -> LinearHead:
     """One head fitted on the chosen rows of each variant (its cut-off is set later, from held-out scores)."""
     from sklearn.linear_model import LogisticRegression
 
@@ -362,9 +376,9 @@ def fit_head(data: TrainingSet, head: str, rows: dict[str, np.ndarray]) -> Pixel
     y = np.concatenate([np.full(rows[v].sum(), v in POSITIVES[head]) for v in variants])
     weight = np.concatenate([np.full(rows[v].sum(), REAL_MASK_WEIGHT if v.startswith("real") else 1.0) for v in variants])
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-3
-    model = LogisticRegression(C=REGULARISATION, max_iter=500, random_state=SEED)
+    model = LogisticRegression(C=REGULARISATION[head], max_iter=1000, random_state=SEED)
     model.fit((x - mean) / scale, y, sample_weight=weight)
-    return PixelHead(mean.astype(np.float32), scale.astype(np.float32), model.coef_[0].astype(np.float32),
+    return LinearHead(mean.astype(np.float32), scale.astype(np.float32), model.coef_[0].astype(np.float32),
                      float(model.intercept_[0]), threshold=0.5)
 
 
@@ -423,25 +437,26 @@ def train(crops: FaceCrops, progress: Callable[[str], None] | None = None) -> Oc
     for head in HEADS:
         fitted = fit_head(data, head, {v: np.ones(len(data.folds[v]), bool) for v in VARIANTS})
         heads[head] = replace(fitted, threshold=checked[head]["threshold"])
-    stacks = [stack_named(name) for name in dict.fromkeys(crops.stack)]
-    counts = {stack.name: {s: int(((crops.source == s) & (crops.stack == stack.name)).sum())
-                           for s in ("lfw", "celeba", "masked_real")} for stack in stacks}
+    stack = stack_named(str(crops.stack[0]))  # training_set checked there is one
+    counts = {s: int((crops.source == s).sum()) for s in ("lfw", "celeba", "masked_real")}
     provenance = {
-        "model_ids": [stack.model_id for stack in stacks],
-        "detectors": [stack.detector.model_id for stack in stacks],
-        "model_ids_mean": "the recognisers whose crops (aligned from their detector's landmarks) these flags were"
-                          " checked on, and whose calibration may have a 'covered' table fitted with them; the"
-                          " classifier itself reads only the aligned crop's pixels",
+        "model_ids": [stack.model_id],
+        "detectors": [stack.detector.model_id],
+        "model_ids_mean": "the recogniser whose crops (aligned from its detector's landmarks) these flags were"
+                          " checked on, whose maps the lower-face head reads, and whose calibration may have a"
+                          " 'covered' table fitted with them",
+        "map_outputs": list(MAP_OUTPUTS[stack.name]),
         "script": "python -m facefind.evaluation.occlusion_training",
-        "data": f"aligned crops from facefind's detection, once per stack ({', '.join(c.name for c in stacks)}):"
-                f" LFW every {LFW_EVERY}th image, celeba_dev, masked_real (faces per stack: {counts}; in masked_real"
-                f" the {len(UNMASKED_IN_MASKED_REAL)} ArcFace-stack faces showing the mouth, and the same faces (by eye"
-                " position) in other stacks, as uncovered, the rest as masked, with mirror images); synthetic masks ("
-                + ", ".join(TRAINING_SHAPES) + ") and sunglasses drawn on every LFW/celeba_dev crop; every clean and"
-                " masked crop also dimmed",
-        "method": "per head: HOG + YCrCb colour grid against the forehead -> standardise -> logistic regression"
-                  f" (scikit-learn, C={REGULARISATION}); cut-off for at most"
-                  f" {MAX_FALSE_FLAGS} of clean celeba_dev faces flagged (out-of-fold) on every stack's crops",
+        "data": f"aligned crops from facefind's {stack.name} detection: LFW every {LFW_EVERY}th image, celeba_dev,"
+                f" masked_real (faces: {counts}; in masked_real the {len(UNMASKED_IN_MASKED_REAL)} ArcFace-stack"
+                " faces showing the mouth, and the same faces (by eye position) in other stacks, as uncovered, the"
+                " rest as masked, with mirror images); synthetic masks (" + ", ".join(TRAINING_SHAPES)
+                + ") and sunglasses drawn on every LFW/celeba_dev crop; every clean and masked crop also dimmed",
+        "method": "lower face covered: the recogniser's map_outputs (its own preprocessing) averaged over the lower"
+                  " face (rows 60-112, cols 16-96 of the crop) on a 2x3 grid; eyes covered: HOG + YCrCb colour grid"
+                  " of the eye band against the forehead; per head: standardise -> logistic regression"
+                  f" (scikit-learn, C={REGULARISATION}); cut-off for at most {MAX_FALSE_FLAGS} of clean celeba_dev"
+                  " faces flagged (out-of-fold)",
         "seeds": {"folds_and_solver": SEED, "synthetic_coverings": "the crop's index"},
         "cross_validation": f"{K_FOLDS} folds: LFW and celeba_dev by identity, masked_real by whole crawl batch;"
                             " a photo's crops from every stack in the same fold",

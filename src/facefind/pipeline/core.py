@@ -9,12 +9,13 @@ import numpy as np
 
 from facefind.pipeline.align import align_face
 from facefind.pipeline.detect import Detection, ScrfdDetector
-from facefind.pipeline.embed import OnnxArcFace, Recognizer, l2_normalise
-from facefind.pipeline.models import DEFAULT_STACK, stack_named
+from facefind.pipeline.embed import OnnxArcFace, OnnxRecognizer, Recognizer, l2_normalise
+from facefind.pipeline.models import DEFAULT_STACK, ModelStack, stack_named
 from facefind.pipeline.occlusion import (
     GALLERY_SHAPE,
     Occlusion,
     draw_mask,
+    lower_face_map_features,
     occlusion_classifier_for,
 )
 from facefind.pipeline.quality import Quality, assess_quality, needs_upper_face_norm
@@ -51,6 +52,13 @@ class DetectedFace:
         return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
 
 
+def shipped_recognizer(stack: ModelStack, threads: int | None = None, map_outputs: tuple[str, ...] = (),
+                       batch_size: int = 32) -> OnnxRecognizer:
+    """The stack's own recogniser, also giving the intermediate maps ``map_outputs``."""
+    recognizer_class = OnnxSFace if stack.name == "sface" else OnnxArcFace
+    return recognizer_class(stack.recognizer, threads=threads, batch_size=batch_size, map_outputs=map_outputs)
+
+
 class FacePipeline:
     """decode -> detect -> align -> assess quality -> embed, with models loaded once."""
 
@@ -64,13 +72,15 @@ class FacePipeline:
             min_face_px=self.config.min_face_px,
             threads=self.config.threads,
         )
+        # Occlusion weights checked on this stack's own crops (its detector's landmarks place them) and read from
+        # its recogniser's maps; their flags send covered probes to the recogniser's 'covered' calibration table.
+        # A plugged-in recogniser gets flags only if it gives the maps the weights were trained on.
+        occlusion = occlusion_classifier_for(recognizer.model_id if recognizer else self.stack.model_id)
         if recognizer is None:
-            recognizer_class = OnnxSFace if self.stack.name == "sface" else OnnxArcFace
-            recognizer = recognizer_class(self.stack.recognizer, threads=self.config.threads)
+            recognizer = shipped_recognizer(self.stack, self.config.threads, occlusion.map_outputs if occlusion else ())
         self.recognizer = recognizer
-        # Occlusion weights checked on this stack's own crops (its detector's landmarks place them); their flags
-        # send covered probes to the recogniser's 'covered' calibration table. A plugged-in recogniser has neither.
-        self.occlusion = occlusion_classifier_for(self.recognizer.model_id)
+        offered = getattr(recognizer, "map_outputs", ())
+        self.occlusion = occlusion if occlusion and offered == occlusion.map_outputs else None
 
     @property
     def model_id(self) -> str:
@@ -103,16 +113,18 @@ class FacePipeline:
             return []
         use_masked = self.config.masked_templates if masked_templates is None else masked_templates
         if use_masked:  # one batch: the faces, then the same faces masked
-            both = self._features(np.concatenate([crops, self._masked(crops)]))
+            both, lower_face_maps = self._features_and_lower_face(np.concatenate([crops, self._masked(crops)]))
             features, masked_features = both[: len(crops)], both[len(crops) :]
             masked = list(l2_normalise(masked_features))
         else:
-            features, masked_features, masked = self._features(crops), None, [None] * len(crops)
+            features, lower_face_maps = self._features_and_lower_face(crops)
+            masked_features, masked = None, [None] * len(crops)
         embeddings = l2_normalise(features)
         # A plugged-in recogniser without raw_features gives unit vectors: their norm says nothing.
         norms = np.linalg.norm(features, axis=1) if hasattr(self.recognizer, "raw_features") else [None] * len(crops)
         upper_norms = self._upper_face_norms(crops, norms, masked_features) if upper_face_norms else [None] * len(crops)
-        occlusions = self.occlusion.predict(crops) if self.occlusion else [None] * len(crops)
+        occlusions = (self.occlusion.predict(crops, lower_face_maps[: len(crops)]) if self.occlusion
+                      else [None] * len(crops))
         faces = [
             DetectedFace(
                 box=d.box.astype(np.float32),
@@ -184,6 +196,18 @@ class FacePipeline:
         if hasattr(self.recognizer, "raw_features"):
             return self.recognizer.raw_features(crops)
         return self.recognizer.embed(crops)
+
+    def _features_and_lower_face(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw features and, where the occlusion classifier reads them, the lower-face maps, in one pass."""
+        if self.occlusion is None:
+            return self._features(crops), None
+        return self.recognizer.features_and_maps(crops, lower_face_map_features)
+
+    def occlusions(self, crops: np.ndarray) -> list[Occlusion | None]:
+        """Covered-face flags of aligned crops (None without a classifier for this recogniser)."""
+        if self.occlusion is None:
+            return [None] * len(crops)
+        return self.occlusion.predict(crops, self._features_and_lower_face(crops)[1])
 
     @staticmethod
     def _masked(crops: np.ndarray) -> np.ndarray:

@@ -7,7 +7,8 @@ from different models are never compared.
 
 from __future__ import annotations
 
-from typing import Protocol
+from pathlib import Path
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -27,15 +28,18 @@ class OnnxRecognizer:
     """An ONNX recogniser run in batches: aligned RGB crops -> network output -> unit vectors.
 
     Subclasses say how their network wants its pixels (:meth:`prepare`); the batching, the raw
-    features the usability check reads, and the normalisation are shared.
+    features the usability check reads, the intermediate maps the occlusion classifier reads
+    (``map_outputs``, added to the graph's outputs at load) and the normalisation are shared.
     """
 
-    def __init__(self, model_id: str, session, batch_size: int = 32) -> None:
+    def __init__(self, model_id: str, session, batch_size: int = 32, map_outputs: tuple[str, ...] = ()) -> None:
         self.model_id = model_id
         self._session = session
         self._input_name = session.get_inputs()[0].name
+        self._output_name = session.get_outputs()[0].name
         self.dim = int(session.get_outputs()[0].shape[-1])
         self.batch_size = batch_size
+        self.map_outputs = map_outputs
 
     def prepare(self, chunk: np.ndarray) -> np.ndarray:
         """N x 112 x 112 x 3 float32 RGB pixels (0..255) -> the network's NCHW input."""
@@ -43,13 +47,24 @@ class OnnxRecognizer:
 
     def raw_features(self, crops: np.ndarray) -> np.ndarray:
         """The network's output before normalisation (its norm says how face-like the crop is)."""
+        return self.features_and_maps(crops)[0]
+
+    def features_and_maps(
+        self, crops: np.ndarray, summarise: Callable[[list[np.ndarray]], np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw features and, with ``summarise``, what it makes of each batch's ``map_outputs`` maps (a few
+        numbers per face: the maps themselves are ~1 MB a face), from the same single pass."""
         if len(crops) == 0:
-            return np.empty((0, self.dim), dtype=np.float32)
-        batches = []
+            return np.empty((0, self.dim), dtype=np.float32), None
+        outputs = [self._output_name, *self.map_outputs] if summarise else [self._output_name]
+        features, summaries = [], []
         for start in range(0, len(crops), self.batch_size):
             blob = np.ascontiguousarray(self.prepare(crops[start : start + self.batch_size].astype(np.float32)))
-            batches.append(self._session.run(None, {self._input_name: blob})[0])
-        return np.vstack(batches)
+            first, *maps = self._session.run(outputs, {self._input_name: blob})
+            features.append(first)
+            if summarise:
+                summaries.append(summarise(maps))
+        return np.vstack(features), np.vstack(summaries) if summarise else None
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         return l2_normalise(self.raw_features(crops))
@@ -58,11 +73,23 @@ class OnnxRecognizer:
 class OnnxArcFace(OnnxRecognizer):
     """An ArcFace-style ONNX recogniser: RGB input scaled to [-1, 1], NCHW, batched."""
 
-    def __init__(self, model: ModelFile = ARCFACE_MBF, threads: int | None = None, batch_size: int = 32) -> None:
-        super().__init__(model.model_id, open_session(verified_path(model), threads), batch_size)
+    def __init__(self, model: ModelFile = ARCFACE_MBF, threads: int | None = None, batch_size: int = 32,
+                 map_outputs: tuple[str, ...] = ()) -> None:
+        graph = with_outputs(verified_path(model), map_outputs) if map_outputs else verified_path(model)
+        super().__init__(model.model_id, open_session(graph, threads), batch_size, map_outputs)
 
     def prepare(self, chunk: np.ndarray) -> np.ndarray:
         return ((chunk - 127.5) / 127.5).transpose(0, 3, 1, 2)
+
+
+def with_outputs(graph: Path | bytes, names: tuple[str, ...]) -> bytes:
+    """The ONNX graph, serialised, also giving the intermediate tensors ``names`` as outputs."""
+    import onnx  # ~0.1 s: only a recogniser whose maps are read pays it
+
+    model = onnx.load_from_string(graph) if isinstance(graph, bytes) else onnx.load(str(graph))
+    for name in names:
+        model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return model.SerializeToString()
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from facefind.pipeline.embed import OnnxRecognizer
+from facefind.pipeline.embed import OnnxRecognizer, with_outputs
 from facefind.pipeline.models import SFACE_2021DEC, ModelFile, open_session, verified_path
 
 if TYPE_CHECKING:  # onnx (~0.1 s) is imported by the repair, which only an SFace library runs
@@ -88,8 +88,10 @@ class OnnxSFace(OnnxRecognizer):
     """SFace through onnxruntime: aligned RGB crops -> unit 128-d embeddings (and their raw norms)."""
 
     def __init__(self, model: ModelFile = SFACE_2021DEC, threads: int | None = None, batch_size: int = 32,
-                 fold_weights: bool = True) -> None:
-        super().__init__(model.model_id, open_session(repaired_sface(model, fold_weights), threads), batch_size)
+                 fold_weights: bool = True, map_outputs: tuple[str, ...] = ()) -> None:
+        graph = repaired_sface(model, fold_weights)
+        graph = with_outputs(graph, map_outputs) if map_outputs else graph
+        super().__init__(model.model_id, open_session(graph, threads), batch_size, map_outputs)
 
     def prepare(self, chunk: np.ndarray) -> np.ndarray:
         return chunk.transpose(0, 3, 1, 2)  # the graph normalises its own input
