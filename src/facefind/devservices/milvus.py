@@ -184,10 +184,12 @@ def milvus_server(data_dir: Path | None = None) -> Iterator[MilvusServer]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def stop_process(process: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM (a server flushes and leaves), then SIGKILL if it has not gone in ``timeout`` seconds."""
+def stop_process(process: subprocess.Popen, timeout: float = STOP_TIMEOUT_S,
+                 signal_number: int = signal.SIGTERM) -> None:
+    """``signal_number`` (SIGTERM: a server flushes and leaves), then SIGKILL if it has not gone in ``timeout``
+    seconds."""
     if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal_number)
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -26,7 +26,7 @@ from typing import Iterator
 
 import psycopg
 
-from facefind.devservices.milvus import die_with_parent
+from facefind.devservices.milvus import die_with_parent, stop_process
 from facefind.errors import FaceFindError
 
 UNPRIVILEGED_USER = "nobody"
@@ -202,10 +202,4 @@ def _wait_until_ready(process: subprocess.Popen, port: int) -> bool:
 
 def _stop(process: subprocess.Popen) -> None:
     """Fast shutdown (SIGINT: disconnects clients, then exits cleanly); SIGKILL if it has not gone in 30 s."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    stop_process(process, timeout=30, signal_number=signal.SIGINT)
