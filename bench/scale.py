@@ -3,7 +3,7 @@
 Usage::
 
     nice python bench/scale.py [--sizes 100000,1000000] [--embed-only]
-    nice python bench/scale.py --cli 1000000            # a library on disk: CLI, stages, service (below)
+    nice python bench/scale.py --cli 1000000 [--baseline REV]  # a library on disk: CLI, stages, service (below)
     nice python bench/scale.py --covered-sweep 1000000  # covered-probe recall vs time (below)
     nice -n 19 python bench/scale.py --servers milvus,pgvector [--servers-size 1000000] [--ef-construction 200]
 
@@ -18,7 +18,8 @@ Usage::
    recall@10 vs exact, mate recall above the calibrated threshold (standard table, FMR 1e-5),
    index memory, save/open time; covered probes through the plain index re-scored with the masked
    templates (the design in search._candidates) against exhaustive fused scoring.
-4. CLI end to end: a one-off ``facefind search`` subprocess against a library on disk (wall, RSS);
+4. CLI end to end: a one-off ``facefind search`` subprocess against a library on disk (wall, RSS; with
+   ``--baseline REV`` that revision's CLI too, interleaved);
    where a library-level search (api.search less its pipeline) spends its time, stage by stage; a real
    ``facefind serve`` on it: search over HTTP, and ``facefind search --service`` (the CLI as its client).
 5. Covered probes: recall@10 vs fused scoring of every face against time, by candidates asked and
@@ -38,6 +39,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import nullcontext
@@ -735,24 +737,40 @@ def _cli_memory(stderr: str) -> dict:
     return {"peak_rss_mb": peak, "private_mb_at_exit": private, "file_pages_mapped_mb_at_exit": mapped}
 
 
-def measure_cli(root: Path, probe: Path, face_ids: list[int]) -> dict:
+def measure_cli(root: Path, probe: Path, face_ids: list[int], baseline_src: Path | None = None) -> dict:
     """A one-off `facefind search` by photo and by stored face id, alternated (wall, memory), and
-    library-level candidate searches in this process."""
+    library-level candidate searches in this process. With ``baseline_src`` (another revision's src/), its
+    CLI runs interleaved with this code's, on the same library, so the two are compared side by side."""
     from facefind.library import Library
     from facefind.pipeline.models import STACKS
     from facefind.search import _candidates, _proposed
 
-    runs, runs_by_id, memory = [], [], []
+    codes = {"this": None, **({"baseline": baseline_src} if baseline_src else {})}
+    walls = {(code, by_id): [] for code in codes for by_id in (False, True)}
+    memory = []
     for face_id in face_ids[:5]:
-        for by_id, times in ((False, runs), (True, runs_by_id)):
-            started = time.perf_counter()
-            completed = subprocess.run([sys.executable, "-c", CLI_WITH_MEMORY, "--library", str(root), "search",
-                                        *(["--face-id", str(face_id)] if by_id else [str(probe)]), "--json", "--case",
-                                        "bench", "--reason", "benchmark of search speed"], capture_output=True, text=True)
-            times.append(time.perf_counter() - started)
-            if completed.returncode not in (0, 1):
-                raise SystemExit(f"facefind search failed: {completed.stderr[-2000:]}")
-            memory.append(_cli_memory(completed.stderr))
+        for code, src in codes.items():
+            for by_id in (False, True):
+                environment = {**os.environ, **({"PYTHONPATH": str(src)} if src else {})}
+                started = time.perf_counter()
+                completed = subprocess.run([sys.executable, "-c", CLI_WITH_MEMORY, "--library", str(root), "search",
+                                            *(["--face-id", str(face_id)] if by_id else [str(probe)]), "--json",
+                                            "--case", "bench", "--reason", "benchmark of search speed"],
+                                           capture_output=True, text=True, env=environment)
+                walls[(code, by_id)].append(time.perf_counter() - started)
+                if completed.returncode not in (0, 1):
+                    raise SystemExit(f"facefind search ({code}) failed: {completed.stderr[-2000:]}")
+                if code == "this":
+                    memory.append(_cli_memory(completed.stderr))
+    runs, runs_by_id = walls[("this", False)], walls[("this", True)]
+    compared = {}
+    if baseline_src:
+        before, before_by_id = walls[("baseline", False)], walls[("baseline", True)]
+        compared = {"baseline_cli_search_wall_s": [round(r, 2) for r in before],
+                    "baseline_cli_search_face_id_wall_s": [round(r, 2) for r in before_by_id],
+                    "cli_search_vs_baseline": round(statistics.median(runs) / statistics.median(before), 3),
+                    "cli_search_face_id_vs_baseline": round(statistics.median(runs_by_id)
+                                                            / statistics.median(before_by_id), 3)}
     started = time.perf_counter()
     with Library(root, STACKS["arcface"].model_id, 512) as library:
         open_s = time.perf_counter() - started
@@ -766,7 +784,7 @@ def measure_cli(root: Path, probe: Path, face_ids: list[int]) -> dict:
                 find(library, query, 10, None, mode, None)
                 seconds.append(time.perf_counter() - started)
             timings[label] = percentiles(seconds)
-    return {"cli_search_wall_s": [round(r, 2) for r in runs],
+    return {**compared, "cli_search_wall_s": [round(r, 2) for r in runs],
             "cli_search_face_id_wall_s": [round(r, 2) for r in runs_by_id],
             "cli_search_wall_s_median": round(statistics.median(runs), 2),
             "cli_search_face_id_wall_s_median": round(statistics.median(runs_by_id), 2),
@@ -984,6 +1002,7 @@ def main() -> None:
     parser.add_argument("--embed-only", action="store_true", help="compute the real-embedding cache and stop")
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--cli", type=int, help="instead: build a library of this many faces (cached) and time the CLI")
+    parser.add_argument("--baseline", help="with --cli: also time this git revision's CLI, interleaved (side by side)")
     parser.add_argument("--covered-sweep", type=int, help="instead: covered-probe recall vs time at this many faces")
     parser.add_argument("--plot-only", action="store_true", help="instead: draw scale.png again from scale.json")
     parser.add_argument("--switch", action="store_true", help="instead: the threshold-crossing commit, inline vs background")
@@ -1038,7 +1057,13 @@ def main() -> None:
         lfw = data_dir_or_exit() / "lfw"
         probes = [lfw / path for path in list_images(lfw)[:40]]
         face_ids = [int(i) for i in np.random.default_rng(1).integers(1, args.cli + 1, 50)]  # stored faces to search from
-        measured = {**(built or {}), **measure_cli(root, probes[0], face_ids)}
+        with tempfile.TemporaryDirectory() as baseline:
+            if args.baseline:  # the revision's src/, as bench/ingest.py --baseline takes it
+                archive = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "archive",
+                                          args.baseline, "src"], capture_output=True, check=True).stdout
+                subprocess.run(["tar", "-x", "-C", baseline], input=archive, check=True)
+            measured = {**(built or {}), **({"baseline": args.baseline} if args.baseline else {}),
+                        **measure_cli(root, probes[0], face_ids, Path(baseline) / "src" if args.baseline else None)}
         print(measured, flush=True)
         measured["search_stages"] = measure_search_stages(root, probes, face_ids)
         print(measured["search_stages"], flush=True)
