@@ -48,10 +48,12 @@ from facefind.evaluation.covered import (  # noqa: E402
 )
 from facefind.evaluation.lfw import identity_split  # noqa: E402
 from facefind.evaluation.occlusion_training import (  # noqa: E402
+    EVERYONE_MASKED,
     MAX_FALSE_FLAGS,
     TRAINED_STACKS,
     collect_crops,
     cross_validate,
+    masked_and_bare,
     report,
     training_set,
 )
@@ -61,20 +63,6 @@ from facefind.pipeline.decode import decode_image  # noqa: E402
 from facefind.pipeline.models import ARCFACE_MBF, SFACE_2021DEC  # noqa: E402
 
 LEVELS = (1e-3, 1e-4)
-
-
-# The group_photos/masked photos in which (nearly) everyone is masked: their usable faces with eyes >= 15 px
-# apart are the crowd-photo masks the >= 90% target counts; the other photos mix masked and bare faces. Every
-# such face was looked at (ArcFace's 117, at 2x): five in the img8 crowd show a bare mouth, no mask; they count
-# as uncovered, like masked_real's faces showing the mouth. Listed by eye centre (x, y) in photo pixels, so any
-# detector's faces can be matched to them.
-EVERYONE_MASKED = ("img2.jpeg", "img5.jpeg", "img6.webp", "img7.webp", "img8.jpeg")
-BARE_MOUTHS = {"img8.jpeg": ((801, 57), (1026, 186), (444, 128), (1304, 78), (874, 6))}
-
-
-def _shows_a_bare_mouth(photo: str, face) -> bool:
-    centre = face.landmarks[:2].mean(axis=0)
-    return any(np.hypot(*(centre - point)) < face.quality.eye_distance_px / 2 for point in BARE_MOUTHS.get(photo, ()))
 
 
 def real_masked_photos(data: Path, model: str = "arcface") -> dict:
@@ -92,9 +80,8 @@ def real_masked_photos(data: Path, model: str = "arcface") -> dict:
             }
             large += [f for f in faces if f.quality.usable and f.quality.eye_distance_px >= 15]
             if path.name in EVERYONE_MASKED:
-                for face in faces:
-                    if face.quality.usable and face.quality.eye_distance_px >= 15:
-                        (bare_faces if _shows_a_bare_mouth(path.name, face) else masked_faces).append(face)
+                masked, bare = masked_and_bare(path.name, faces)
+                masked_faces, bare_faces = masked_faces + masked, bare_faces + bare
         total = sum(v["faces"] for v in per_file.values())
         flagged = sum(v["lower_face_covered"] for v in per_file.values())
         result[name] = {"faces": total, "flagged_lower_face_covered": flagged, "files": per_file,

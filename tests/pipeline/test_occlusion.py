@@ -216,6 +216,21 @@ def test_most_real_masked_faces_are_flagged(stack_pipeline, data_dir):
     assert not any(face.quality.eyes_covered for face in largest)
 
 
+def test_nine_in_ten_masks_are_flagged_in_group_photos_where_everyone_is_masked(stack_pipeline, data_dir):
+    """Crowds and group portraits no classifier was trained on: patterned cloth masks, small blurred faces."""
+    from facefind.evaluation.occlusion_training import EVERYONE_MASKED, masked_and_bare
+
+    masked, bare = [], []
+    for photo in EVERYONE_MASKED:
+        faces = stack_pipeline.analyze(decode_image(data_dir / "group_photos" / "masked" / photo).pixels,
+                                       masked_templates=False)
+        found = masked_and_bare(photo, faces)
+        masked, bare = masked + found[0], bare + found[1]
+    assert len(masked) > 100 and bare
+    assert sum(face.quality.lower_face_covered for face in masked) >= 0.9 * len(masked)
+    assert not any(face.quality.lower_face_covered for face in bare)
+
+
 def _jpeg(rgb: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="JPEG", quality=95)
