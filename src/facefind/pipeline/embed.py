@@ -8,11 +8,14 @@ from different models are never compared.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
 from facefind.pipeline.models import ARCFACE_MBF, ModelFile, open_session, verified_path
+
+if TYPE_CHECKING:  # onnx (~0.1 s) is imported where maps are added, not by every import of this module
+    import onnx
 
 
 class Recognizer(Protocol):
@@ -82,14 +85,21 @@ class OnnxArcFace(OnnxRecognizer):
         return ((chunk - 127.5) / 127.5).transpose(0, 3, 1, 2)
 
 
-def with_outputs(graph: Path | bytes, names: tuple[str, ...]) -> bytes:
-    """The ONNX graph, serialised, also giving the intermediate tensors ``names`` as outputs."""
+def with_outputs(graph: Path, names: tuple[str, ...]) -> bytes:
+    """The ONNX graph file, serialised, also giving the intermediate tensors ``names`` as outputs."""
     import onnx  # ~0.1 s: only a recogniser whose maps are read pays it
 
-    model = onnx.load_from_string(graph) if isinstance(graph, bytes) else onnx.load(str(graph))
+    model = onnx.load(str(graph))
+    add_outputs(model, names)
+    return model.SerializeToString()
+
+
+def add_outputs(model: onnx.ModelProto, names: tuple[str, ...]) -> None:
+    """Make the intermediate float tensors ``names`` outputs of ``model`` too (onnxruntime returns only outputs)."""
+    import onnx
+
     for name in names:
         model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    return model.SerializeToString()
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:

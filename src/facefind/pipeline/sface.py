@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from facefind.pipeline.embed import OnnxRecognizer, with_outputs
+from facefind.pipeline.embed import OnnxRecognizer, add_outputs
 from facefind.pipeline.models import SFACE_2021DEC, ModelFile, open_session, verified_path
 
 if TYPE_CHECKING:  # onnx (~0.1 s) is imported by the repair, which only an SFace library runs
@@ -42,8 +42,10 @@ def dequantize_blockwise(quantized: np.ndarray, scales: np.ndarray, zero_points:
     return ((quantized.astype(np.float32) - zero_points.astype(np.float32)) * scales).astype(np.float32)
 
 
-def repaired_sface(model: ModelFile = SFACE_2021DEC, fold_weights: bool = True) -> bytes:
-    """The SFace graph, serialised, with its dangling inputs dropped (and weights folded to fp32).
+def repaired_sface(model: ModelFile = SFACE_2021DEC, fold_weights: bool = True,
+                   map_outputs: tuple[str, ...] = ()) -> bytes:
+    """The SFace graph, serialised, with its dangling inputs dropped (and weights folded to fp32), also giving
+    the intermediate tensors ``map_outputs`` as outputs (in the same pass: the graph is ~39 MB to serialise).
 
     The batch dimension is made dynamic too: the file declares batch 1.
     """
@@ -60,6 +62,7 @@ def repaired_sface(model: ModelFile = SFACE_2021DEC, fold_weights: bool = True) 
         _fold_dequantize(graph, {tensor.name: tensor for tensor in graph.initializer})
     for value in (graph.input[0], graph.output[0]):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    add_outputs(graph_model, map_outputs)
     return graph_model.SerializeToString()
 
 
@@ -89,8 +92,7 @@ class OnnxSFace(OnnxRecognizer):
 
     def __init__(self, model: ModelFile = SFACE_2021DEC, threads: int | None = None, batch_size: int = 32,
                  fold_weights: bool = True, map_outputs: tuple[str, ...] = ()) -> None:
-        graph = repaired_sface(model, fold_weights)
-        graph = with_outputs(graph, map_outputs) if map_outputs else graph
+        graph = repaired_sface(model, fold_weights, map_outputs)
         super().__init__(model.model_id, open_session(graph, threads), batch_size, map_outputs)
 
     def prepare(self, chunk: np.ndarray) -> np.ndarray:

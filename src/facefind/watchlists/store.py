@@ -17,7 +17,6 @@ from sqlalchemy import event
 from facefind.errors import FaceFindError, NotFoundError
 from facefind.people.store import create_tables, server_engine
 
-
 metadata = sa.MetaData()
 
 watchlists = sa.Table(
