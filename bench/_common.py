@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,6 +13,15 @@ from pathlib import Path
 from facefind.evaluation import shared_data_dir
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = RESULTS.parent.parent
+
+
+def revision_src(revision: str, into: Path) -> Path:
+    """``revision``'s src/ unpacked under ``into``: run with PYTHONPATH pointing there, a fresh process measures that
+    code side by side with this tree's (``--baseline`` of bench/ingest.py and bench/scale.py --cli)."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision, "src"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "src"
 
 
 def data_dir_or_exit() -> Path:

@@ -32,9 +32,8 @@ import psutil  # comes with distributed (the cluster extra)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, data_dir_or_exit, write_json  # noqa: E402
+from _common import REPO, RESULTS, data_dir_or_exit, revision_src, write_json  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 LFW_TARGET_IMAGES_PER_SECOND = 25.0
 
 
@@ -155,10 +154,7 @@ def main() -> None:
         sources = {"current": REPO / "src"}
         if args.baseline:
             (workdir / "baseline").mkdir()
-            archive = subprocess.run(["git", "-C", str(REPO), "archive", args.baseline, "src"],
-                                     capture_output=True, check=True).stdout
-            subprocess.run(["tar", "-x", "-C", str(workdir / "baseline")], input=archive, check=True)
-            sources["baseline"] = workdir / "baseline" / "src"
+            sources["baseline"] = revision_src(args.baseline, workdir / "baseline")
         for name, source, limit in (("lfw", data / "lfw", args.limit), ("group_photos", data / "group_photos", None)):
             folder = _subset(source, limit, workdir)
             runs = {(workers, code): [] for workers in (1, workers_all) for code in sources}

@@ -10,7 +10,7 @@ for reference, the claimed vs measured FMR of the shipped 'covered' table, and h
 often the occlusion classifier flags covered and uncovered faces, including the real
 masked photos in group_photos/masked. Writes bench/results/masked.json.
 
-The pixel occlusion classifier is measured out of sample, as it is trained
+The occlusion classifier is measured out of sample, as it is trained
 (facefind.evaluation.occlusion_training): 6-fold cross-validation, celeba_dev and
 LFW by identity, masked_real by whole crawl batch, on the crops of each model stack
 (SCRFD landmarks for ArcFace, YuNet landmarks for SFace; each stack its own classifier). Targets: >= 90% of real masked
@@ -104,7 +104,7 @@ TARGETS = {"masked_real_flagged": 0.90, "celeba_lower_face_false": 0.005, "celeb
 
 
 def occlusion_cross_validation(data: Path, cache: Path) -> dict:
-    """Out-of-fold flag rates of the pixel classifier, and the plot of real masks found vs clean faces flagged."""
+    """Out-of-fold flag rates of the occlusion classifier, and the plot of real masks found vs clean faces flagged."""
     figures, runs = {}, []
     for stack in TRAINED_STACKS:  # one classifier per stack, as shipped (occlusion.weights_file)
         crops = collect_crops(data, cache / "occlusion-crops.npz", stacks=(stack,),
@@ -412,6 +412,14 @@ def _print_usability(stack: str, report: dict) -> None:
                   f" -> {row['after']['unusable'] * 100:5.1f}%  {row['after']['by_signal']}")
 
 
+def _last_run() -> dict:
+    """bench/results/masked.json as the last run left it, less its machine facts: a partial run keeps the rest."""
+    previous = RESULTS / "masked.json"
+    kept = json.loads(previous.read_text()) if previous.exists() else {}
+    kept.pop("machine", None)
+    return kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, default=RESULTS / "cache")
@@ -425,16 +433,12 @@ def main() -> None:
     args = parser.parse_args()
     data = data_dir_or_exit()
     if args.usability:
-        previous = RESULTS / "masked.json"
-        kept = json.loads(previous.read_text()) if previous.exists() else {}
-        kept.pop("machine", None)
+        kept = _last_run()
         path = write_json("masked", {**kept, "usability": usability_check(data, args.cache)})
         print(f"wrote {path}")
         return
     if args.covered_only:
-        previous = RESULTS / "masked.json"
-        kept = json.loads(previous.read_text()) if previous.exists() else {}
-        kept.pop("machine", None)
+        kept = _last_run()
         measured = covered_matching(data, args.cache, args.covered_only)
         update = measured if args.covered_only == "arcface" else {"covered_matching_sface": measured}
         print(f"wrote {write_json('masked', {**kept, **update})}")
@@ -442,9 +446,7 @@ def main() -> None:
     occlusion = occlusion_cross_validation(data, args.cache)
     _print_occlusion(occlusion)
     if args.occlusion_only:
-        previous = RESULTS / "masked.json"
-        kept = json.loads(previous.read_text()) if previous.exists() else {}
-        kept.pop("machine", None)
+        kept = _last_run()
         update = {"occlusion_classifier": occlusion, "classifier_on_real_photos": real_masked_photos(data),
                   "classifier_on_real_photos_sface": real_masked_photos(data, "sface")}
         path = write_json("masked", {**kept, **update})

@@ -49,7 +49,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from _common import RESULTS, data_dir_or_exit, write_json
+from _common import RESULTS, data_dir_or_exit, revision_src, write_json
 from facefind.evaluation.lfw import central_face, list_images
 from facefind.index import FaissAnnIndex, FaissFlatIndex
 from facefind.index.ann import TRAIN_SAMPLE
@@ -1057,13 +1057,10 @@ def main() -> None:
         lfw = data_dir_or_exit() / "lfw"
         probes = [lfw / path for path in list_images(lfw)[:40]]
         face_ids = [int(i) for i in np.random.default_rng(1).integers(1, args.cli + 1, 50)]  # stored faces to search from
-        with tempfile.TemporaryDirectory() as baseline:
-            if args.baseline:  # the revision's src/, as bench/ingest.py --baseline takes it
-                archive = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "archive",
-                                          args.baseline, "src"], capture_output=True, check=True).stdout
-                subprocess.run(["tar", "-x", "-C", baseline], input=archive, check=True)
+        with tempfile.TemporaryDirectory() as scratch:
+            baseline_src = revision_src(args.baseline, Path(scratch)) if args.baseline else None
             measured = {**(built or {}), **({"baseline": args.baseline} if args.baseline else {}),
-                        **measure_cli(root, probes[0], face_ids, Path(baseline) / "src" if args.baseline else None)}
+                        **measure_cli(root, probes[0], face_ids, baseline_src)}
         print(measured, flush=True)
         measured["search_stages"] = measure_search_stages(root, probes, face_ids)
         print(measured["search_stages"], flush=True)
