@@ -18,7 +18,6 @@ from facefind.pipeline.occlusion import (
     OcclusionClassifier,
     _arrays_sha256,
     combine_scores,
-    default_occlusion_classifier,
     draw_mask,
     draw_sunglasses,
     lower_face_map_features,
@@ -193,7 +192,7 @@ def test_map_features_average_the_lower_face_only(side, rows, cols):
 
 
 def test_tampered_weights_are_refused(tmp_path):
-    classifier = default_occlusion_classifier()
+    classifier = occlusion_classifier_for(STACKS["arcface"].model_id)
     classifier.save(tmp_path / "same.npz")
     assert OcclusionClassifier.load(tmp_path / "same.npz").provenance["weights_sha256"] == classifier.provenance["weights_sha256"]
     with np.load(tmp_path / "same.npz") as stored:

@@ -15,7 +15,7 @@ photos. "Eyes covered" reads gradient (HOG) and colour features of the eye band.
 ``map_outputs``, computed in the embedding pass every face already gets) averaged
 over the lower face: they see a patterned cloth mask or a small blurred crowd face
 as a covering where hand-made pixel features did not (real masks found: 91% -> 97%,
-masks in crowd photos 68% -> 90%; README). The weights ship as a small .npz per model
+masks in crowd photos 68% -> 93%; README). The weights ship as a small .npz per model
 stack, whose provenance records the stack, the map outputs, data, seeds,
 cross-validated figures and a hash of the weights.
 """
@@ -313,12 +313,6 @@ def weights_file(stack: str) -> str:
 
 def _shipped(name: str) -> Path:
     return Path(str(resources.files("facefind.pipeline").joinpath("data", name)))
-
-
-@cache
-def default_occlusion_classifier() -> OcclusionClassifier:
-    """The classifier shipped in pipeline/data for the default stack (trained by facefind.evaluation.occlusion_training)."""
-    return OcclusionClassifier.load(_shipped(SHIPPED_WEIGHTS))
 
 
 @cache
