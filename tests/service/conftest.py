@@ -16,9 +16,10 @@ import httpx
 import uvicorn
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from facefind.access import Actor
@@ -57,12 +58,28 @@ def headless_chromium(scratch: Path, window_size: str = "1280,1100") -> Iterator
         driver.quit()
 
 
+def page_left(page: WebElement):
+    """Selenium's staleness_of, also when chromedriver says the old page's node is gone with an "unhandled
+    inspector error" instead of a stale element (a few per cent of navigations: SeleniumHQ/selenium#15401)."""
+    def gone(_driver: webdriver.Chrome) -> bool:
+        try:
+            page.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as error:
+            if "unhandled inspector error" not in str(error):
+                raise
+            return True
+        return False
+    return gone
+
+
 def submit_and_wait(driver: webdriver.Chrome, button: str, by: str = By.ID) -> None:
     """Click a form's submit button (found ``by`` id, or e.g. By.CSS_SELECTOR) and wait for the next page
     (a click does not wait for it)."""
     page = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(by, button).click()
-    WebDriverWait(driver, BROWSER_WAIT_S).until(staleness_of(page))
+    WebDriverWait(driver, BROWSER_WAIT_S).until(page_left(page))
 
 
 def log_in(driver: webdriver.Chrome, url: str, name: str, password: str | None = None) -> None:
